@@ -1,0 +1,41 @@
+"""`st-prune` command line: one sub-command per verb, each defined in `st_prune.commands.<verb>`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from st_prune.errors import StPruneError
+
+# Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+COMMAND_MODULES = (
+    "st_prune.commands.prune",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="st-prune",
+        description="Prune decoder LLMs into sentence-transformers encoders (L3Prune, arXiv 2410.14578).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (StPruneError, FileNotFoundError, FileExistsError) as error:
+        print(f"st-prune {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
