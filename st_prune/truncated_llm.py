@@ -14,8 +14,11 @@ A saved ``TruncatedLLM`` is a plain ``Transformer`` folder: see ``st_prune.expor
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +28,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 from sentence_transformers.base.modules.transformer import Transformer
 from tokenizers import processors
-from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from st_prune import architectures
@@ -46,15 +49,50 @@ MODULE_OUTPUT_NAME = "token_embeddings"
 PROVENANCE_KEY = "st_prune"
 
 
-def resolve_source(model_name_or_path: str | os.PathLike) -> tuple[str, str | None]:
-    """Split a model reference into (folder or Hub id, GGUF file name or None)."""
+def resolve_source(model_name_or_path: str | os.PathLike) -> str:
+    """A folder or Hub id to load from; a ``.gguf`` file is dequantized once into a cached folder."""
     reference = str(model_name_or_path)
     if reference.lower().endswith(".gguf"):
-        path = Path(reference).expanduser()
-        if not path.is_file():
-            raise StPruneError(f"GGUF file not found: {reference}; pass the path of an existing .gguf file")
-        return str(path.parent.resolve()), path.name
-    return reference, None
+        return str(dequantized_gguf_folder(reference))
+    return reference
+
+
+def gguf_cache_root() -> Path:
+    return Path(os.environ.get("ST_PRUNE_CACHE", Path.home() / ".cache" / "st_prune")) / "gguf"
+
+
+def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
+    """Dequantize a GGUF file into a float32 transformers folder, once per file (keyed by name, size, mtime).
+
+    transformers re-parses and dequantizes the whole file for the config, the tokenizer and the weights
+    (about a minute for a 135M model on 2 cores); the cached folder loads in seconds.
+    """
+    path = Path(gguf_path).expanduser()
+    if not path.is_file():
+        raise StPruneError(f"GGUF file not found: {gguf_path}; pass the path of an existing .gguf file")
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = gguf_cache_root() / f"{path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    folder, name = str(path.parent.resolve()), path.name
+    config = load_base_config(folder, gguf_file=name)
+    logger.info("Dequantizing %s once into %s", name, target)
+    with _quiet_transformers():
+        model = AutoModel.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    _make_saveable(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target
 
 
 def _with_gguf(kwargs: dict[str, Any] | None, gguf_file: str | None) -> dict[str, Any]:
@@ -108,10 +146,9 @@ class TruncatedLLM(Transformer):
         module_output_name: str | None = None,
         **transformer_kwargs: Any,
     ) -> None:
-        source, gguf_file = resolve_source(model_name_or_path)
-        # Drop ST/Hub loading kwargs that AutoConfig rejects before probing the config.
+        source = resolve_source(model_name_or_path)
         config_kwargs = dict(config_kwargs or {})
-        config = load_base_config(source, gguf_file, **config_kwargs)
+        config = load_base_config(source, **config_kwargs)
         total = architectures.num_layers(config)
         kept = architectures.layers_to_keep(total, layers, fraction)
 
@@ -124,16 +161,12 @@ class TruncatedLLM(Transformer):
                 f"{config.model_type!r} is a multimodal wrapper; load its text model (e.g. the *_text checkpoint) instead"
             )
 
-        model_kwargs = _with_gguf(model_kwargs, gguf_file)
-        if gguf_file is not None:
-            # GGUF tensors are dequantized to float32 unless the caller asks otherwise.
-            model_kwargs.setdefault("dtype", torch.float32)
         with _quiet_transformers():  # the skipped layers' tensors would each be reported as "unexpected"
             super().__init__(
                 source,
                 model_kwargs=model_kwargs,
-                processor_kwargs=_with_gguf(processor_kwargs, gguf_file),
-                config_kwargs={**_with_gguf(config_kwargs, gguf_file), **overrides},
+                processor_kwargs=processor_kwargs,
+                config_kwargs={**config_kwargs, **overrides},
                 modality_config=modality_config or TEXT_MODALITY_CONFIG,
                 module_output_name=module_output_name or MODULE_OUTPUT_NAME,
                 max_seq_length=max_seq_length,
@@ -142,8 +175,6 @@ class TruncatedLLM(Transformer):
         loaded = len(architectures.decoder_layers(self.auto_model))
         if loaded != kept:  # pragma: no cover - guards against a transformers loader that ignores the config
             architectures.cut_model(self.auto_model, kept)
-        if gguf_file is not None:
-            _make_saveable(self.auto_model)
         setattr(self.config, PROVENANCE_KEY, provenance)
         vocab_size = self.auto_model.get_input_embeddings().num_embeddings
         setup_tokenizer(self.tokenizer, vocab_size=vocab_size, append_eos=bool(append_eos))

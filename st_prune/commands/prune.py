@@ -1,0 +1,53 @@
+"""`st-prune prune MODEL (--layers K | --fraction P) --output DIR`: cut an LLM and save a ready encoder."""
+
+from __future__ import annotations
+
+import argparse
+
+from st_prune.errors import StPruneError
+from st_prune.export import export_model, prepare_output_dir
+from st_prune.truncated_llm import POOLING_MODES, encoder_from_llm
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prune",
+        help="keep the first K decoder layers of an LLM and save it as a sentence-transformers model",
+        description="Cut a decoder LLM to its first K layers (no training) and save a folder that loads with "
+        "plain SentenceTransformer(path).",
+    )
+    parser.add_argument("model", metavar="MODEL", help="Hub id, local folder, or .gguf file")
+    depth = parser.add_mutually_exclusive_group()
+    depth.add_argument("--layers", type=int, metavar="K", help="number of decoder layers to keep (1..L)")
+    depth.add_argument(
+        "--fraction", type=float, metavar="P", help="share of layers to drop, 0 <= P < 1; keeps int(L * (1 - P))"
+    )
+    parser.add_argument("--pooling", choices=sorted(POOLING_MODES), default="weighted_mean")
+    parser.add_argument("--max-seq-length", type=int, default=512, metavar="N")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (must be empty or absent)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.layers is None) == (args.fraction is None):
+        raise StPruneError("give exactly one of --layers K or --fraction P")
+    if args.max_seq_length is not None and args.max_seq_length < 1:
+        raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
+    # Fail on the destination before minutes of loading.
+    prepare_output_dir(args.output, args.overwrite)
+    model = encoder_from_llm(
+        args.model,
+        layers=args.layers,
+        fraction=args.fraction,
+        pooling=args.pooling,
+        max_seq_length=args.max_seq_length,
+    )
+    module = model[0]
+    output = export_model(model, args.output, overwrite=args.overwrite)
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    print(
+        f"kept {module.num_layers}/{module.num_original_layers} layers, {parameters / 1e6:.1f}M parameters, "
+        f"embedding dimension {model.get_embedding_dimension()} -> {output}"
+    )
+    return 0
