@@ -12,6 +12,7 @@ from st_prune.errors import StPruneError
 # Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = (
     "st_prune.commands.prune",
+    "st_prune.commands.publish",
 )
 
 
