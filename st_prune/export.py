@@ -99,6 +99,20 @@ def _rewrite_legacy_configs(model: SentenceTransformer, folder: Path) -> None:
             (module_folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "modules.json").write_text(json.dumps(modules_json, indent=2))
     _rewrite_tokenizer_class(folder / "tokenizer_config.json")
+    _add_legacy_rope_keys(folder / "config.json")
+
+
+def _add_legacy_rope_keys(config_path: Path) -> None:
+    """transformers 5 keeps RoPE settings in ``rope_parameters``; 4.x (under ST 5.x) reads ``rope_theta`` and
+    ``rope_scaling`` and would silently fall back to its default theta. Write both spellings."""
+    config = json.loads(config_path.read_text())
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_theta" not in rope:
+        return
+    config.setdefault("rope_theta", rope["rope_theta"])
+    if rope.get("rope_type", "default") != "default":
+        config.setdefault("rope_scaling", {key: value for key, value in rope.items() if key != "rope_theta"})
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _rewrite_tokenizer_class(tokenizer_config_path: Path) -> None:

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from plain_st import encode_in_plain_process
 
-from conftest import encode_in_plain_process
 from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.export import weight_bytes

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import FAMILIES
 from transformers import AutoModel, AutoTokenizer
 
-from st_prune import StPruneError, TruncatedLLM, encoder_from_llm
-from st_prune import architectures
+from st_prune import StPruneError, TruncatedLLM, architectures, encoder_from_llm
 from st_prune.truncated_llm import dequantized_gguf_folder
-from tiny_models import FAMILIES
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "How do I reset my password?", "Two dogs"]
 
