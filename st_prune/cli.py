@@ -13,6 +13,9 @@ from st_prune.errors import StPruneError
 COMMAND_MODULES = (
     "st_prune.commands.prune",
     "st_prune.commands.publish",
+    "st_prune.commands.eval",
+    "st_prune.commands.submit",
+    "st_prune.commands.run",
 )
 
 
