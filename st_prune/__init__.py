@@ -2,7 +2,8 @@
 
 from st_prune.errors import StPruneError
 from st_prune.export import export_model
+from st_prune.l3prune import L3Prune, L3PruneResult
 from st_prune.truncated_llm import TruncatedLLM, encoder_from_llm
 
-__all__ = ["StPruneError", "TruncatedLLM", "encoder_from_llm", "export_model"]
+__all__ = ["L3Prune", "L3PruneResult", "StPruneError", "TruncatedLLM", "encoder_from_llm", "export_model"]
 __version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""`st-prune scan MODEL --data FILE`: L3Prune's per-layer loss curve and its small/large picks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from st_prune.errors import StPruneError
+from st_prune.truncated_llm import POOLING_MODES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "scan",
+        help="L3Prune: per-layer contrastive loss of an LLM on training data; picks the small and large depths",
+        description="Compute, in one forward pass per batch, the contrastive loss a model cut to k layers would have "
+        "on the training data for every k, then pick the minimum before the midpoint (small) and after it (large). "
+        "Writes the curve as JSON and PNG.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="Hub id, local folder, or .gguf file (scanned at full depth)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE",
+        help="triplets: JSONL/CSV/Parquet file (or folder) with anchor (or query), positive, optional negative and "
+        "optional instruction (or task, with --task-instructions) columns",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="rows per batch (default 64)")
+    parser.add_argument("--num-batches", type=int, default=100, metavar="N", help="batches to average (default 100)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the row sampling (default 42)")
+    parser.add_argument("--scale", type=float, default=50.0, help="InfoNCE scale, 1/temperature (default 50)")
+    parser.add_argument("--pooling", choices=sorted(POOLING_MODES), default="weighted_mean")
+    parser.add_argument("--max-seq-length", type=int, default=512, metavar="N")
+    parser.add_argument(
+        "--instruction", metavar="TEXT", help="instruction for every anchor without one (becomes its prompt)"
+    )
+    parser.add_argument(
+        "--task-instructions",
+        metavar="FILE",
+        help="JSON object {task: instruction} for data with a task column (or a folder of per-task files)",
+    )
+    parser.add_argument("--device", help="e.g. cuda, cpu (default: sentence-transformers' choice)")
+    parser.add_argument("--output", default="scan.json", metavar="FILE", help="scan file to write (default scan.json)")
+    parser.add_argument("--plot", metavar="FILE", help="PNG of the curve (default: --output with .png)")
+    parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from st_prune.data import load_triplets
+    from st_prune.l3prune import L3Prune, scan
+    from st_prune.truncated_llm import encoder_from_llm
+
+    if args.max_seq_length < 1:
+        raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
+    if not math.isfinite(args.scale) or args.scale <= 0:
+        raise StPruneError(f"--scale must be a positive number (the paper uses 50), got {args.scale}")
+    selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
+    # Every data error comes before the (possibly minutes long) model load.
+    data = load_triplets(
+        args.data, instructions=_task_instructions(args.task_instructions), default_instruction=args.instruction
+    )
+    batches = selector.sample(data)
+    print(f"data: {len(data)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
+
+    model = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device)
+    result = scan(
+        model,
+        batches,
+        scale=args.scale,
+        settings={"batch_size": args.batch_size, "num_batches": len(batches), "seed": args.seed},
+    )
+    output = result.save(args.output)
+    print(result.summary())
+    print(f"curve -> {output}")
+    if not args.no_plot:
+        plot = result.plot(args.plot or Path(args.output).with_suffix(".png"))
+        print(f"plot -> {plot}")
+    return 0
+
+
+def _task_instructions(path: str | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StPruneError(f"--task-instructions file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise StPruneError(f"--task-instructions {path} is not valid JSON ({error.msg}); write {{task: instruction}}") from None
+    if not isinstance(mapping, dict) or not all(isinstance(value, str) for value in mapping.values()):
+        raise StPruneError(f"--task-instructions {path} must be a JSON object of task name -> instruction text")
+    return mapping
