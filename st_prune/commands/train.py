@@ -1,0 +1,234 @@
+"""`st-prune train MODEL --data FILE (--layers K | --fraction P | --l3prune small|large) --output DIR`.
+
+Prune, train with the paper's recipe (LoRA, hard-negative InfoNCE, instructions excluded from pooling) and
+export the merged, vanilla-loadable model to DIR. Checkpoints go to the sibling folder DIR.work/ so
+that DIR only ever holds the finished export (plus scan.json/scan.png with --l3prune); a run
+that stops early continues with --resume. DIR.work/ is deleted after a successful export unless
+--keep-checkpoints.
+
+Several GPUs: the same command under torchrun --nproc_per_node N -m st_prune.cli train ... (or
+accelerate launch -m st_prune.cli train ...) trains with DDP and shares in-batch negatives across
+processes; --batch-size is per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from st_prune.errors import StPruneError
+
+RUN_FILE = "run.json"
+SCAN_JSON = "scan.json"
+SCAN_PNG = "scan.png"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="prune an LLM and train it into an encoder with the paper's recipe (LoRA, InfoNCE), then export it",
+        description=__doc__.split("\n", 2)[2].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="Hub id, local folder, or .gguf file of a decoder LLM")
+    parser.add_argument(
+        "--data", required=True, metavar="FILE",
+        help="training triplets: JSONL/CSV/Parquet with anchor, positive (, negative, instruction) columns, "
+        "or a folder of <task>.jsonl files (the E5 mix, echo-embeddings layout)",
+    )
+    parser.add_argument(
+        "--instructions", metavar="JSON",
+        help="task -> instruction for data with a task column (or a folder of task files) and no instruction column: "
+        "a JSON file or inline JSON object",
+    )
+    parser.add_argument("--default-instruction", metavar="TEXT", help="instruction of rows without one")
+    depth = parser.add_mutually_exclusive_group(required=True)
+    depth.add_argument("--layers", type=int, metavar="K", help="decoder layers to keep (1..L)")
+    depth.add_argument("--fraction", type=float, metavar="P", help="share of layers to drop; keeps int(L * (1 - P))")
+    depth.add_argument(
+        "--l3prune", choices=("small", "large"),
+        help="keep the layer count L3Prune picks from the model's per-layer loss on --data (writes scan.json/png)",
+    )
+    parser.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (default 1000)")
+    parser.add_argument("--batch-size", type=int, metavar="B", help="triplets per batch and process (default 64)")
+    parser.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate (default 2e-4)")
+    parser.add_argument(
+        "--warmup-steps", type=int, metavar="N", help="linear warm-up steps (default 30%% of --max-steps: 300 of 1000)"
+    )
+    parser.add_argument("--max-seq-length", type=int, metavar="N", help="tokens per text (default 512)")
+    parser.add_argument("--lora-r", type=int, metavar="R", help="LoRA rank (default 16, alpha = 2R); 0 trains all weights")
+    parser.add_argument(
+        "--lora-targets", metavar="NAME,...",
+        help="projections to adapt (default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)",
+    )
+    parser.add_argument("--seed", type=int, metavar="S", help="random seed (default 42)")
+    parser.add_argument("--save-steps", type=int, metavar="N", help="checkpoint every N steps (default 100)")
+    parser.add_argument("--cached-loss", action="store_true", help="GradCache loss: big batches in little memory")
+    parser.add_argument("--pooling", choices=("weighted_mean", "last_token", "mean"), default="weighted_mean")
+    parser.add_argument("--scan-batches", type=int, metavar="N", help="L3Prune: batches to average the loss over")
+    parser.add_argument(
+        "--scan-batch-size", type=int, metavar="B", help="L3Prune: triplets per scan batch (default: --batch-size)"
+    )
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model (empty or absent)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue the run from the last checkpoint in DIR.work (or from CHECKPOINT)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR and start DIR.work over")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep DIR.work after the export")
+    parser.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """A TrainingConfig from the paper's defaults and the flags that were given (validated)."""
+    from st_prune.training import TrainingConfig
+
+    changes: dict[str, Any] = {}
+    for flag, name in (
+        ("max_steps", "max_steps"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
+        ("warmup_steps", "warmup_steps"), ("max_seq_length", "max_seq_length"), ("seed", "seed"),
+        ("save_steps", "save_steps"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[name] = value
+    if args.lora_r is not None:
+        changes.update(lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
+    if args.lora_targets:
+        changes["lora_target_modules"] = tuple(name.strip() for name in args.lora_targets.split(",") if name.strip())
+    if args.cached_loss:
+        changes["cached_loss"] = True
+    return TrainingConfig(**changes)
+
+
+def _read_data(args: argparse.Namespace):
+    """``--data`` as a path, or loaded with the task instructions when ``--instructions``/``--default-instruction``."""
+    if not args.instructions and not args.default_instruction:
+        return args.data
+    from st_prune.data import load_triplets
+
+    instructions = None
+    if args.instructions:
+        text = args.instructions
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise StPruneError(f"--instructions {text}: not a file or a JSON object; give a JSON file of task -> instruction")
+            text = path.read_text(encoding="utf-8")
+        try:
+            instructions = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise StPruneError(f"--instructions is not valid JSON ({error.msg}); give {{\"task\": \"instruction\"}}") from None
+        if not isinstance(instructions, dict) or not all(isinstance(v, str) for v in instructions.values()):
+            raise StPruneError('--instructions must be a JSON object of task -> instruction text, e.g. {"nq": "..."}')
+    return load_triplets(args.data, instructions=instructions, default_instruction=args.default_instruction)
+
+
+def _read_run(work: Path) -> dict[str, Any] | None:
+    path = work / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_run(work: Path, data: dict[str, Any]) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    temporary = work / f".{RUN_FILE}.tmp"
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(temporary, work / RUN_FILE)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from st_prune.export import prepare_output_dir
+    from st_prune.training import (
+        check_lora_targets,
+        has_checkpoints,
+        prepare_training_data,
+        resolve_resume,
+        train_pruned,
+        work_dir_for,
+    )
+    from st_prune.truncated_llm import encoder_from_llm
+
+    # Every check that can fail fast, before minutes of loading and scanning.
+    if args.resume and args.overwrite:
+        raise StPruneError("give --resume (continue the run) or --overwrite (start over), not both")
+    for flag in ("scan_batches", "scan_batch_size"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise StPruneError(f"--{flag.replace('_', '-')} must be a positive integer")
+    config = build_config(args)
+    output = Path(args.output)
+    prepare_output_dir(output, args.overwrite)
+    work = work_dir_for(output)
+    checkpoint = resolve_resume(args.resume, work)
+    if checkpoint is None and has_checkpoints(work) and not args.overwrite:
+        raise StPruneError(
+            f"{work} holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over"
+        )
+    data = prepare_training_data(_read_data(args), config.batch_size)
+    if config.lora_r:
+        check_lora_targets(args.model, config.lora_target_modules)
+    depth = {"layers": args.layers, "fraction": args.fraction, "l3prune": args.l3prune}
+    previous = _read_run(work) if checkpoint else None
+    if previous is not None:
+        started = {key: previous.get(key) for key in ("model", "layers", "fraction", "l3prune")}
+        asked = {"model": args.model, **depth}
+        if started != asked:
+            raise StPruneError(
+                f"{work} was started with {started}, not {asked}; resume with the same MODEL and depth flags"
+            )
+
+    extra_files: dict[str, str | bytes] = {}
+    if args.l3prune:
+        if previous is not None and previous.get("kept_layers") and (work / SCAN_JSON).is_file():
+            model = encoder_from_llm(args.model, layers=previous["kept_layers"], pooling=args.pooling,
+                                     max_seq_length=config.max_seq_length)
+        else:
+            model = _scan_and_prune(args, config, data, work)
+        for name in (SCAN_JSON, SCAN_PNG):
+            if (work / name).is_file():
+                extra_files[name] = (work / name).read_bytes()
+    else:
+        model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
+                                 max_seq_length=config.max_seq_length)
+    module = model[0]
+    if _is_main_process():
+        _write_run(work, {"model": args.model, **depth, "kept_layers": module.num_layers,
+                          "num_original_layers": module.num_original_layers, "config": config.to_dict()})
+
+    train_pruned(
+        model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
+    )
+    if _is_main_process():
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+        print(
+            f"trained {module.num_layers}/{module.num_original_layers} layers for {config.max_steps} steps, "
+            f"{parameters / 1e6:.1f}M parameters -> {output}"
+        )
+    return 0
+
+
+def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
+    """Run L3Prune on the full-depth model over the training data exactly as the trainer will batch it,
+    cut the model to the pick, and save scan.json and scan.png into the work folder."""
+    from st_prune.l3prune import L3Prune
+    from st_prune.truncated_llm import encoder_from_llm
+
+    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length)
+    options: dict[str, Any] = {"seed": config.seed, "scale": config.scale, "batch_size": config.batch_size}
+    if args.scan_batches is not None:
+        options["num_batches"] = args.scan_batches
+    if args.scan_batch_size is not None:
+        options["batch_size"] = args.scan_batch_size
+    train_dataset, prompts = data.for_trainer()
+    result = L3Prune(**options).select(full, train_dataset, prompts=prompts)
+    if _is_main_process():
+        work.mkdir(parents=True, exist_ok=True)
+        result.save(work / SCAN_JSON)
+        result.plot(work / SCAN_PNG)
+        print(result.summary())
+    return result.prune(full, args.l3prune)
