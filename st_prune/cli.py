@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "st_prune.commands.eval",
     "st_prune.commands.submit",
     "st_prune.commands.run",
+    "st_prune.commands.scan",
+    "st_prune.commands.train",
 )
 
 

@@ -1,0 +1,363 @@
+"""Model cards for pruned encoders, and the zoo index.
+
+A card is rendered from ``st_prune/templates/model_card.md.j2`` (jinja2, ``StrictUndefined``: a missing
+value is an error, never an empty spot). It builds on sentence-transformers' own model-card data: the
+exported model's ``model.model_card_data`` gets the card's fields (name, id, base model, licence, language,
+tags) and its ``to_dict()`` supplies the architecture, dimensions, similarity and library versions; the
+template adds the pruning data, the L3Prune curve, training details, the evaluation table, usage with the
+saved prompts, the paper's citation and the base model's licence terms. The YAML front matter (Hub
+metadata incl. ``model-index``) is rendered by huggingface_hub's ``ModelCardData``/``EvalResult``.
+
+``check_card`` rejects anything that must not be published: unfilled placeholders, ``TODO``, local paths of
+the build machine and Hugging Face tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from st_prune.errors import StPruneError
+
+if TYPE_CHECKING:
+    from st_prune.recipe import RecipeRunner, VariantSpec
+
+TEMPLATE_NAME = "model_card.md.j2"
+CURVE_FILE = "l3prune.png"
+BASE_TAGS = ("sentence-transformers", "feature-extraction", "sentence-similarity", "l3prune", "pruned")
+
+# mteb task type -> the Hub's model-index task type.
+_HUB_TASK_TYPES = {
+    "Retrieval": "Retrieval", "Reranking": "Reranking", "STS": "STS", "Clustering": "Clustering",
+    "Classification": "Classification", "PairClassification": "PairClassification",
+}
+
+
+# --------------------------------------------------------------------------------------------- checks
+def forbidden_patterns() -> list[tuple[str, re.Pattern[str]]]:
+    """What a published card must never contain, with a name for the error message."""
+    patterns = [
+        ("an unfilled template placeholder", re.compile(r"\{\{\s*[A-Za-z_]|\{%|\{#|<placeholder>|\bPLACEHOLDER\b")),
+        ("a TODO", re.compile(r"\bTODO\b|\bFIXME\b")),
+        ("a temporary path", re.compile(r"/tmp/|/var/folders/")),
+        ("a root home path", re.compile(r"/root/")),
+        ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{8,}")),
+        ("a local home path", re.compile(r"/home/[^/\s]+/|/Users/[^/\s]+/|[A-Za-z]:\\\\Users\\\\")),
+    ]
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        patterns.append(("the build machine's home directory", re.compile(re.escape(home.rstrip("/") + "/"))))
+    return patterns
+
+
+def check_card(text: str, extra_forbidden: tuple[str, ...] = ()) -> str:
+    """Return ``text`` if it is safe to publish; raise `StPruneError` naming the first problem otherwise."""
+    for label, pattern in forbidden_patterns():
+        match = pattern.search(text)
+        if match:
+            line = text.count("\n", 0, match.start()) + 1
+            raise StPruneError(f"the model card contains {label} at line {line}; fix the recipe or the template")
+    for needle in extra_forbidden:
+        if needle and needle in text:
+            line = text.count("\n", 0, text.index(needle)) + 1
+            raise StPruneError(f"the model card contains a local path at line {line}; fix the recipe or the template")
+    return text
+
+
+# --------------------------------------------------------------------------------------------- render
+def load_template() -> jinja2.Template:
+    """The card template shipped inside the package (``st_prune/templates``)."""
+    source = resources.files("st_prune").joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        autoescape=False,
+    )
+    return environment.from_string(source)
+
+
+def front_matter(context: dict[str, Any]) -> str:
+    """Hub metadata as YAML, with evaluation results in ``model-index`` form (huggingface_hub renders it)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    eval_results = [
+        EvalResult(
+            task_type=_HUB_TASK_TYPES.get(row["type"], row["type"]),
+            dataset_type=row["dataset_type"],
+            dataset_name=row["task"],
+            dataset_split="test",
+            metric_type=row["metric"],
+            metric_value=row["score"],
+        )
+        for row in context["evaluation"]["rows"]
+    ]
+    data = ModelCardData(
+        model_name=context["repo_id"],
+        base_model=context["base_model"],
+        base_model_relation="finetune",
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=context["tags"],
+        license=context["license"],
+        language=context["language"],
+        datasets=context["datasets"] or None,
+        eval_results=eval_results or None,
+    )
+    if context["license_link"]:
+        data.license_link = context["license_link"]
+    return data.to_yaml()
+
+
+def render_card(context: dict[str, Any], extra_forbidden: tuple[str, ...] = ()) -> str:
+    """The full README.md: front matter, then the template; checked with `check_card`."""
+    body = load_template().render(**context)
+    text = f"---\n{front_matter(context)}\n---\n\n{body.strip()}\n"
+    return check_card(text, extra_forbidden)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def _mb(num_bytes: int) -> str:
+    return f"{num_bytes / 1024**2:,.1f} MB"
+
+
+def _millions(count: int) -> str:
+    if count < 1e6:
+        return f"{count:,}"
+    return f"{count / 1e6:,.1f}M" if count < 1e9 else f"{count / 1e9:,.2f}B"
+
+
+def _public_name(path_text: str) -> str:
+    """A data file/folder named without the build machine's path."""
+    return Path(path_text).name or path_text
+
+
+def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
+    """Everything the template shows for one variant, read from the run folder and the exported model."""
+    from sentence_transformers import SentenceTransformer
+
+    from st_prune.evaluation import PAPER_CITATION, PAPER_URL, results_table_markdown
+
+    recipe = runner.recipe
+    work = runner.work_dir(variant)
+    folder = runner.zoo_dir(variant)
+    scan = runner.scan_result()
+    prune = _load(work / "prune.json", "prune")
+    train = _load(work / "train.json", "train")
+    export = _load(work / "export.json", "export")
+    evaluation_file = work / "eval.json"
+    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else None
+    repo_id = runner.repo_id(variant)
+
+    # sentence-transformers' card data: set our fields on it, read the model facts it derives.
+    model = SentenceTransformer(str(folder))
+    card_data = model.model_card_data
+    card_data.model_name = f"{recipe.base_short_name} pruned to {prune['layers']} layers (L3Prune {variant.name})"
+    card_data.model_id = repo_id
+    card_data.base_model = recipe.base_id
+    card_data.license = recipe.card.license
+    card_data.language = list(recipe.card.language)
+    tags = list(BASE_TAGS) + (["mteb"] if evaluation else [])
+    card_data.tags = tags
+    st_facts = card_data.to_dict()
+
+    full_layers, layers = scan["num_layers"], prune["layers"]
+    full_params, params = scan["parameters_full"], export["parameters"]
+    speed_full, speed = scan["tokens_per_second_full"], export["tokens_per_second"]
+    pruning = {
+        "layers": layers,
+        "num_layers": full_layers,
+        "layers_pct": 100 * layers / full_layers,
+        "parameters": _millions(params),
+        "parameters_full": _millions(full_params),
+        "pruned_pct": 100 * (1 - params / full_params),
+        "weight_size": _mb(export["weight_bytes"]),
+        "tokens_per_second": f"{speed:,.0f}",
+        "tokens_per_second_full": f"{speed_full:,.0f}",
+        "speedup": speed / speed_full if speed_full else 0.0,
+        "machine": export["machine"],
+        "how": (
+            f"L3Prune's {variant.pick} pick" if variant.pick
+            else f"a fixed {variant.layers}-layer cut" if variant.layers
+            else f"a fixed pruning fraction of {variant.fraction:g} (keeps int(L × (1 − p)) layers)"
+        ),
+        "small": scan["small"],
+        "large": scan["large"],
+    }
+    settings = train["settings"]
+    lora = settings["lora"]
+    hyper = [
+        ("Steps", train["steps"]),
+        ("Batch size", settings["batch_size"]),
+        ("Learning rate", settings["learning_rate"]),
+        ("Warm-up steps", settings["warmup_steps"]),
+        ("Scheduler", "linear decay after warm-up"),
+        ("Optimizer", "AdamW (transformers default)"),
+        ("Loss", f"MultipleNegativesRankingLoss (InfoNCE with hard negatives), scale {settings['scale']:g}"),
+        ("LoRA", f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, on {', '.join(train['lora_target_modules'])}"),
+        ("Max sequence length", settings["max_seq_length"] or recipe.base.max_seq_length),
+        ("Pooling", f"{recipe.base.pooling.replace('_', ' ')} (instruction tokens excluded)"),
+        ("Precision", "bf16" if train["bf16"] else "float32"),
+        ("Gradient checkpointing", "yes" if settings["gradient_checkpointing"] else "no"),
+        ("Seed", settings["seed"]),
+        ("Final training loss", train["train_loss"]),
+    ]
+    scan_settings = scan["settings"]
+    datasets = list(recipe.data.names)
+    eval_context: dict[str, Any] = {"table": "", "rows": [], "average": None}
+    if evaluation:
+        results_dir = runner.output / evaluation["results_dir"]
+        eval_context["table"] = results_table_markdown(results_dir, task_types=evaluation["task_types"]).strip()
+        eval_context["average"] = evaluation["average"]
+        for task, score in evaluation["scores"].items():
+            eval_context["rows"].append({
+                "task": task,
+                "type": evaluation["task_types"].get(task, "Custom"),
+                "dataset_type": task if "/" in task else f"mteb/{task}" if task not in _local_names(recipe) else task,
+                "metric": evaluation["main_score_names"].get(task, "main_score"),
+                "score": round(100 * score, 2),
+            })
+    prompts = {key: value for key, value in model.prompts.items() if value}
+    return {
+        "repo_id": repo_id,
+        "title": f"{recipe.base_short_name} L3Prune {variant.name} ({layers}/{full_layers} layers)",
+        "variant": variant.name,
+        "base_model": recipe.base_id,
+        "base_short_name": recipe.base_short_name,
+        "recipe_name": recipe.name,
+        "license": recipe.card.license,
+        "license_link": recipe.card.license_link,
+        "license_terms": recipe.card.license_terms,
+        "language": list(recipe.card.language),
+        "datasets": datasets,
+        "tags": tags,
+        "paper_url": PAPER_URL,
+        "citation": PAPER_CITATION,
+        "pruning": pruning,
+        "scan": {
+            "batch_size": scan_settings["batch_size"],
+            "num_batches": scan_settings["num_batches"],
+            "scale": scan_settings["scale"],
+            "seed": scan_settings["seed"],
+        },
+        "curve_file": CURVE_FILE,
+        "training": {
+            "steps": train["steps"],
+            "hyperparameters": hyper,
+            "seconds": train["seconds"],
+            "minutes": train["seconds"] / 60,
+            "machine": train["machine"],
+            "data": recipe.data.description or (", ".join(datasets) if datasets else _public_name(recipe.data.path)),
+            "triplets": train["triplets"],
+            "instruction_groups": train["datasets"],
+        },
+        "evaluation": eval_context,
+        "prompts": prompts,
+        "query_prompt": prompts.get("query", ""),
+        "st": {
+            "dimension": st_facts.get("output_dimensionality"),
+            "max_seq_length": st_facts.get("model_max_length"),
+            "similarity": st_facts.get("similarity_fn_name") or "Cosine Similarity",
+            "architecture": st_facts.get("model_string", ""),
+            "versions": st_facts.get("version") or {},
+        },
+    }
+
+
+def _local_names(recipe) -> set[str]:
+    return {task.name or Path(task.path).stem for task in recipe.evaluation.local_tasks}
+
+
+def _load(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise StPruneError(f"{path.name} is missing: run the {stage} stage first (--only {stage})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None) -> Path:
+    """Render the card into ``folder/README.md`` (atomically) and copy the L3Prune curve beside it."""
+    local = tuple(str(p) for p in {folder.resolve().parent.parent, Path.cwd()} if str(p) not in ("/", ""))
+    text = render_card(context, extra_forbidden=local)
+    if curve is not None and curve.is_file():
+        shutil.copyfile(curve, folder / CURVE_FILE)
+    _write_text_atomic(folder / "README.md", text)
+    return folder / "README.md"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+# ------------------------------------------------------------------------------------------ zoo index
+def zoo_entries(runner: RecipeRunner) -> list[dict[str, Any]]:
+    """One row per variant that has a card: repo id, base, layers, params, score, published or local."""
+    entries = []
+    for variant in runner.recipe.variants:
+        card = runner.marker("card", variant)
+        export = runner.work_dir(variant) / "export.json"
+        if not card.is_file() or not export.is_file():
+            continue
+        prune = json.loads((runner.work_dir(variant) / "prune.json").read_text())
+        evaluation_file = runner.work_dir(variant) / "eval.json"
+        evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
+        published = runner.marker("publish", variant).is_file() and runner.org is not None
+        entries.append({
+            "repo_id": runner.repo_id(variant),
+            "recipe": runner.recipe.name,
+            "variant": variant.name,
+            "base_model": runner.recipe.base_id,
+            "layers": prune["layers"],
+            "num_layers": prune["num_layers"],
+            "parameters": json.loads(export.read_text())["parameters"],
+            "score": evaluation.get("average"),
+            "tasks": sorted(evaluation.get("scores", {})),
+            "published": published,
+        })
+    return entries
+
+
+def update_zoo_index(folder: str | os.PathLike, entries: list[dict[str, Any]]) -> Path:
+    """Merge ``entries`` into ``folder/zoo.json`` (keyed by recipe + variant) and re-render ``folder/README.md``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index_file = folder / "zoo.json"
+    existing = json.loads(index_file.read_text()) if index_file.is_file() else []
+    merged = {(entry["recipe"], entry["variant"]): entry for entry in existing}
+    for entry in entries:
+        merged[(entry["recipe"], entry["variant"])] = entry
+    rows = sorted(merged.values(), key=lambda entry: (entry["base_model"], -entry["layers"], entry["repo_id"]))
+    _write_text_atomic(index_file, json.dumps(rows, indent=2) + "\n")
+    _write_text_atomic(folder / "README.md", render_zoo_readme(rows))
+    return folder / "README.md"
+
+
+def render_zoo_readme(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# st-prune model zoo",
+        "",
+        "Every variant that `st-prune run` has produced or published. Generated from `zoo.json`: do not edit by hand;",
+        "`st-prune run RECIPE --zoo-index model_cards` merges a run's variants and re-renders this file.",
+        "Score: mean main score ×100 over the recipe's evaluation tasks (listed per row), not comparable across",
+        "rows with different task lists.",
+        "",
+        "| Model | Base | Layers | Parameters | Score | Tasks | Where |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        score = f"{100 * row['score']:.2f}" if row.get("score") is not None else "–"
+        where = f"[Hub](https://huggingface.co/{row['repo_id']})" if row.get("published") else "local"
+        tasks = ", ".join(row.get("tasks") or []) or "–"
+        lines.append(
+            f"| {row['repo_id']} | {row['base_model']} | {row['layers']}/{row['num_layers']} | "
+            f"{_millions(row['parameters'])} | {score} | {tasks} | {where} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""`st-prune run RECIPE`: scan -> prune -> train -> export -> evaluate -> card -> publish, for every variant."""
+
+from __future__ import annotations
+
+import argparse
+
+from st_prune.errors import StPruneError
+from st_prune.recipe import STAGES, RecipeRunner, load_recipe
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a recipe: scan, prune, train, export, evaluate, card (and publish) every variant",
+        description="Run a recipe (recipes/*.yaml). Each stage writes its files under --output and is skipped "
+        "when re-run, so an interrupted run resumes where it stopped.",
+    )
+    parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML file, e.g. recipes/smollm2-135m-instruct-cpu.yaml")
+    parser.add_argument("--output", metavar="DIR", help="run folder (default: runs/<recipe name>)")
+    parser.add_argument("--push-to-hub", metavar="ORG", help="publish every variant to ORG/<repo name> on the Hub")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe key by its dotted path, e.g. --set training.steps=10 --set data.path=/data/e5",
+    )
+    parser.add_argument("--only", choices=STAGES, metavar="STAGE", help=f"run one stage only ({', '.join(STAGES)})")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the resolved settings; do nothing")
+    parser.add_argument(
+        "--zoo-index", metavar="DIR",
+        help="also merge this run's variants into DIR/zoo.json and DIR/README.md (e.g. model_cards/)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    output = args.output or f"runs/{recipe.name}"
+    runner = RecipeRunner(recipe, output, push_to_hub=args.push_to_hub, only=args.only, zoo_index=args.zoo_index)
+    if args.dry_run:
+        print(runner.plan())
+        return 0
+    if args.only == "publish" and not args.push_to_hub:
+        raise StPruneError("--only publish needs --push-to-hub ORG")
+    summary = runner.run()
+    for name, entry in summary.items():
+        score = f", score {100 * entry['score']:.2f}" if entry.get("score") is not None else ""
+        print(f"{name}: {entry['repo_id']} ({entry['layers']} layers{score}) -> {entry.get('folder', '-')}")
+    return 0

