@@ -24,9 +24,8 @@ marker exists with the same key, so an interrupted run resumes where it stopped:
     DIR/zoo/<repo-name>/               the model folder exactly as published (card + curve included)
     DIR/zoo/zoo.json, README.md        the index of this run's variants
 
-Where the sibling modules (``st_prune.l3prune``, ``st_prune.training``, ``st_prune.data``) were not yet
-available, the scan, the trainer wiring and the triplet loader live here as thin, self-contained
-functions (``scan_layers``, ``train_variant``, ``load_triplet_datasets``) that follow DESIGN.md.
+The stages call the library itself: ``st_prune.data.load_triplets``, ``L3Prune``, ``st_prune.training.build_trainer``,
+``export_model``, ``st_prune.evaluation`` and ``st_prune.hub.publish_folder``.
 """
 
 from __future__ import annotations
@@ -57,14 +56,12 @@ from typing import Any, Literal, Union
 import yaml
 
 from st_prune.errors import StPruneError
+from st_prune.training import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "evaluate", "card", "publish")
 PICKS = ("small", "large")
-PAPER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Fused projections of families that do not split them (Phi-3): matched when the split names are absent.
-FUSED_LORA_TARGETS = ("qkv_proj", "gate_up_proj")
 
 
 # =====================================================================================================
@@ -521,55 +518,24 @@ def resolve_data_path(recipe: Recipe) -> Path:
     return path
 
 
-def load_triplet_rows(recipe: Recipe) -> list[dict[str, str]]:
-    """Every triplet as {anchor, positive, negative, instruction}; instruction from the row, its task, or the default."""
-    path = resolve_data_path(recipe)
-    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
-        raise StPruneError(f"data.path {recipe.data.path} holds no .jsonl files: point it at your triplets")
-    rows: list[dict[str, str]] = []
-    for file in files:
-        with file.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                anchor = row.get("anchor", row.get("query"))
-                positive = row.get("positive", row.get("pos"))
-                negative = row.get("negative", row.get("neg"))
-                if isinstance(positive, list):
-                    positive = positive[0] if positive else None
-                if isinstance(negative, list):
-                    negative = negative[0] if negative else None
-                if not all(isinstance(text, str) and text for text in (anchor, positive, negative)):
-                    raise StPruneError(
-                        f"{file.name}: row {number} lacks anchor (or query), positive and negative texts: fix the file"
-                    )
-                task = row.get("task") or (file.stem if path.is_dir() else None)
-                instruction = (
-                    row.get("instruction")
-                    or (recipe.data.instructions.get(task) if task else None)
-                    or recipe.data.default_instruction
-                )
-                rows.append({"anchor": anchor, "positive": positive, "negative": negative, "instruction": instruction})
-                if recipe.data.max_rows and len(rows) >= recipe.data.max_rows:
-                    return rows
-    if len(rows) < 2:
-        raise StPruneError(f"data.path {recipe.data.path} has {len(rows)} triplet(s); training needs at least 2")
-    return rows
+def load_recipe_triplets(recipe: Recipe):
+    """The recipe's training triplets (``st_prune.data.load_triplets``: validated, instruction per row)."""
+    from st_prune.data import load_triplets
+
+    dataset = load_triplets(
+        resolve_data_path(recipe),
+        instructions=recipe.data.instructions,
+        default_instruction=recipe.data.default_instruction,
+    )
+    if recipe.data.max_rows:
+        dataset = dataset.select(range(min(recipe.data.max_rows, len(dataset))))
+    return dataset
 
 
 def instruction_prompt(instruction: str) -> str:
-    from st_prune.evaluation import INSTRUCTION_TEMPLATE
+    from st_prune.data import instruction_prompt as format_instruction
 
-    return INSTRUCTION_TEMPLATE.format(instruction=instruction.strip().rstrip(".:"))
-
-
-def group_by_instruction(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
-    groups: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        groups.setdefault(row["instruction"], []).append(row)
-    return groups
+    return format_instruction(instruction) or ""
 
 
 # =====================================================================================================
@@ -600,204 +566,33 @@ def measure_tokens_per_second(model, texts: list[str], batch_size: int = 16, rep
     return tokens * repeats / max(elapsed, 1e-9)
 
 
-def speed_texts(rows: list[dict[str, str]], count: int = 64) -> list[str]:
+def speed_texts(dataset, count: int = 64) -> list[str]:
     """A fixed, reproducible set of documents for the tokens/s measurement."""
-    return [row["positive"] for row in random.Random(0).sample(rows, min(count, len(rows)))]
+    indices = random.Random(0).sample(range(len(dataset)), min(count, len(dataset)))
+    return [dataset[index]["positive"] for index in indices]
 
 
-# =====================================================================================================
-# L3Prune scan (thin adapter; st_prune.l3prune replaces it once it lands)
-# =====================================================================================================
-def scan_batches(rows: list[dict[str, str]], spec: ScanSpec) -> list[list[dict[str, str]]]:
-    """``num_batches`` batches, each from one instruction group (like training), groups drawn by size."""
-    rng = random.Random(spec.seed)
-    groups = [group for group in group_by_instruction(rows).values() if len(group) >= 2]
-    if not groups:
-        raise StPruneError("the scan needs at least 2 triplets sharing an instruction")
-    weights = [len(group) for group in groups]
-    batches = []
-    for _ in range(spec.num_batches):
-        group = rng.choices(groups, weights=weights)[0]
-        batches.append(rng.sample(group, min(spec.batch_size, len(group))))
-    return batches
+def training_config(spec: TrainingSpec) -> Any:
+    """The recipe's training section as ``st_prune.training.TrainingConfig``."""
+    from st_prune.training import TrainingConfig
 
-
-def scan_layers(model, rows: list[dict[str, str]], spec: ScanSpec) -> dict[str, Any]:
-    """Per-layer InfoNCE loss of the full-depth model; layer k = final norm(output of layer k), pooled as deployed.
-
-    Returns {"losses": [L floats, index k-1 = k layers kept], "small": k, "large": k, "num_layers": L}.
-    """
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from st_prune import architectures
-
-    module, pooling = model[0], model[1]
-    auto = module.auto_model
-    norm = architectures.final_norm(auto)
-    total = len(architectures.decoder_layers(auto))
-    sums = torch.zeros(total, dtype=torch.float64)
-    device = next(auto.parameters()).device
-
-    def layer_embeddings(texts: list[str], prompt: str | None) -> torch.Tensor:
-        features = model.preprocess(texts, prompt=prompt)
-        features = {key: value.to(device) if torch.is_tensor(value) else value for key, value in features.items()}
-        out = auto(input_ids=features["input_ids"], attention_mask=features["attention_mask"], output_hidden_states=True)
-        hidden = out.hidden_states  # [embeddings, layer 1 (pre-norm), ..., layer L (normed)]
-        pooled = []
-        for k in range(1, total + 1):
-            states = hidden[k] if k == total else norm(hidden[k])
-            pooled_features = {**features, "token_embeddings": states}
-            pooled.append(pooling(pooled_features)["sentence_embedding"])
-        return torch.stack(pooled)  # [L, batch, dim]
-
-    batches = scan_batches(rows, spec)
-    auto.eval()
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc="L3Prune scan", unit="batch", mininterval=5):
-            prompt = instruction_prompt(batch[0]["instruction"])
-            queries = layer_embeddings([row["anchor"] for row in batch], prompt)
-            documents = layer_embeddings([row["positive"] for row in batch] + [row["negative"] for row in batch], None)
-            queries, documents = F.normalize(queries.float(), dim=-1), F.normalize(documents.float(), dim=-1)
-            logits = spec.scale * queries @ documents.transpose(1, 2)  # [L, B, 2B]
-            labels = torch.arange(len(batch), device=logits.device)
-            for k in range(total):
-                sums[k] += F.cross_entropy(logits[k], labels).item()
-    losses = (sums / len(batches)).tolist()
-    half = total // 2
-    small = 1 + min(range(half), key=lambda i: losses[i]) if half >= 1 else 1  # argmin over k in 1..L//2
-    large = 1 + min(range(half, total), key=lambda i: losses[i])  # argmin over k in L//2+1..L
-    return {"losses": losses, "small": small, "large": large, "num_layers": total}
-
-
-def plot_scan(scan: dict[str, Any], output: Path, title: str) -> Path:
-    """The L3Prune curve (loss vs layers kept) with the small and large picks marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    losses = scan["losses"]
-    layers = list(range(1, len(losses) + 1))
-    figure, axes = plt.subplots(figsize=(6.4, 3.8), dpi=120)
-    axes.plot(layers, losses, color="tab:gray", marker=".", linewidth=1)
-    axes.axvline(len(losses) // 2 + 0.5, color="lightgray", linestyle=":", linewidth=1)
-    for pick, color in (("small", "tab:orange"), ("large", "tab:blue")):
-        k = scan[pick]
-        axes.scatter([k], [losses[k - 1]], s=80, color=color, zorder=3, label=f"{pick}: {k} layers")
-    axes.set_xlabel("Decoder layers kept")
-    axes.set_ylabel("Contrastive loss (training data)")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output)
-    plt.close(figure)
-    return output
-
-
-# =====================================================================================================
-# Training (thin adapter; st_prune.training replaces it once it lands)
-# =====================================================================================================
-def lora_targets(auto_model, wanted: list[str]) -> list[str]:
-    """The recipe's LoRA targets that exist in this model (fused Phi-3 projections stand in for split ones)."""
-    names = {name.rsplit(".", 1)[-1] for name, _ in auto_model.named_modules()}
-    present = [name for name in wanted if name in names]
-    if set(wanted) & set(PAPER_LORA_TARGETS) and not all(name in names for name in PAPER_LORA_TARGETS):
-        present += [name for name in FUSED_LORA_TARGETS if name in names and name not in present]
-    if not present:
-        raise StPruneError(
-            f"none of training.lora.target_modules {wanted} is a module of this model; set them with "
-            f"--set training.lora.target_modules=[...] (linear layers: {', '.join(sorted(n for n in names if 'proj' in n))})"
-        )
-    return present
-
-
-def attach_lora(model, spec: TrainingSpec) -> list[str]:
-    """Wrap the decoder in a PEFT LoRA model (``peft.get_peft_model``; ``add_adapter`` fails with peft 0.21)."""
-    from peft import LoraConfig, get_peft_model
-
-    module = model[0]
-    auto = module.auto_model
-    targets = lora_targets(auto, spec.lora.target_modules)
-    if spec.gradient_checkpointing:
-        auto.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        auto.enable_input_require_grads()
-    config = LoraConfig(
-        r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout, target_modules=targets, bias="none"
-    )
-    module.model = get_peft_model(auto, config)
-    return targets
-
-
-def train_variant(model, rows: list[dict[str, str]], spec: TrainingSpec, work_dir: Path) -> dict[str, Any]:
-    """LoRA + MultipleNegativesRankingLoss(scale) with hard negatives via SentenceTransformerTrainer.
-
-    One dataset per instruction (its prompt on the anchor column, excluded from pooling); each batch comes
-    from one dataset, like the E5 mix. Returns the training log.
-    """
-    import torch
-    from datasets import Dataset, DatasetDict
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    targets = attach_lora(model, spec)
-    groups = {
-        f"d{index}": (instruction, group)
-        for index, (instruction, group) in enumerate(sorted(group_by_instruction(rows).items()))
-        if len(group) >= spec.batch_size
-    }
-    if not groups:
-        raise StPruneError(
-            f"no instruction group has training.batch_size={spec.batch_size} triplets: lower it with "
-            "--set training.batch_size=N or add data"
-        )
-    train = DatasetDict(
-        {
-            name: Dataset.from_dict({column: [row[column] for row in group] for column in ("anchor", "positive", "negative")})
-            for name, (_, group) in groups.items()
-        }
-    )
-    prompts = {name: {"anchor": instruction_prompt(instruction)} for name, (instruction, _) in groups.items()}
-    use_bf16 = spec.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(work_dir / "trainer"),
+    return TrainingConfig(
         max_steps=spec.steps,
-        per_device_train_batch_size=spec.batch_size,
+        batch_size=spec.batch_size,
         learning_rate=spec.learning_rate,
         warmup_steps=spec.warmup_steps,
+        max_seq_length=spec.max_seq_length,
+        scale=spec.scale,
+        lora_r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        lora_target_modules=tuple(spec.lora.target_modules),
+        gradient_checkpointing=spec.gradient_checkpointing,
+        bf16=spec.bf16,
         seed=spec.seed,
-        bf16=use_bf16,
-        prompts=prompts,
-        batch_sampler="no_duplicates",
-        multi_dataset_batch_sampler="proportional",
-        dataloader_drop_last=True,
+        save_steps=spec.steps,  # the stage is the unit of resumption; one checkpoint at the end is enough
         logging_steps=spec.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=False,
     )
-    loss = MultipleNegativesRankingLoss(model, scale=spec.scale)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    start = time.perf_counter()
-    output = trainer.train()
-    seconds = time.perf_counter() - start
-    shutil.rmtree(work_dir / "trainer", ignore_errors=True)
-    history = [
-        {"step": entry["step"], "loss": round(entry["loss"], 4)} for entry in trainer.state.log_history if "loss" in entry
-    ]
-    return {
-        "seconds": round(seconds, 1),
-        "steps": int(output.global_step),
-        "train_loss": round(float(output.training_loss), 4),
-        "loss_history": history,
-        "lora_target_modules": targets,
-        "bf16": use_bf16,
-        "datasets": len(groups),
-        "triplets": sum(len(group) for _, group in groups.values()),
-    }
 
 
 # =====================================================================================================
@@ -905,8 +700,6 @@ class RecipeRunner:
 
     def preflight(self) -> None:
         """Every check that can fail fast, before any long work: data, base config, layer counts, DIR, token."""
-        from st_prune.truncated_llm import load_base_config
-
         resolve_data_path(self.recipe)
         if "publish" in self.stages():
             self._check_hub_access()
@@ -987,9 +780,10 @@ class RecipeRunner:
             self._source = resolve_model_reference(self.recipe.base.model, relative_to)
         return self._source
 
-    def rows(self) -> list[dict[str, str]]:
+    def rows(self):
+        """The training triplets as a ``datasets.Dataset`` (loaded once)."""
         if self._rows is None:
-            self._rows = load_triplet_rows(self.recipe)
+            self._rows = load_recipe_triplets(self.recipe)
         return self._rows
 
     def _local_task_path(self, task: LocalTaskSpec) -> Path:
@@ -1096,13 +890,19 @@ class RecipeRunner:
                 return
             recipe = self.recipe
             model = self._encoder(None, recipe.scan.max_seq_length)
-            scan = scan_layers(model, self.rows(), recipe.scan)
+            from st_prune.l3prune import L3Prune
+
+            settings = recipe.scan
+            result = L3Prune(
+                batch_size=settings.batch_size, num_batches=settings.num_batches, seed=settings.seed, scale=settings.scale
+            ).select(model, self.rows())
+            scan = result.to_dict()
             scan["tokens_per_second_full"] = round(measure_tokens_per_second(model, speed_texts(self.rows())), 1)
             scan["parameters_full"] = sum(parameter.numel() for parameter in model.parameters())
             scan["machine"] = machine_description()
             scan["settings"] = dataclasses.asdict(recipe.scan)
             folder = self.output / "scan"
-            plot_scan(scan, folder / "l3prune.png", f"L3Prune scan of {recipe.base_id}")
+            result.plot(folder / "l3prune.png", title=f"L3Prune scan of {recipe.base_id}")
             _write_json_atomic(folder / "scan.json", scan)
             info.update(small=scan["small"], large=scan["large"])
             self.log(f"       L3Prune picks: small = {scan['small']} layers, large = {scan['large']} of {scan['num_layers']}")
@@ -1143,7 +943,7 @@ class RecipeRunner:
                 return
             spec = self.recipe.training
             model = self._encoder(layers, spec.max_seq_length)
-            log = train_variant(model, self.rows(), spec, self.work_dir(variant))
+            log = self._train(model, spec, self.work_dir(variant))
             adapter = self.work_dir(variant) / "adapter"
             if adapter.exists():
                 shutil.rmtree(adapter)
@@ -1151,6 +951,32 @@ class RecipeRunner:
             log.update(machine=machine_description(), settings=dataclasses.asdict(spec), layers=layers)
             _write_json_atomic(self.work_dir(variant) / "train.json", log)
             info.update(steps=log["steps"], train_loss=log["train_loss"])
+
+    def _train(self, model, spec: TrainingSpec, work_dir: Path) -> dict[str, Any]:
+        """``st_prune.training.build_trainer`` (LoRA, paper loss, NO_DUPLICATES, instructions as prompts)."""
+        import time
+
+        from st_prune.training import build_trainer, use_bf16
+
+        config = training_config(spec)
+        trainer = build_trainer(model, self.rows(), config, output_dir=work_dir / "trainer")
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+        shutil.rmtree(work_dir / "trainer", ignore_errors=True)
+        history = [
+            {"step": entry["step"], "loss": round(entry["loss"], 4)} for entry in trainer.state.log_history if "loss" in entry
+        ]
+        return {
+            "seconds": round(seconds, 1),
+            "steps": int(output.global_step),
+            "train_loss": round(float(output.training_loss), 4),
+            "loss_history": history,
+            "lora_target_modules": sorted(model[0].model.peft_config["default"].target_modules),
+            "bf16": use_bf16(config),
+            "datasets": len(trainer.training_data.datasets),
+            "triplets": sum(len(dataset) for dataset in trainer.training_data.datasets.values()),
+        }
 
     def _prune_info(self, variant: VariantSpec) -> dict[str, Any]:
         path = self.work_dir(variant) / "prune.json"
