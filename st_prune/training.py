@@ -593,7 +593,8 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
         raise NonFiniteLossError(
             f"training loss became {loss.detach().float().item()} at step {step} and training stopped before the "
-            f"update; {where}: lower the learning rate (or check the data) and run again (--resume continues from it)"
+            f"update; {where}: lower the learning rate or check the data, then run again (--resume continues from "
+            "the last checkpoint)"
         )
 
     # --- checkpoints --------------------------------------------------------------------------------

@@ -126,11 +126,13 @@ def test_instructions_are_training_prompts_excluded_from_pooling_like_encode(lla
         prompt = prompts[batch["dataset_name"]]["anchor"]
         features, _ = trainer.collect_features(batch)
         assert features[0]["prompt_length"] > 0 and "prompt_length" not in features[1]
-        texts = [text for text in _decoded_anchor_texts(trainer, batch)]
+        texts = _decoded_anchor_texts(trainer, batch)
         with torch.no_grad():
             trained_path = llama(features[0])["sentence_embedding"]
-        expected = llama.encode(texts, prompt=prompt, convert_to_tensor=True)
-        assert torch.allclose(trained_path, expected, atol=1e-6)
+        assert torch.allclose(trained_path, llama.encode(texts, prompt=prompt, convert_to_tensor=True), atol=1e-6)
+        # ... and that path really leaves the instruction out: pooling it in gives another embedding.
+        pooled_in = llama.encode([prompt + text for text in texts], convert_to_tensor=True)
+        assert not torch.allclose(trained_path, pooled_in, atol=1e-3)
 
 
 def _decoded_anchor_texts(trainer, batch) -> list[str]:
