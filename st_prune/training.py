@@ -45,15 +45,23 @@ import math
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from sentence_transformers.base.training_args import BatchSamplers, MultiDatasetBatchSamplers
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.base.training_args import (
+    BatchSamplers,
+    MultiDatasetBatchSamplers,
+)
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
@@ -61,7 +69,12 @@ from sentence_transformers.sentence_transformer.losses import (
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from st_prune.data import TEXT_COLUMNS, instruction_prompt, load_triplets, split_by_instruction
+from st_prune.data import (
+    TEXT_COLUMNS,
+    instruction_prompt,
+    load_triplets,
+    split_by_instruction,
+)
 from st_prune.errors import StPruneError
 
 logger = logging.getLogger(__name__)
@@ -185,7 +198,7 @@ class TrainingConfig:
     def effective_warmup_steps(self) -> int:
         if self.warmup_steps is not None:
             return self.warmup_steps
-        return int(round(0.3 * self.max_steps))
+        return round(0.3 * self.max_steps)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -247,7 +260,11 @@ def check_lora_targets(model_name_or_path: str | os.PathLike, wanted: Sequence[s
     """``resolve_lora_targets`` against a weightless (meta-device) copy of the model: fails before any loading."""
     from transformers import AutoModel
 
-    from st_prune.truncated_llm import _quiet_transformers, load_base_config, resolve_source
+    from st_prune.truncated_llm import (
+        _quiet_transformers,
+        load_base_config,
+        resolve_source,
+    )
 
     config = load_base_config(resolve_source(model_name_or_path))
     with torch.device("meta"), _quiet_transformers():
@@ -290,16 +307,12 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
         auto.enable_input_require_grads()
 
 
-def trainable_parameters(model: SentenceTransformer) -> dict[str, torch.nn.Parameter]:
-    return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
-
-
 # =====================================================================================================
 # Data
 # =====================================================================================================
 #: What ``prompts`` may be, as sentence-transformers' trainer takes them: one string for every column,
 #: {column: prompt}, or {dataset name: {column: prompt}}.
-Prompts = Union[str, Mapping[str, str], Mapping[str, Mapping[str, str]], None]
+Prompts = str | Mapping[str, str] | Mapping[str, Mapping[str, str]] | None
 
 
 @dataclass
@@ -522,28 +535,28 @@ def training_arguments(
     config: TrainingConfig, output_dir: str | os.PathLike, prompts: dict[str, Any] | None = None
 ) -> SentenceTransformerTrainingArguments:
     """``SentenceTransformerTrainingArguments`` for ``config`` (checkpoints under ``output_dir``)."""
-    arguments: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.effective_warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        bf16=use_bf16(config),
-        prompts=prompts,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
-        dataloader_drop_last=True,  # every batch full: equal shapes for the cross-process gather
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN must surface, not be averaged away
-        ddp_find_unused_parameters=False,
-        report_to="none",
-    )
+    arguments: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "warmup_steps": config.effective_warmup_steps,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "weight_decay": config.weight_decay,
+        "seed": config.seed,
+        "bf16": use_bf16(config),
+        "prompts": prompts,
+        "batch_sampler": BatchSamplers.NO_DUPLICATES,
+        "multi_dataset_batch_sampler": MultiDatasetBatchSamplers.PROPORTIONAL,
+        "dataloader_drop_last": True,  # every batch full: equal shapes for the cross-process gather
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "logging_steps": config.logging_steps,
+        "logging_nan_inf_filter": False,  # a NaN must surface, not be averaged away
+        "ddp_find_unused_parameters": False,
+        "report_to": "none",
+    }
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Several CPU processes (torchrun on a machine without GPUs): accelerate runs DDP over gloo only
         # when told the processes are CPU ones; otherwise each would train alone.
@@ -568,7 +581,7 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
         self._training_max_seq_length = max_seq_length
         super().__init__(*args, **kwargs)
 
-    def get_data_collator(self, model, args, processing_class):  # noqa: D401 - ST hook
+    def get_data_collator(self, model, args, processing_class):
         collator = super().get_data_collator(model=model, args=args, processing_class=processing_class)
         if self._training_max_seq_length is not None:
             collator.max_length = self._training_max_seq_length
@@ -738,7 +751,9 @@ def build_trainer(
     if use_gradient_checkpointing(config):
         enable_gradient_checkpointing(model)
     train_dataset, prompts = prepared.for_trainer()
-    output_dir = output_dir if output_dir is not None else tempfile.mkdtemp(prefix="st-prune-train-")
+    scratch_dir = None
+    if output_dir is None:
+        output_dir = scratch_dir = tempfile.mkdtemp(prefix="st-prune-train-")
     args = training_arguments(config, output_dir, prompts)
     timer = _StepTimer()
     trainer = PrunedLLMTrainer(
@@ -752,6 +767,8 @@ def build_trainer(
     )
     trainer.step_timer = timer
     trainer.training_data = prepared
+    if scratch_dir is not None:
+        weakref.finalize(trainer, shutil.rmtree, scratch_dir, ignore_errors=True)
     return trainer
 
 
@@ -843,32 +860,35 @@ def train_pruned(
 
     if isinstance(model_or_path, SentenceTransformer):
         if layers is not None or fraction is not None:
-            model_or_path[0].cut(architectures_layers(model_or_path, layers, fraction))
+            model_or_path[0].cut(_layers_to_keep(model_or_path, layers, fraction))
         model = model_or_path
     else:
         model = encoder_from_llm(
             str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.max_seq_length
         )
 
-    trainer = build_trainer(model, data, config, work_dir, prompts=prompts, callbacks=callbacks)
-    start_step = _checkpoint_step(checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    if trainer.state.global_step <= start_step and start_step < config.max_steps:
-        raise StPruneError(
-            f"no training batch could be built (batch_size={config.batch_size} distinct texts per batch); "
-            "lower the batch size or remove duplicate texts"
-        )
-    merge_adapters(model)
-    if output_dir is not None and trainer.is_world_process_zero():
-        export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
-        if not keep_checkpoints:
+    try:
+        trainer = build_trainer(model, data, config, work_dir, prompts=prompts, callbacks=callbacks)
+        start_step = _checkpoint_step(checkpoint)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        if trainer.state.global_step <= start_step < config.max_steps:
+            raise StPruneError(
+                f"no training batch could be built (batch_size={config.batch_size} distinct texts per batch); "
+                "lower the batch size or remove duplicate texts"
+            )
+        merge_adapters(model)
+        if output_dir is not None and trainer.is_world_process_zero():
+            export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
+            if not keep_checkpoints:
+                shutil.rmtree(work_dir, ignore_errors=True)
+    finally:
+        # Checkpoints of a run without an export folder are only scratch: never leave them behind.
+        if temporary_work and _is_main_process():
             shutil.rmtree(work_dir, ignore_errors=True)
-    elif temporary_work and trainer.is_world_process_zero():
-        shutil.rmtree(work_dir, ignore_errors=True)
     return model
 
 
-def architectures_layers(model: SentenceTransformer, layers: int | None, fraction: float | None) -> int:
+def _layers_to_keep(model: SentenceTransformer, layers: int | None, fraction: float | None) -> int:
     from st_prune import architectures
 
     return architectures.layers_to_keep(model[0].num_layers, layers, fraction)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from sentence_transformers.sentence_transformer.losses import (
+    MultipleNegativesRankingLoss,
+)
 from transformers import TrainerCallback
 
 from st_prune import encoder_from_llm, training
