@@ -24,7 +24,6 @@ scrubbed from every error this module raises.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from st_prune.errors import StPruneError
+from st_prune.errors import StPruneError, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +122,7 @@ def check_model_folder(folder: str | os.PathLike[str]) -> Path:
             f"{path} is not a SentenceTransformer model folder (no modules.json): pass a folder written by "
             "SentenceTransformer.save() or `st-prune prune`"
         )
-    try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StPruneError(f"{modules_file} is unreadable ({error}): re-save the model with SentenceTransformer.save()")
+    modules = read_json(modules_file, fix="re-save the model with SentenceTransformer.save()")
     if not (
         isinstance(modules, list)
         and modules

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from st_prune import architectures
 from st_prune.data import TEXT_COLUMNS, load_triplets, split_by_instruction
-from st_prune.errors import StPruneError
+from st_prune.errors import StPruneError, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -247,12 +247,7 @@ class L3PruneResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> L3PruneResult:
         """Read a ``scan.json`` written by ``save`` (only ``losses`` is required; the picks are recomputed)."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StPruneError(f"scan file not found: {path}; run `st-prune scan` first") from None
-        except json.JSONDecodeError as error:
-            raise StPruneError(f"{path} is not valid JSON ({error.msg}); rerun `st-prune scan`") from None
+        data = read_json(path, fix="write it with `st-prune scan` (or L3PruneResult.save)")
         if not isinstance(data, dict) or not isinstance(data.get("losses"), list):
             raise StPruneError(f"{path} has no 'losses' list; it is not an L3Prune scan file")
         known = {name for name in cls.__dataclass_fields__ if cls.__dataclass_fields__[name].init}

@@ -101,17 +101,12 @@ def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
     return target
 
 
-def _with_gguf(kwargs: dict[str, Any] | None, gguf_file: str | None) -> dict[str, Any]:
-    kwargs = dict(kwargs or {})
-    if gguf_file is not None:
-        kwargs.setdefault("gguf_file", gguf_file)
-    return kwargs
-
-
 def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **config_kwargs: Any) -> PretrainedConfig:
     """The base model's config, with clear errors for unreadable GGUF files and non-decoder models."""
+    if gguf_file is not None:
+        config_kwargs.setdefault("gguf_file", gguf_file)
     try:
-        config = AutoConfig.from_pretrained(model_name_or_path, **_with_gguf(config_kwargs, gguf_file))
+        config = AutoConfig.from_pretrained(model_name_or_path, **config_kwargs)
     except (ValueError, KeyError, NotImplementedError) as error:
         if gguf_file is None:
             raise

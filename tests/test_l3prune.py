@@ -168,6 +168,11 @@ def test_json_round_trip_and_png(tmp_path):
     with pytest.raises(StPruneError, match="losses"):
         (tmp_path / "bad.json").write_text('{"small": 1}')
         L3PruneResult.load(tmp_path / "bad.json")
+    (tmp_path / "cut.json").write_text('{"losses": [3.0, 2.5')
+    with pytest.raises(StPruneError, match=r"cut.json is not valid JSON \(.*line 1\); write it with `st-prune scan`"):
+        L3PruneResult.load(tmp_path / "cut.json")
+    with pytest.raises(StPruneError, match=r"missing.json not found; write it with `st-prune scan`"):
+        L3PruneResult.load(tmp_path / "missing.json")
 
 
 def test_prune_cuts_in_place_and_refuses_another_depth(tiny_llm):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
-from st_prune.errors import StPruneError
+from st_prune.errors import StPruneError, read_json
 from st_prune.truncated_llm import POOLING_MODES
 
 
@@ -84,12 +83,7 @@ def run(args: argparse.Namespace) -> int:
 def _task_instructions(path: str | None) -> dict[str, str] | None:
     if path is None:
         return None
-    try:
-        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StPruneError(f"--task-instructions file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise StPruneError(f"--task-instructions {path} is not valid JSON ({error.msg}); write {{task: instruction}}") from None
+    mapping = read_json(path, fix='--task-instructions takes a JSON file of {"task": "instruction"}')
     if not isinstance(mapping, dict) or not all(isinstance(value, str) for value in mapping.values()):
         raise StPruneError(f"--task-instructions {path} must be a JSON object of task name -> instruction text")
     return mapping
