@@ -55,7 +55,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from st_prune.errors import StPruneError
+from st_prune.errors import StPruneError, read_json
 from st_prune.training import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
@@ -542,14 +542,25 @@ def instruction_prompt(instruction: str) -> str:
 # Hardware and speed
 # =====================================================================================================
 def machine_description() -> str:
-    """E.g. 'NVIDIA H100 80GB HBM3 (CUDA)' or 'x86_64 CPU, 2 cores': names hardware, never a host or path."""
+    """E.g. 'NVIDIA H100 80GB HBM3 (CUDA, 1 GPU(s))' or 'Intel(R) Xeon(R) Processor @ 2.50GHz, 2 cores (torch
+    2.13.0+cpu, 2 threads)': names hardware, never a host or path."""
     import torch
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA, {torch.cuda.device_count()} GPU(s))"
-    processor = platform.processor() or platform.machine() or "unknown"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{processor} CPU, {cores} cores, torch {torch.__version__} {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {cores} cores (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+
+
+def cpu_name() -> str:
+    """The processor's marketing name where the OS tells it (Linux), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine() or 'unknown'} CPU"
 
 
 def measure_tokens_per_second(model, texts: list[str], batch_size: int = 16, repeats: int = 1) -> float:
@@ -608,7 +619,8 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    # Files the runner wrote itself (atomically); a damaged one only costs its stage a re-run.
+    return read_json(path, fix="delete it and run again to redo that stage")
 
 
 @dataclass
@@ -917,24 +929,10 @@ class RecipeRunner:
         with self._stage("prune", variant, key=layers) as info:
             if info is None:
                 return
-            data = {"layers": layers, "num_layers": scan["num_layers"], "parameters": self.cut_parameters(layers),
+            data = {"layers": layers, "num_layers": scan["num_layers"], "parameters": scan["parameters"][layers - 1],
                     "parameters_full": scan["parameters_full"]}
             _write_json_atomic(self.work_dir(variant) / "prune.json", data)
             info.update(data)
-
-    def cut_parameters(self, layers: int) -> int:
-        """Parameters of the base cut to ``layers``, counted on the meta device (no weights are loaded)."""
-        from accelerate import init_empty_weights
-        from transformers import AutoModel
-
-        from st_prune import architectures
-        from st_prune.truncated_llm import load_base_config, resolve_source
-
-        config = load_base_config(resolve_source(self.source()))
-        architectures.apply_cut_to_config(config, layers)
-        with init_empty_weights():
-            model = AutoModel.from_config(config)
-        return sum(parameter.numel() for parameter in model.parameters())
 
     def stage_train(self, variant: VariantSpec) -> None:
         layers = self._prune_info(variant)["layers"]

@@ -321,7 +321,8 @@ def test_published_model_loads_with_plain_sentence_transformers(finished_run, tm
         "m = SentenceTransformer(sys.argv[1], trust_remote_code=False)\n"
         "q = m.encode_query(['the cat and dog'])\n"
         "d = m.encode_document(['a cat with a dog', 'the sun on the road'])\n"
-        "print(json.dumps({'shape': list(q.shape), 'prompts': m.prompts, 'sim': m.similarity(q, d).tolist()}))\n"
+        "print(json.dumps({'shape': list(q.shape), 'prompts': m.prompts, 'sim': m.similarity(q, d).tolist(),\n"
+        "                  'parameters': sum(p.numel() for p in m.parameters())}))\n"
     )
     for variant, folder in finished_run["downloads"].items():
         assert (folder / "README.md").is_file() and (folder / "l3prune.png").is_file()
@@ -331,6 +332,9 @@ def test_published_model_loads_with_plain_sentence_transformers(finished_run, tm
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["shape"] == [1, 32]
         assert report["prompts"]["query"].endswith(":\n")
+        recorded = json.loads((finished_run["output"] / "work" / variant / "prune.json").read_text())
+        assert report["parameters"] == recorded["parameters"] <= recorded["parameters_full"]
+        assert variant != "small" or recorded["parameters"] < recorded["parameters_full"]
 
 
 def test_zoo_index_lists_every_variant(finished_run):
