@@ -521,14 +521,18 @@ def load_e5_mix(
 # =====================================================================================================
 def build_loss(model: SentenceTransformer, config: TrainingConfig) -> torch.nn.Module:
     """Hard-negative InfoNCE with scale ``config.scale`` (MNRL; its GradCache variant with ``cached_loss``)."""
+    # Asked for in a single process, the gather only warns that there is nothing to gather.
+    gather = config.gather_across_devices and _world_size() > 1
     if config.cached_loss:
         return CachedMultipleNegativesRankingLoss(
-            model,
-            scale=config.scale,
-            mini_batch_size=config.cached_mini_batch_size,
-            gather_across_devices=config.gather_across_devices,
+            model, scale=config.scale, mini_batch_size=config.cached_mini_batch_size, gather_across_devices=gather
         )
-    return MultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=config.gather_across_devices)
+    return MultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+
+
+def _world_size() -> int:
+    """Processes of this run as torchrun / accelerate launch announce them (1 when started plainly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def training_arguments(
@@ -557,7 +561,7 @@ def training_arguments(
         "ddp_find_unused_parameters": False,
         "report_to": "none",
     }
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    if _world_size() > 1 and not torch.cuda.is_available():
         # Several CPU processes (torchrun on a machine without GPUs): accelerate runs DDP over gloo only
         # when told the processes are CPU ones; otherwise each would train alone.
         arguments["use_cpu"] = True

@@ -160,6 +160,15 @@ def test_cached_loss_equals_plain_loss(llama, tmp_path):
     assert type(cached).__name__ == "CachedMultipleNegativesRankingLoss" and cached.scale == 50
 
 
+def test_negatives_are_gathered_only_when_there_are_several_processes(llama, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert build_loss(llama, TrainingConfig()).gather_across_devices is False
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert build_loss(llama, TrainingConfig()).gather_across_devices is True
+    assert build_loss(llama, TrainingConfig(cached_loss=True)).gather_across_devices is True
+    assert build_loss(llama, TrainingConfig(gather_across_devices=False)).gather_across_devices is False
+
+
 def test_lora_r_zero_trains_all_weights_and_gradient_checkpointing_runs(llama, tmp_path):
     config = TrainingConfig(max_steps=2, **{**FAST, "lora_r": 0}, gradient_checkpointing=True)
     before = {name: value.detach().clone() for name, value in llama.named_parameters()}
