@@ -542,14 +542,14 @@ def instruction_prompt(instruction: str) -> str:
 # Hardware and speed
 # =====================================================================================================
 def machine_description() -> str:
-    """E.g. 'NVIDIA H100 80GB HBM3 (CUDA, 1 GPU(s))' or 'Intel(R) Xeon(R) Processor @ 2.50GHz, 2 cores (torch
-    2.13.0+cpu, 2 threads)': names hardware, never a host or path."""
+    """E.g. 'NVIDIA H100 80GB HBM3 (CUDA, 1 GPU(s))' or 'Intel(R) Xeon(R) Processor @ 2.50GHz, 2 cores, torch
+    2.13.0+cpu on 2 threads': names hardware, never a host or path."""
     import torch
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA, {torch.cuda.device_count()} GPU(s))"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_name()}, {cores} cores (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    return f"{cpu_name()}, {cores} cores, torch {torch.__version__} on {torch.get_num_threads()} threads"
 
 
 def cpu_name() -> str:
