@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # st-prune's own progress lines, without every library's INFO chatter (device picks, dataset unloads...).
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("st_prune").setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (StPruneError, FileNotFoundError, FileExistsError) as error:
