@@ -38,7 +38,6 @@ from sentence_transformers.sentence_transformer.evaluation import (
     EmbeddingSimilarityEvaluator,
     InformationRetrievalEvaluator,
 )
-from transformers import TrainerCallback
 
 from st_prune import encoder_from_llm
 from st_prune.data import instruction_prompt, load_triplets
@@ -127,21 +126,6 @@ def evaluate(model, dev: DevSets) -> dict[str, float]:
     classifier = LogisticRegression(max_iter=1000).fit(train_x, [label for _, label in dev.banking_train])
     scores["banking77"] = 100 * float(np.mean(classifier.predict(dev_x) == np.array([l for _, l in dev.banking_dev])))
     return scores
-
-
-class StepClock(TrainerCallback):
-    """Wall and process-CPU seconds of every optimizer step."""
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.wall.append(time.perf_counter() - self._wall)
-        self.cpu.append(time.process_time() - self._cpu)
 
 
 def interleaved_step_times(picks: dict[str, int], variants: list[str], data, config: TrainingConfig,
@@ -239,16 +223,16 @@ def main() -> int:
         layers = picks[variant]
         model = encoder_from_llm(str(SMOLLM2), layers=layers, max_seq_length=args.max_seq_length)
         before = evaluate(model, dev)
-        clock = StepClock()
         with tempfile.TemporaryDirectory() as work:
-            trainer = build_trainer(model, data, config, work, callbacks=[clock])
+            trainer = build_trainer(model, data, config, work)
             output = trainer.train()
         merge_adapters(model)
         after = evaluate(model, dev)
-        steady = slice(1, None) if len(clock.wall) > 1 else slice(None)  # the first step warms up
+        wall, cpu = trainer.step_timer.step_seconds, trainer.step_timer.step_cpu_seconds
+        steady = slice(1, None) if len(wall) > 1 else slice(None)  # the first step warms up
         results[variant] = {
             "layers": layers, "before": before, "after": after, "train_loss": output.training_loss,
-            "step_wall_s": statistics.median(clock.wall[steady]), "step_cpu_s": statistics.median(clock.cpu[steady]),
+            "step_wall_s": statistics.median(wall[steady]), "step_cpu_s": statistics.median(cpu[steady]),
         }
         print(f"{variant}: {layers} layers, loss {output.training_loss:.3f}, step {results[variant]['step_wall_s']:.2f} s "
               f"wall / {results[variant]['step_cpu_s']:.2f} s CPU; before {fmt(before)}; after {fmt(after)}", flush=True)

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from st_prune.errors import StPruneError
+from st_prune.files import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from st_prune.recipe import RecipeRunner, VariantSpec
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
 TEMPLATE_NAME = "model_card.md.j2"
 CURVE_FILE = "l3prune.png"
 BASE_TAGS = ("sentence-transformers", "feature-extraction", "sentence-similarity", "l3prune", "pruned")
-
-# mteb task type -> the Hub's model-index task type.
-_HUB_TASK_TYPES = {
-    "Retrieval": "Retrieval", "Reranking": "Reranking", "STS": "STS", "Clustering": "Clustering",
-    "Classification": "Classification", "PairClassification": "PairClassification",
-}
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -89,7 +83,7 @@ def front_matter(context: dict[str, Any]) -> str:
 
     eval_results = [
         EvalResult(
-            task_type=_HUB_TASK_TYPES.get(row["type"], row["type"]),
+            task_type=row["type"],  # mteb task types are the Hub model-index names
             dataset_type=row["dataset_type"],
             dataset_name=row["task"],
             dataset_split="test",
@@ -286,15 +280,8 @@ def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None)
     text = render_card(context, extra_forbidden=local)
     if curve is not None and curve.is_file():
         shutil.copyfile(curve, folder / CURVE_FILE)
-    _write_text_atomic(folder / "README.md", text)
+    write_text_atomic(folder / "README.md", text)
     return folder / "README.md"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temporary, path)
 
 
 # ------------------------------------------------------------------------------------------ zoo index
@@ -335,8 +322,8 @@ def update_zoo_index(folder: str | os.PathLike, entries: list[dict[str, Any]]) -
     for entry in entries:
         merged[(entry["recipe"], entry["variant"])] = entry
     rows = sorted(merged.values(), key=lambda entry: (entry["base_model"], -entry["layers"], entry["repo_id"]))
-    _write_text_atomic(index_file, json.dumps(rows, indent=2) + "\n")
-    _write_text_atomic(folder / "README.md", render_zoo_readme(rows))
+    write_json_atomic(index_file, rows, sort_keys=False)
+    write_text_atomic(folder / "README.md", render_zoo_readme(rows))
     return folder / "README.md"
 
 

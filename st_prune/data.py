@@ -25,6 +25,7 @@ from typing import Any
 from datasets import Dataset
 
 from st_prune.errors import StPruneError
+from st_prune.files import read_json
 
 #: How an instruction becomes the prompt put before a query (LLM2Vec / E5-Mistral: "instruction:" then the text).
 #: It ends on a newline, a token of its own in byte-level BPE tokenizers, so the prompt tokenizes the same alone as in
@@ -49,6 +50,21 @@ def instruction_prompt(instruction: str | None) -> str | None:
         return None
     text = instruction.strip().rstrip(".:").strip()
     return QUERY_PROMPT_TEMPLATE.format(instruction=text) if text else None
+
+
+def read_task_instructions(value: str, flag: str, *, inline: bool = False) -> dict[str, str]:
+    """``{task: instruction}`` for a command-line ``flag``: a JSON file, or with ``inline`` also JSON text itself."""
+    if inline and value.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise StPruneError(f'{flag} is not valid JSON ({error.msg}); give {{"task": "instruction"}}') from None
+    else:
+        where = "a JSON file or inline JSON object" if inline else "a JSON file"
+        mapping = read_json(value, fix=f'{flag} takes {where} of {{"task": "instruction"}}')
+    if not isinstance(mapping, dict) or not all(isinstance(text, str) for text in mapping.values()):
+        raise StPruneError(f'{flag} must be a JSON object of task name -> instruction text, e.g. {{"nq": "..."}}')
+    return mapping
 
 
 def load_triplets(

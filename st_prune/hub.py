@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from st_prune.errors import StPruneError, read_json
+from st_prune.errors import StPruneError
+from st_prune.files import read_json
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from st_prune import architectures
 from st_prune.data import TEXT_COLUMNS, load_triplets, split_by_instruction
-from st_prune.errors import StPruneError, read_json
+from st_prune.errors import StPruneError
+from st_prune.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -536,9 +537,11 @@ def scan(
             for number, batch in enumerate(progress):
                 embeddings = embed_batch(model, tap, batch, device)
                 columns = list(batch.texts)
-                for depth in range(total):
-                    loss = loss_fn.compute_loss_from_embeddings([embeddings[c][depth].float() for c in columns], None)
-                    per_batch[number, depth] = loss.item()
+                losses = [
+                    loss_fn.compute_loss_from_embeddings([embeddings[c][depth].float() for c in columns], None)
+                    for depth in range(total)
+                ]
+                per_batch[number] = torch.stack(losses).double().cpu().numpy()  # one device sync per batch, not per depth
                 bad = [depth + 1 for depth in range(total) if not math.isfinite(per_batch[number, depth])]
                 if bad:
                     raise StPruneError(

@@ -43,7 +43,6 @@ import platform
 import random
 import re
 import shutil
-import tempfile
 import time
 import types
 import typing
@@ -55,13 +54,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from st_prune.errors import StPruneError, read_json
+from st_prune.errors import StPruneError
+from st_prune.files import read_json, write_json_atomic
 from st_prune.training import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "evaluate", "card", "publish")
-PICKS = ("small", "large")
 
 
 # =====================================================================================================
@@ -609,25 +608,9 @@ def training_config(spec: TrainingSpec) -> Any:
 # =====================================================================================================
 # The runner
 # =====================================================================================================
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
-
-
 def _read_json(path: Path) -> Any:
     # Files the runner wrote itself (atomically); a damaged one only costs its stage a re-run.
     return read_json(path, fix="delete it and run again to redo that stage")
-
-
-@dataclass
-class StageInfo:
-    stage: str
-    variant: str | None
-    marker: Path
 
 
 class RecipeRunner:
@@ -857,7 +840,7 @@ class RecipeRunner:
         yield info
         self.calls[stage] = self.calls.get(stage, 0) + 1
         seconds = time.perf_counter() - start
-        _write_json_atomic(
+        write_json_atomic(
             self.marker(stage, variant),
             {"stage": stage, "variant": variant.name if variant else None, "key": key, "seconds": round(seconds, 1),
              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info},
@@ -867,9 +850,11 @@ class RecipeRunner:
     # --- run ------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run (or resume) every stage; returns a summary {variant: {repo_id, folder, layers, score}}."""
+        if self.only == "publish" and not self.org:
+            raise StPruneError("--only publish needs --push-to-hub ORG")
         self.preflight()
         self.output.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
+        write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         started = time.perf_counter()
         for stage in self.stages():
@@ -910,12 +895,12 @@ class RecipeRunner:
             ).select(model, self.rows())
             scan = result.to_dict()
             scan["tokens_per_second_full"] = round(measure_tokens_per_second(model, speed_texts(self.rows())), 1)
-            scan["parameters_full"] = sum(parameter.numel() for parameter in model.parameters())
+            scan["parameters_full"] = scan["parameters"][-1]
             scan["machine"] = machine_description()
             scan["settings"] = dataclasses.asdict(recipe.scan)
             folder = self.output / "scan"
             result.plot(folder / "l3prune.png", title=f"L3Prune scan of {recipe.base_id}")
-            _write_json_atomic(folder / "scan.json", scan)
+            write_json_atomic(folder / "scan.json", scan)
             info.update(small=scan["small"], large=scan["large"])
             self.log(f"       L3Prune picks: small = {scan['small']} layers, large = {scan['large']} of {scan['num_layers']}")
 
@@ -931,7 +916,7 @@ class RecipeRunner:
                 return
             data = {"layers": layers, "num_layers": scan["num_layers"], "parameters": scan["parameters"][layers - 1],
                     "parameters_full": scan["parameters_full"]}
-            _write_json_atomic(self.work_dir(variant) / "prune.json", data)
+            write_json_atomic(self.work_dir(variant) / "prune.json", data)
             info.update(data)
 
     def stage_train(self, variant: VariantSpec) -> None:
@@ -947,13 +932,11 @@ class RecipeRunner:
                 shutil.rmtree(adapter)
             model[0].model.save_pretrained(str(adapter))
             log.update(machine=machine_description(), settings=dataclasses.asdict(spec), layers=layers)
-            _write_json_atomic(self.work_dir(variant) / "train.json", log)
+            write_json_atomic(self.work_dir(variant) / "train.json", log)
             info.update(steps=log["steps"], train_loss=log["train_loss"])
 
     def _train(self, model, spec: TrainingSpec, work_dir: Path) -> dict[str, Any]:
         """``st_prune.training.build_trainer`` (LoRA, paper loss, NO_DUPLICATES, instructions as prompts)."""
-        import time
-
         from st_prune.training import build_trainer, use_bf16
 
         config = training_config(spec)
@@ -1015,7 +998,7 @@ class RecipeRunner:
                 "parameters": sum(parameter.numel() for parameter in exported.parameters()),
                 "machine": machine_description(),
             }
-            _write_json_atomic(self.work_dir(variant) / "export.json", data)
+            write_json_atomic(self.work_dir(variant) / "export.json", data)
             info.update(data)
 
     def evaluation_tasks(self) -> list[Any]:
@@ -1060,7 +1043,7 @@ class RecipeRunner:
                 "average": round(sum(scores.values()) / len(scores), 6) if scores else None,
                 "results_dir": str(run.results_dir.relative_to(self.output)),
             }
-            _write_json_atomic(self.work_dir(variant) / "eval.json", data)
+            write_json_atomic(self.work_dir(variant) / "eval.json", data)
             info.update(average=data["average"])
 
     def stage_card(self, variant: VariantSpec) -> None:

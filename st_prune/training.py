@@ -45,6 +45,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -600,7 +601,7 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
         return result
 
     def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
-        bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0, device=loss.device)
+        bad = (~torch.isfinite(loss.detach())).any().float()  # stays on the device: one sync, at .item() below
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # every process stops together
         if bad.item() == 0:
@@ -704,22 +705,20 @@ def check_prompts_fit(model: SentenceTransformer, data: TrainingData, max_seq_le
 
 
 class _StepTimer(TrainerCallback):
-    """Wall time of each optimizer step (``trainer.step_seconds``), for benchmarks and logs."""
+    """Wall and process-CPU seconds of each optimizer step (``trainer.step_timer``), for benchmarks and logs."""
 
     def __init__(self) -> None:
         self.step_seconds: list[float] = []
-        self._start: float | None = None
+        self.step_cpu_seconds: list[float] = []
+        self._start: tuple[float, float] | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        import time
-
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_step_end(self, args, state, control, **kwargs):
-        import time
-
         if self._start is not None:
-            self.step_seconds.append(time.perf_counter() - self._start)
+            self.step_seconds.append(time.perf_counter() - self._start[0])
+            self.step_cpu_seconds.append(time.process_time() - self._start[1])
 
 
 def build_trainer(
@@ -743,7 +742,7 @@ def build_trainer(
         callbacks: extra ``transformers.TrainerCallback`` objects.
         evaluator: an optional sentence-transformers evaluator run at ``eval_steps``.
 
-    The trainer's ``step_timer.step_seconds`` lists each step's wall time. Call
+    The trainer's ``step_timer.step_seconds`` / ``step_cpu_seconds`` list each step's wall and CPU time. Call
     ``st_prune.export_model(model, folder)`` after training (it merges the adapter).
     """
     config = config or TrainingConfig()
@@ -858,7 +857,7 @@ def train_pruned(
                 f"{work_dir} holds checkpoints of an earlier run; pass --resume (resume=True) to continue it, "
                 "or --overwrite (overwrite=True) to start over"
             )
-        if _is_main_process():
+        if is_main_process():
             for old in work_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -887,7 +886,7 @@ def train_pruned(
                 shutil.rmtree(work_dir, ignore_errors=True)
     finally:
         # Checkpoints of a run without an export folder are only scratch: never leave them behind.
-        if temporary_work and _is_main_process():
+        if temporary_work and is_main_process():
             shutil.rmtree(work_dir, ignore_errors=True)
     return model
 
@@ -905,5 +904,6 @@ def _checkpoint_step(checkpoint: str | None) -> int:
     return int(state.get("global_step", 0))
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch run, or a plain single process."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.errors import StPruneError
 from st_prune.recipe import STAGES, RecipeRunner, load_recipe
 
 
@@ -38,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(runner.plan())
         return 0
-    if args.only == "publish" and not args.push_to_hub:
-        raise StPruneError("--only publish needs --push-to-hub ORG")
     summary = runner.run()
     for name, entry in summary.items():
         score = f", score {100 * entry['score']:.2f}" if entry.get("score") is not None else ""

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from st_prune.errors import StPruneError, read_json
+from st_prune.errors import StPruneError
 from st_prune.truncated_llm import POOLING_MODES
 
 
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.data import load_triplets
+    from st_prune.data import load_triplets, read_task_instructions
     from st_prune.l3prune import L3Prune, scan
     from st_prune.truncated_llm import encoder_from_llm
 
@@ -58,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise StPruneError(f"--scale must be a positive number (the paper uses 50), got {args.scale}")
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     # Every data error comes before the (possibly minutes long) model load.
-    data = load_triplets(
-        args.data, instructions=_task_instructions(args.task_instructions), default_instruction=args.instruction
-    )
+    instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
+    data = load_triplets(args.data, instructions=instructions, default_instruction=args.instruction)
     batches = selector.sample(data)
     print(f"data: {len(data)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
 
@@ -78,12 +77,3 @@ def run(args: argparse.Namespace) -> int:
         plot = result.plot(args.plot or Path(args.output).with_suffix(".png"))
         print(f"plot -> {plot}")
     return 0
-
-
-def _task_instructions(path: str | None) -> dict[str, str] | None:
-    if path is None:
-        return None
-    mapping = read_json(path, fix='--task-instructions takes a JSON file of {"task": "instruction"}')
-    if not isinstance(mapping, dict) or not all(isinstance(value, str) for value in mapping.values()):
-        raise StPruneError(f"--task-instructions {path} must be a JSON object of task name -> instruction text")
-    return mapping

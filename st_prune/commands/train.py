@@ -14,12 +14,11 @@ processes; --batch-size is per process.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from st_prune.errors import StPruneError
+from st_prune.files import read_json, write_json_atomic
 
 RUN_FILE = "run.json"
 SCAN_JSON = "scan.json"
@@ -106,39 +105,15 @@ def _read_data(args: argparse.Namespace):
     """``--data`` as a path, or loaded with the task instructions when ``--instructions``/``--default-instruction``."""
     if not args.instructions and not args.default_instruction:
         return args.data
-    from st_prune.data import load_triplets
+    from st_prune.data import load_triplets, read_task_instructions
 
-    instructions = None
-    if args.instructions:
-        text = args.instructions
-        if not text.lstrip().startswith("{"):
-            path = Path(text)
-            if not path.is_file():
-                raise StPruneError(f"--instructions {text}: not a file or a JSON object; give a JSON file of task -> instruction")
-            text = path.read_text(encoding="utf-8")
-        try:
-            instructions = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise StPruneError(f"--instructions is not valid JSON ({error.msg}); give {{\"task\": \"instruction\"}}") from None
-        if not isinstance(instructions, dict) or not all(isinstance(v, str) for v in instructions.values()):
-            raise StPruneError('--instructions must be a JSON object of task -> instruction text, e.g. {"nq": "..."}')
+    instructions = read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
     return load_triplets(args.data, instructions=instructions, default_instruction=args.default_instruction)
 
 
 def _read_run(work: Path) -> dict[str, Any] | None:
     path = work / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_run(work: Path, data: dict[str, Any]) -> None:
-    work.mkdir(parents=True, exist_ok=True)
-    temporary = work / f".{RUN_FILE}.tmp"
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(temporary, work / RUN_FILE)
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return read_json(path, fix="delete it or pass --overwrite to start over") if path.is_file() else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.training import (
         check_lora_targets,
         has_checkpoints,
+        is_main_process,
         prepare_training_data,
         resolve_resume,
         train_pruned,
@@ -195,15 +171,15 @@ def run(args: argparse.Namespace) -> int:
         model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
                                  max_seq_length=config.max_seq_length)
     module = model[0]
-    if _is_main_process():
-        _write_run(work, {"model": args.model, **depth, "kept_layers": module.num_layers,
+    if is_main_process():
+        write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "kept_layers": module.num_layers,
                           "num_original_layers": module.num_original_layers, "config": config.to_dict()})
 
     train_pruned(
         model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
         keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
     )
-    if _is_main_process():
+    if is_main_process():
         parameters = sum(parameter.numel() for parameter in model.parameters())
         print(
             f"trained {module.num_layers}/{module.num_original_layers} layers for {config.max_steps} steps, "
@@ -216,6 +192,7 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     """Run L3Prune on the full-depth model over the training data exactly as the trainer will batch it,
     cut the model to the pick, and save scan.json and scan.png into the work folder."""
     from st_prune.l3prune import L3Prune
+    from st_prune.training import is_main_process
     from st_prune.truncated_llm import encoder_from_llm
 
     full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length)
@@ -226,7 +203,7 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
         options["batch_size"] = args.scan_batch_size
     train_dataset, prompts = data.for_trainer()
     result = L3Prune(**options).select(full, train_dataset, prompts=prompts)
-    if _is_main_process():
+    if is_main_process():
         work.mkdir(parents=True, exist_ok=True)
         result.save(work / SCAN_JSON)
         result.plot(work / SCAN_PNG)
