@@ -14,7 +14,6 @@ the build machine and Hugging Face tokens.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from st_prune.errors import StPruneError
-from st_prune.files import write_json_atomic, write_text_atomic
+from st_prune.files import read_json, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from st_prune.recipe import RecipeRunner, VariantSpec
@@ -145,8 +144,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     prune = _load(work / "prune.json", "prune")
     train = _load(work / "train.json", "train")
     export = _load(work / "export.json", "export")
-    evaluation_file = work / "eval.json"
-    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else None
+    evaluation = _load_optional(work / "eval.json")
     repo_id = runner.repo_id(variant)
 
     # sentence-transformers' card data: set our fields on it, read the model facts it derives.
@@ -269,9 +267,14 @@ def _local_names(recipe) -> set[str]:
 
 
 def _load(path: Path, stage: str) -> dict[str, Any]:
+    """A stage's record from the run folder; missing or damaged, the message names the stage to (re)run."""
     if not path.is_file():
         raise StPruneError(f"{path.name} is missing: run the {stage} stage first (--only {stage})")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path, fix=f"run the {stage} stage again (--only {stage})")
+
+
+def _load_optional(path: Path) -> dict[str, Any] | None:
+    return _load(path, path.stem) if path.is_file() else None
 
 
 def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None) -> Path:
@@ -293,9 +296,8 @@ def zoo_entries(runner: RecipeRunner) -> list[dict[str, Any]]:
         export = runner.work_dir(variant) / "export.json"
         if not card.is_file() or not export.is_file():
             continue
-        prune = json.loads((runner.work_dir(variant) / "prune.json").read_text())
-        evaluation_file = runner.work_dir(variant) / "eval.json"
-        evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
+        prune = _load(runner.work_dir(variant) / "prune.json", "prune")
+        evaluation = _load_optional(runner.work_dir(variant) / "eval.json") or {}
         published = runner.marker("publish", variant).is_file() and runner.org is not None
         entries.append({
             "repo_id": runner.repo_id(variant),
@@ -304,7 +306,7 @@ def zoo_entries(runner: RecipeRunner) -> list[dict[str, Any]]:
             "base_model": runner.recipe.base_id,
             "layers": prune["layers"],
             "num_layers": prune["num_layers"],
-            "parameters": json.loads(export.read_text())["parameters"],
+            "parameters": _load(export, "export")["parameters"],
             "score": evaluation.get("average"),
             "tasks": sorted(evaluation.get("scores", {})),
             "published": published,
@@ -317,7 +319,7 @@ def update_zoo_index(folder: str | os.PathLike, entries: list[dict[str, Any]]) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     index_file = folder / "zoo.json"
-    existing = json.loads(index_file.read_text()) if index_file.is_file() else []
+    existing = read_json(index_file, fix="repair or delete it (it lists every variant built with --zoo-index)") if index_file.is_file() else []
     merged = {(entry["recipe"], entry["variant"]): entry for entry in existing}
     for entry in entries:
         merged[(entry["recipe"], entry["variant"])] = entry
