@@ -30,7 +30,7 @@ from st_prune.files import read_json
 #: How an instruction becomes the prompt put before a query (LLM2Vec / E5-Mistral: "instruction:" then the text).
 #: It ends on a newline, a token of its own in byte-level BPE tokenizers, so the prompt tokenizes the same alone as in
 #: front of the text and ``include_prompt=False`` excludes exactly the prompt (a trailing space would merge into the
-#: text's first word). Equal to ``st_prune.evaluation.INSTRUCTION_TEMPLATE`` (a test checks this).
+#: text's first word). ``st_prune.evaluation.INSTRUCTION_TEMPLATE`` is this same object.
 QUERY_PROMPT_TEMPLATE = "{instruction}:\n"
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")

@@ -54,6 +54,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 from mteb.types import PromptType
 
+from st_prune.data import QUERY_PROMPT_TEMPLATE
 from st_prune.errors import StPruneError
 
 if TYPE_CHECKING:
@@ -116,12 +117,9 @@ PAPER_INSTRUCTIONS: dict[str, str] = {
 #: Used for a task that has neither a table entry nor an instruction of its own.
 GENERIC_INSTRUCTION = "Retrieve semantically similar text"
 
-#: How an instruction becomes the prompt put before a text (LLM2Vec joins "instruction:" and the text). The prompt
-#: must end on a token boundary: with a trailing space, BPE tokenizers (Llama, Mistral, Qwen) merge the space into
-#: the text's first word, the prompt alone tokenizes one token longer than inside the text, and
-#: `include_prompt=False` would drop the text's first token. A newline stays a token of its own (the tests check
-#: this on a byte-level BPE). Training should format its instructions with the same template.
-INSTRUCTION_TEMPLATE = "{instruction}:\n"
+#: How an instruction becomes the prompt put before a text: the one template scan, training and evaluation share
+#: (why it ends on a newline, not a space: ``st_prune.data.QUERY_PROMPT_TEMPLATE``).
+INSTRUCTION_TEMPLATE = QUERY_PROMPT_TEMPLATE
 
 PAPER_ARXIV_ID = "2410.14578"
 PAPER_URL = f"https://arxiv.org/abs/{PAPER_ARXIV_ID}"

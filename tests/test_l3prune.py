@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import random
@@ -239,14 +238,10 @@ def test_load_triplets_reads_files_aliases_and_task_instructions(tmp_path):
 
 
 def test_query_prompt_template_is_the_evaluation_template():
-    # Scan, training and evaluation must format instructions identically (read without importing mteb).
-    source = (Path(__file__).parents[1] / "st_prune" / "evaluation.py").read_text()
-    values = {
-        node.targets[0].id: node.value.value
-        for node in ast.parse(source).body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Constant)
-    }
-    assert values["INSTRUCTION_TEMPLATE"] == QUERY_PROMPT_TEMPLATE
+    # Scan, training and evaluation must format instructions identically.
+    from st_prune.evaluation import INSTRUCTION_TEMPLATE
+
+    assert INSTRUCTION_TEMPLATE == QUERY_PROMPT_TEMPLATE == "{instruction}:\n"
     assert instruction_prompt("Retrieve similar text. ") == "Retrieve similar text:\n"
     assert instruction_prompt("  ") is None
 
