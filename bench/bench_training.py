@@ -30,6 +30,7 @@ import random
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ from st_prune.l3prune import L3Prune
 from st_prune.recipe import machine_description
 from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
 
-from common import SHARED_DATA, TASK_INSTRUCTIONS, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from common import SHARED_DATA, TASK_INSTRUCTIONS, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 SMOLLM2 = smollm2_gguf()
 DATA = SHARED_DATA
@@ -146,21 +147,16 @@ def interleaved_step_times(picks: dict[str, int], variants: list[str], data, con
             batch = next(iter(trainer.get_train_dataloader()))  # same seed: the same first batch for every variant
             model.train()
             setups[variant] = (trainer, batch)
-        wall: dict[str, list[float]] = {variant: [] for variant in variants}
-        cpu: dict[str, list[float]] = {variant: [] for variant in variants}
-        for round_number in range(rounds + 1):  # round 0 warms up
-            for variant, (trainer, batch) in setups.items():
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
-                trainer.training_step(trainer.model, dict(batch))
-                trainer.optimizer.step()
-                trainer.optimizer.zero_grad()
-                if round_number:
-                    wall[variant].append(time.perf_counter() - start_wall)
-                    cpu[variant].append(time.process_time() - start_cpu)
+        def step(trainer, batch) -> None:
+            trainer.training_step(trainer.model, dict(batch))
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad()
+
+        seconds = round_robin_seconds({variant: partial(step, *setup) for variant, setup in setups.items()}, rounds)
     # The fastest round is the step's own cost; slower rounds carry interference from outside the benchmark.
-    return {variant: {"wall_s": min(wall[variant]), "cpu_s": min(cpu[variant]),
-                      "wall_median_s": statistics.median(wall[variant]), "cpu_median_s": statistics.median(cpu[variant])}
-            for variant in variants}
+    return {variant: {"wall_s": min(taken["wall"]), "cpu_s": min(taken["cpu"]),
+                      "wall_median_s": statistics.median(taken["wall"]), "cpu_median_s": statistics.median(taken["cpu"])}
+            for variant, taken in seconds.items()}
 
 
 def main() -> int:

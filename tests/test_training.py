@@ -94,6 +94,8 @@ def test_training_learns_moves_only_lora_and_exports_exactly(llama, tmp_path):
     assert {name for name, p in llama.named_parameters() if p.requires_grad} == set(lora_before)
     trainer.train()
     assert trainer.state.global_step == 8
+    timer = trainer.step_timer  # what bench/bench_training.py reports
+    assert len(timer.step_seconds) == len(timer.step_cpu_seconds) == 8 and min(timer.step_seconds) > 0
     assert batch_loss(trainer, fixed) < 0.8 * loss_before
     for name, value in llama.named_parameters():
         if "lora_" in name:
