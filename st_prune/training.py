@@ -800,6 +800,23 @@ def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.P
     return str(check_checkpoint(resume))
 
 
+def check_run_folders(
+    output_dir: str | os.PathLike | None, work_dir: Path, resume: bool | str | os.PathLike | None, overwrite: bool
+) -> str | None:
+    """Fail fast on the export folder and the checkpoints in ``work_dir``; the checkpoint to resume from, if any."""
+    from st_prune.export import prepare_output_dir
+
+    if output_dir is not None:
+        prepare_output_dir(output_dir, overwrite)
+    checkpoint = resolve_resume(resume, work_dir)
+    if checkpoint is None and has_checkpoints(work_dir) and not overwrite:
+        raise StPruneError(
+            f"{work_dir} holds checkpoints of an earlier run; pass --resume (resume=True) to continue it, "
+            "or --overwrite (overwrite=True) to start over"
+        )
+    return checkpoint
+
+
 def train_pruned(
     model_or_path: SentenceTransformer | str | os.PathLike,
     data: Any,
@@ -839,25 +856,18 @@ def train_pruned(
     Raises:
         StPruneError: bad input, found before training starts; ``NonFiniteLossError`` if the loss diverges.
     """
-    from st_prune.export import export_model, merge_adapters, prepare_output_dir
+    from st_prune.export import export_model, merge_adapters
     from st_prune.truncated_llm import encoder_from_llm
 
     config = config or TrainingConfig()
     config.validate()
-    if output_dir is not None:
-        prepare_output_dir(output_dir, overwrite)
     temporary_work = work_dir is None and output_dir is None
     if work_dir is None:
         work_dir = tempfile.mkdtemp(prefix="st-prune-train-") if temporary_work else work_dir_for(output_dir)
     work_dir = Path(work_dir)
-    checkpoint = resolve_resume(resume, work_dir)
+    checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite)
     if checkpoint is None and has_checkpoints(work_dir):
-        if not overwrite:
-            raise StPruneError(
-                f"{work_dir} holds checkpoints of an earlier run; pass --resume (resume=True) to continue it, "
-                "or --overwrite (overwrite=True) to start over"
-            )
-        if is_main_process():
+        if is_main_process():  # --overwrite: start over
             for old in work_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
                 shutil.rmtree(old, ignore_errors=True)
 

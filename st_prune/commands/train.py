@@ -117,13 +117,11 @@ def _read_run(work: Path) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.export import prepare_output_dir
     from st_prune.training import (
         check_lora_targets,
-        has_checkpoints,
+        check_run_folders,
         is_main_process,
         prepare_training_data,
-        resolve_resume,
         train_pruned,
         work_dir_for,
     )
@@ -137,13 +135,8 @@ def run(args: argparse.Namespace) -> int:
             raise StPruneError(f"--{flag.replace('_', '-')} must be a positive integer")
     config = build_config(args)
     output = Path(args.output)
-    prepare_output_dir(output, args.overwrite)
     work = work_dir_for(output)
-    checkpoint = resolve_resume(args.resume, work)
-    if checkpoint is None and has_checkpoints(work) and not args.overwrite:
-        raise StPruneError(
-            f"{work} holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over"
-        )
+    checkpoint = check_run_folders(output, work, args.resume, args.overwrite)
     data = prepare_training_data(_read_data(args), config.batch_size)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
