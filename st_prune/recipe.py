@@ -503,12 +503,19 @@ def split_gguf(source: str) -> tuple[str, str | None]:
     return source, None
 
 
-def resolve_data_path(recipe: Recipe) -> Path:
-    path = Path(recipe.data.path).expanduser()
+def recipe_relative(recipe: Recipe, text: str) -> Path:
+    """A path from a recipe: relative ones are taken from the recipe's folder when they exist there (shipped data),
+    else from the working directory."""
+    path = Path(text).expanduser()
     if not path.is_absolute() and recipe.source:
         candidate = Path(recipe.source).parent / path
         if candidate.exists():
-            path = candidate
+            return candidate
+    return path
+
+
+def resolve_data_path(recipe: Recipe) -> Path:
+    path = recipe_relative(recipe, recipe.data.path)
     if not path.exists():
         raise StPruneError(
             f"data.path {recipe.data.path} does not exist: point it at your triplets with --set data.path=PATH "
@@ -782,12 +789,7 @@ class RecipeRunner:
         return self._rows
 
     def _local_task_path(self, task: LocalTaskSpec) -> Path:
-        path = Path(task.path).expanduser()
-        if not path.is_absolute() and self.recipe.source:
-            candidate = Path(self.recipe.source).parent / path
-            if candidate.exists():
-                return candidate
-        return path
+        return recipe_relative(self.recipe, task.path)
 
     def _is_done(self, stage: str, variant: VariantSpec | None, key: Any = None) -> bool:
         marker = self.marker(stage, variant)
