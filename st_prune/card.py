@@ -136,6 +136,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from st_prune.evaluation import PAPER_CITATION, PAPER_URL, results_table_markdown
+    from st_prune.recipe import speed_texts
 
     recipe = runner.recipe
     work = runner.work_dir(variant)
@@ -174,6 +175,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
         "tokens_per_second_full": f"{speed_full:,.0f}",
         "speedup": speed / speed_full if speed_full else 0.0,
         "machine": export["machine"],
+        "speed_documents": len(speed_texts(runner.rows())),
         "how": (
             f"L3Prune's {variant.pick} pick" if variant.pick
             else f"a fixed {variant.layers}-layer cut" if variant.layers

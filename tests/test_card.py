@@ -86,7 +86,7 @@ def test_card_has_every_section_and_the_run_facts(card_run):
     assert "first **3 of 4** decoder layers (a fixed 3-layer cut)" in body
     assert "| Decoder layers | 3 | 4 |" in body
     assert "Parameters pruned |" in body and "Weight size on disk" in body and "Encoding speed (tokens/s)" in body
-    assert f"({machine_description()})" in body  # the machine that measured the speed is named
+    assert f"({machine_description()}) by encoding the same 8 documents" in body  # the machine and the sample
     assert "![L3Prune curve" in body and "(l3prune.png)" in body
     assert (card_run["output"] / "zoo" / "tiny-qwen2-l3prune-three" / "l3prune.png").is_file()
     for row in ("| Steps | 2 |", "| Batch size | 4 |", "| Learning rate | 0.0002 |", "| Warm-up steps | 0 |",
