@@ -4,7 +4,7 @@ A recipe is data: which base model, which variants (L3Prune's ``small``/``large`
 counts or pruning fractions), how to scan, train, evaluate and publish. ``load_recipe`` validates it
 against the dataclasses below (unknown and missing keys are errors naming the valid ones) and applies
 ``--set key.path=value`` overrides typed by the same schema. The schema is documented in
-``recipes/README.md``.
+``st_prune/recipes/README.md``.
 
 ``RecipeRunner`` runs the stages in order, for every variant:
 
@@ -452,8 +452,8 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
 
 def recipes_dir() -> Path:
-    """The ``recipes/`` folder of a source checkout (recipes are data files next to the package)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The recipes shipped with the package (``st_prune/recipes/``, package data: present in wheels too)."""
+    return Path(__file__).resolve().parent / "recipes"
 
 
 # =====================================================================================================
