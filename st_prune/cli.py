@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "st_prune.commands.run",
     "st_prune.commands.scan",
     "st_prune.commands.train",
+    "st_prune.commands.trim",
 )
 
 
