@@ -147,13 +147,49 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 
 
 def prepare_output_dir(output: str | Path, overwrite: bool) -> Path:
-    """Refuse a non-empty destination unless ``overwrite``; called before any long work starts."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"{output} exists and is not a folder; choose another --output")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} is not empty; pass --overwrite (overwrite=True) or choose another folder")
-    return output
+    """The real folder to write the export to, checked before any long work starts.
+
+    The export replaces its whole destination folder, so ``overwrite`` may only replace what st-prune could
+    have written: an earlier sentence-transformers model folder (``modules.json``). Refused, with or without
+    ``overwrite``: the current folder or one above it, the home folder or one above it, a filesystem root or
+    mount point. A symlinked ``output`` is followed: the folder it points to is checked and replaced by the
+    same rules, and the link itself is kept (so it points to the new export).
+    """
+    given = Path(output).expanduser()
+    try:
+        # Resolved so that ".", "a/b/.." or a link cannot hide which folder is replaced, and so that the staging
+        # folder (a sibling of the real destination) never lies inside it.
+        destination = given.resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+        raise StPruneError(f"cannot resolve {given} ({error}); pass a plain folder path as --output") from None
+    _refuse_protected_destination(given, destination)
+    if destination.exists() and not destination.is_dir():
+        raise FileExistsError(f"{given} exists and is not a folder; choose another --output")
+    if destination.is_dir() and any(destination.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{given} is not empty; pass --overwrite (overwrite=True) or choose another folder")
+        if not (destination / "modules.json").is_file():
+            raise StPruneError(
+                f"{given} holds files that are not a sentence-transformers model (no modules.json), and --overwrite "
+                "only replaces an earlier export; choose another --output or move those files away yourself"
+            )
+    return destination
+
+
+def _refuse_protected_destination(given: Path, destination: Path) -> None:
+    """Folders whose replacement would delete what st-prune did not write, whatever they hold."""
+    new_folder = f"name a new folder such as {given / 'my-encoder'}"
+    cwd = Path.cwd().resolve()
+    if destination == cwd or destination in cwd.parents:
+        raise StPruneError(f"{given} is the current folder or one above it and the export replaces its whole "
+                           f"destination; {new_folder}")
+    home = Path.home().resolve()
+    if destination == home or destination in home.parents:
+        raise StPruneError(f"{given} is the home folder or one above it and the export replaces its whole "
+                           f"destination; {new_folder}")
+    if destination.parent == destination or os.path.ismount(destination):
+        raise StPruneError(f"{given} is a filesystem root or mount point and the export replaces its whole "
+                           f"destination; {new_folder}")
 
 
 def export_model(
@@ -167,8 +203,10 @@ def export_model(
     """Write the user-facing, vanilla-loadable folder for ``model`` (adapters merged) and return its path.
 
     The folder is assembled in a temporary sibling and renamed into place, so a failure leaves nothing behind.
+    ``overwrite`` replaces only an earlier model folder; see ``prepare_output_dir`` for what is refused.
     """
-    output = prepare_output_dir(output, overwrite)
+    given = Path(output).expanduser()
+    output = prepare_output_dir(given, overwrite)
     _check_exportable(model)
     merge_adapters(model)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -186,4 +224,4 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return output
+    return given
