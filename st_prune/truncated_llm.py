@@ -39,6 +39,7 @@ from transformers.utils import logging as transformers_logging
 
 from st_prune import architectures
 from st_prune.errors import StPruneError
+from st_prune.gguf_check import check_gguf_complete
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,30 @@ def resolve_source(model_name_or_path: str | os.PathLike) -> str:
     reference = str(model_name_or_path)
     if reference.lower().endswith(".gguf"):
         return str(dequantized_gguf_folder(reference))
+    if not os.path.exists(os.path.expanduser(reference)) and not _is_hub_id(reference):
+        raise StPruneError(
+            f"model not found: {reference} is neither an existing folder or .gguf file nor a Hub id (org/name); "
+            "check the path"
+        )
     return reference
+
+
+def _is_hub_id(reference: str) -> bool:
+    """True for what the Hub accepts as a repo id (``org/name`` or ``name``); paths like ``./x`` are not."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(reference)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    # The constant is read at import; the variable may have been set later (tests, notebooks).
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def gguf_cache_root() -> Path:
@@ -81,6 +105,8 @@ def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
     target = gguf_cache_root() / f"{path.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    # A truncated download otherwise fails a minute later inside transformers' parser, looking like a bad format.
+    check_gguf_complete(path)
     folder, name = str(path.parent.resolve()), path.name
     config = load_base_config(folder, gguf_file=name)
     logger.info("Dequantizing %s once into %s", name, target)
@@ -107,8 +133,29 @@ def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **co
         config_kwargs.setdefault("gguf_file", gguf_file)
     try:
         config = AutoConfig.from_pretrained(model_name_or_path, **config_kwargs)
+    except OSError as error:
+        # transformers reports a missing folder, an unknown Hub id and an unreachable Hub as a long OSError.
+        if gguf_file is not None or os.path.isdir(model_name_or_path):
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StPruneError(
+                f"cannot read the model config in {model_name_or_path} ({first_line}); pass a folder holding the "
+                "model's config.json and weights, a .gguf file or a Hub id"
+            ) from None
+        if _hub_offline():
+            raise StPruneError(
+                f"model {model_name_or_path} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it "
+                f"first with `hf download {model_name_or_path}` or pass a local folder"
+            ) from None
+        raise StPruneError(
+            f"model {model_name_or_path} not found: no such local folder, and the Hub has no such model or cannot be "
+            "reached; check the id (and `hf auth login` for gated models) or pass a local folder"
+        ) from None
     except (ValueError, KeyError, NotImplementedError) as error:
         if gguf_file is None:
+            if os.path.isdir(model_name_or_path) and not os.path.isfile(os.path.join(model_name_or_path, "config.json")):
+                raise StPruneError(
+                    f"{model_name_or_path} has no config.json; pass a transformers model folder, a .gguf file or a Hub id"
+                ) from None
             raise
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StPruneError(
