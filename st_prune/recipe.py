@@ -706,6 +706,7 @@ class RecipeRunner:
         if "publish" in self.stages():
             self._check_hub_access()
         self._check_run_dir()
+        self._check_destinations()
         total = self._base_num_layers()
         from st_prune import architectures
 
@@ -755,6 +756,22 @@ class RecipeRunner:
                 )
         elif self.output.is_dir() and any(self.output.iterdir()):
             raise StPruneError(f"{self.output} is not empty and holds no st-prune run: choose another --output")
+
+    def _check_destinations(self) -> None:
+        """The run folder and the --zoo-index folder can be written (else the zoo index fails after every stage)."""
+        from st_prune.writable import check_writable_folder
+
+        check_writable_folder(self.output, "--output")
+        if self.zoo_index is None:
+            return
+        if self.zoo_index.exists() and not self.zoo_index.is_dir():
+            raise StPruneError(
+                f"--zoo-index {self.zoo_index} is a file; pass the folder that holds (or will hold) zoo.json and "
+                "README.md, e.g. --zoo-index model_cards"
+            )
+        check_writable_folder(self.zoo_index, "--zoo-index")
+        if (self.zoo_index / "zoo.json").is_file():
+            read_json(self.zoo_index / "zoo.json", fix="repair or delete it (it lists every variant built with --zoo-index)")
 
     def _check_hub_access(self) -> None:
         """Token present and allowed to write (a read token or a bad one is refused now, not after training)."""

@@ -349,6 +349,9 @@ def encoder_from_llm(
     """
     if pooling not in POOLING_MODES:
         raise StPruneError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+    from st_prune.device import check_device
+
+    check_device(device, "device")  # before minutes of loading, not at the final .to(device)
     module = TruncatedLLM(
         model_name_or_path,
         layers=layers,

@@ -53,3 +53,136 @@ def test_truncated_gguf_says_damaged(smollm2_gguf, tmp_path, capsys, monkeypatch
     assert_one_line(status, err, "is damaged or incomplete", "download it again")
     assert "quantization" not in err
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("config.json"))
+
+
+# --- destinations that cannot be written: refused before any model is loaded ---------------------------
+def _unwritable_folder(tmp_path) -> "Path":
+    """A folder no file can be created in. chmod does not stop root, so as root use a read-only pseudo-filesystem."""
+    import os
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        return locked
+    for candidate in (Path("/sys"), Path("/proc/sys")):
+        try:
+            probe = candidate / "st-prune-write-test"
+            probe.mkdir()
+        except OSError:
+            return candidate
+        probe.rmdir()
+    pytest.skip("no read-only location to test with on this machine")
+
+
+@pytest.fixture(params=["no-permission", "file-as-parent"])
+def unwritable(request, tmp_path):
+    """A path inside which nothing can be written: ``unwritable / NAME`` is what a verb is asked to write."""
+    if request.param == "no-permission":
+        return _unwritable_folder(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    return blocker
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Loading a model fails the test: destination checks must come first."""
+    import st_prune.truncated_llm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the destination was checked")
+
+    monkeypatch.setattr(st_prune.truncated_llm, "encoder_from_llm", refuse)
+
+
+@pytest.fixture()
+def triplets_file(tmp_path):
+    import json
+
+    words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road"]
+    path = tmp_path / "triplets.jsonl"
+    path.write_text("".join(
+        json.dumps({"anchor": f"{i} the {words[i % 10]}", "positive": f"a {words[i % 10]} {i}",
+                    "negative": f"some {words[(i + 3) % 10]} {i + 100}"}) + "\n"
+        for i in range(12)
+    ))
+    return path
+
+
+def test_prune_to_an_unwritable_folder(tiny_llm, unwritable, capsys, no_model_load):
+    status, err = run_cli(["prune", tiny_llm(), "--layers", "1", "--output", unwritable / "out"], capsys)
+    assert_one_line(status, err, "--output")
+    assert "cannot write" in err or "is a file, not a folder" in err
+
+
+def test_train_to_an_unwritable_folder(tiny_llm, unwritable, triplets_file, capsys, no_model_load):
+    status, err = run_cli(["train", tiny_llm(), "--data", triplets_file, "--layers", "1", "--batch-size", "4",
+                           "--output", unwritable / "out"], capsys)
+    assert_one_line(status, err, "--output")
+    assert "cannot write" in err or "is a file, not a folder" in err
+
+
+def test_scan_to_an_unwritable_file(tiny_llm, unwritable, triplets_file, capsys, no_model_load):
+    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4",
+                           "--output", unwritable / "scan.json"], capsys)
+    assert_one_line(status, err, "--output")
+    assert "cannot write" in err or "is a file, not a folder" in err
+
+
+def test_scan_output_that_is_a_folder_is_refused_before_the_scan(tiny_llm, triplets_file, tmp_path, capsys,
+                                                                  no_model_load):
+    (tmp_path / "existing").mkdir()
+    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4",
+                           "--output", tmp_path / "existing"], capsys)
+    assert_one_line(status, err, "is a folder; give a file name", "existing/scan.json")
+    assert list((tmp_path / "existing").iterdir()) == []
+
+
+def test_scan_on_a_missing_gpu_is_one_line(tiny_llm, triplets_file, tmp_path, capsys, no_model_load):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4", "--device", "cuda",
+                           "--output", tmp_path / "scan.json"], capsys)
+    assert_one_line(status, err, "--device cuda: no CUDA device is available", "pass --device cpu")
+    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--device", "gpu0",
+                           "--output", tmp_path / "scan.json"], capsys)
+    assert_one_line(status, err, "is not a torch device")
+
+
+def test_encoder_from_llm_on_a_missing_gpu_fails_before_loading(tiny_llm):
+    import torch
+
+    from st_prune.errors import StPruneError
+    from st_prune.truncated_llm import encoder_from_llm
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(StPruneError, match="no CUDA device is available"):
+        encoder_from_llm(str(tiny_llm()), layers=1, device="cuda")
+
+
+def _tiny_recipe(folder, model):
+    from test_recipe import write_recipe
+
+    return write_recipe(folder, model)
+
+
+def test_run_to_an_unwritable_folder(tiny_llm, unwritable, tmp_path, capsys):
+    recipe = _tiny_recipe(tmp_path, tiny_llm())
+    status, err = run_cli(["run", recipe, "--output", unwritable / "run"], capsys)
+    assert_one_line(status, err, "--output")
+    assert "cannot write" in err or "is a file, not a folder" in err
+
+
+def test_run_zoo_index_that_is_a_file_is_refused_before_any_stage(tiny_llm, tmp_path, capsys):
+    recipe = _tiny_recipe(tmp_path, tiny_llm())
+    index = tmp_path / "index.md"
+    index.write_text("mine")
+    status, err = run_cli(["run", recipe, "--output", tmp_path / "run", "--zoo-index", index], capsys)
+    assert_one_line(status, err, "--zoo-index", "is a file; pass the folder")
+    assert not (tmp_path / "run").exists()
+    assert index.read_text() == "mine"

@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
     # Fail on the destination before minutes of loading.
     prepare_output_dir(args.output, args.overwrite)
+    from st_prune.writable import check_writable_folder
+
+    check_writable_folder(args.output)
     model = encoder_from_llm(
         args.model,
         layers=args.layers,

@@ -56,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise StPruneError(f"--scale must be a positive number (the paper uses 50), got {args.scale}")
+    # The destinations too: a scan can take minutes, and its result must not be lost to an unwritable path.
+    from st_prune.device import check_device
+    from st_prune.writable import check_writable_file
+
+    check_device(args.device)
+    check_writable_file(args.output, "--output")
+    if not args.no_plot:
+        check_writable_file(args.plot or Path(args.output).with_suffix(".png"), "--plot" if args.plot else "--output")
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     # Every data error comes before the (possibly minutes long) model load.
     instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None

@@ -137,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     work = work_dir_for(output)
     checkpoint = check_run_folders(output, work, args.resume, args.overwrite)
+    from st_prune.writable import check_writable_folder
+
+    check_writable_folder(output)  # DIR.work sits beside it, in the same parent
     data = prepare_training_data(_read_data(args), config.batch_size)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
