@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from st_prune.errors import StPruneError
+from st_prune.staging import commit_staging, new_staging_dir
 
 # ST 6 class -> name both ST 5.x and 6.x import.
 LEGACY_TYPES: dict[type, str] = {
@@ -209,8 +209,7 @@ def export_model(
     output = prepare_output_dir(given, overwrite)
     _check_exportable(model)
     merge_adapters(model)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = new_staging_dir(output)  # also removes what an export killed earlier left beside ``output``
     try:
         model.save(str(staging), create_model_card=create_model_card)
         _rewrite_legacy_configs(model, staging)
@@ -220,7 +219,7 @@ def export_model(
             target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
         if output.exists():
             shutil.rmtree(output)
-        os.replace(staging, output)
+        commit_staging(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

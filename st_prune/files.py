@@ -23,12 +23,35 @@ def read_json(path: str | os.PathLike, *, fix: str) -> Any:
         raise StPruneError(f"{path} is not valid JSON ({error.msg}, line {error.lineno}); {fix}") from None
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(*, directory: bool) -> int:
+    """The mode ``open``/``mkdir`` would give a new file or folder: 0644/0755 under umask 022."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path`` (creating the folder)."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path`` (creating the folder).
+
+    The file gets the umask's mode (0644 under umask 022), not mkstemp's private 0600: cards, indexes and run
+    records are read by other users and served from shared disks.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(handle, umask_mode(directory=False))
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
         os.replace(temporary, path)

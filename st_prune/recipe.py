@@ -38,6 +38,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -339,14 +340,32 @@ def _check_recipe(recipe: Recipe) -> None:
             raise StPruneError(f"{where}: layers must be a positive number of decoder layers, got {variant.layers}")
         if variant.fraction is not None and not 0 <= variant.fraction < 1:
             raise StPruneError(f"{where}: fraction is the share of layers dropped, in [0, 1); got {variant.fraction}")
-    for name in ("batch_size", "num_batches"):
-        if getattr(recipe.scan, name) < 1:
-            raise StPruneError(f"scan.{name} must be at least 1")
-    for name in ("steps", "batch_size"):
-        if getattr(recipe.training, name) < 1:
-            raise StPruneError(f"training.{name} must be at least 1")
-    if recipe.training.batch_size < 2:
-        raise StPruneError("training.batch_size must be at least 2 (in-batch negatives)")
+    # Ranges checked at load time (and by --dry-run): a bad value must not surface stages later, after training.
+    scan, training, lora = recipe.scan, recipe.training, recipe.training.lora
+    positive = "a positive number"
+    for key, value, ok, rule in (
+        ("base.max_seq_length", recipe.base.max_seq_length, recipe.base.max_seq_length >= 1, "at least 1"),
+        ("scan.batch_size", scan.batch_size, scan.batch_size >= 1, "at least 1"),
+        ("scan.num_batches", scan.num_batches, scan.num_batches >= 1, "at least 1"),
+        ("scan.scale", scan.scale, math.isfinite(scan.scale) and scan.scale > 0, f"{positive} (the paper uses 50)"),
+        ("scan.max_seq_length", scan.max_seq_length, scan.max_seq_length is None or scan.max_seq_length >= 1, "at least 1"),
+        ("training.steps", training.steps, training.steps >= 1, "at least 1"),
+        ("training.batch_size", training.batch_size, training.batch_size >= 2, "at least 2 (in-batch negatives)"),
+        ("training.learning_rate", training.learning_rate,
+         math.isfinite(training.learning_rate) and training.learning_rate > 0, f"{positive} (the paper uses 2e-4)"),
+        ("training.warmup_steps", training.warmup_steps, training.warmup_steps >= 0, "0 or more"),
+        ("training.scale", training.scale, math.isfinite(training.scale) and training.scale > 0,
+         f"{positive} (the paper uses 50)"),
+        ("training.max_seq_length", training.max_seq_length,
+         training.max_seq_length is None or training.max_seq_length >= 1, "at least 1"),
+        ("training.logging_steps", training.logging_steps, training.logging_steps >= 1, "at least 1"),
+        ("training.lora.r", lora.r, lora.r >= 0, "0 (train all weights) or more (the paper uses 16)"),
+        ("training.lora.alpha", lora.alpha, lora.alpha > 0, f"{positive} (the paper uses 32)"),
+        ("training.lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1) (the paper uses 0.05)"),
+        ("evaluation.batch_size", recipe.evaluation.batch_size, recipe.evaluation.batch_size >= 1, "at least 1"),
+    ):
+        if not ok:
+            raise StPruneError(f"{key} must be {rule}, got {value!r}: fix the recipe or pass --set {key}=VALUE")
     for variant in recipe.variants:
         try:
             recipe.repo_name(variant, 1)

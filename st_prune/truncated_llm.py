@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +38,7 @@ from transformers.utils import logging as transformers_logging
 
 from st_prune import architectures
 from st_prune.errors import StPruneError
+from st_prune.staging import commit_staging, new_staging_dir
 from st_prune.gguf_check import check_gguf_complete
 
 logger = logging.getLogger(__name__)
@@ -114,12 +114,11 @@ def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
         model = AutoModel.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     _make_saveable(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = new_staging_dir(target)  # also removes what a dequantization killed earlier left in the cache
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
+        commit_staging(staging, target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / "config.json").is_file():  # another process may have won the race

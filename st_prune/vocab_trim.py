@@ -4,8 +4,8 @@ Pruning layers leaves the embedding matrix whole, and in a small variant that ma
 (Gemma-3-270M cut to 5 layers: ~168M of 196M parameters). ``trim_vocabulary`` keeps
 
 - every added/special token, and every token id the configs or the post-processor refer to;
-- the byte alphabet (byte-level BPE: the 256 byte characters; byte fallback: the ``<0xNN>`` tokens), so any
-  text still tokenizes, into smaller pieces, never into ``<unk>``;
+- the byte alphabet (byte-level BPE: the 256 byte characters; byte fallback: the ``<0xNN>`` tokens and the
+  ASCII characters), so any text still tokenizes, into smaller pieces, never into ``<unk>``;
 - every token the corpus uses (or the most frequent ones, up to ``vocab_size``), and the *merge closure* of
   each kept token: every intermediate token BPE builds on the way to it;
 
@@ -29,7 +29,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from st_prune.errors import StPruneError
+from st_prune.staging import MARKER, commit_staging, new_staging_dir
 
 #: Files read as tables (every string column is text); anything else is read as one text a line.
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -333,7 +333,9 @@ def select_tokens(
     if family == "byte-level BPE":
         alphabet = {vocab[c] for c in pre_tokenizers.ByteLevel.alphabet() if c in vocab}
     else:
-        alphabet = {i for t, i in vocab.items() if BYTE_FALLBACK_TOKEN.match(t)}
+        # The <0xNN> tokens, and the ASCII characters: without them a plain letter the corpus lacks would
+        # fall back to its byte token, whose embedding row is not the letter's.
+        alphabet = {i for t, i in vocab.items() if BYTE_FALLBACK_TOKEN.match(t) or (len(t) == 1 and ord(t) < 128)}
     if id_limit is not None:
         special = {i for i in special if i < id_limit}
     special = {i for i in special if i in token_of}
@@ -400,7 +402,7 @@ def _parameter_count(model_dir: Path) -> int:
 
 
 def _disk_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and path.name != MARKER)
 
 
 def _id_keys(config: dict) -> list[str]:
@@ -533,8 +535,7 @@ def trim_vocabulary(
     trimmed = Tokenizer.from_str(json.dumps(trimmed_json, ensure_ascii=False))
     verified = _verify(original, trimmed, counted, set(kept))
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = new_staging_dir(output)  # also removes what a trim killed earlier left beside ``output``
     try:
         skip = {path.resolve() for path in weight_files} | {tokenizer_path.resolve()}
         shutil.copytree(model_dir, staging, dirs_exist_ok=True,
@@ -584,16 +585,19 @@ def trim_vocabulary(
         )
         card = staging / "README.md"
         existing = card.read_text(encoding="utf-8").rstrip() + "\n\n" if card.is_file() else ""
-        # The card and report are part of the folder they measure: write them, measure, write the final figures
-        # (the second write changes the size by a few bytes at most).
-        for _ in range(2):
+        # The card and report are part of the folder they measure: write, measure, rewrite until the written
+        # figure is the folder's size (it changes by a few bytes at most, so this settles at once).
+        for _ in range(5):
             card.write_text(existing + report.card_section(), encoding="utf-8")
             (staging / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-            report.disk_bytes_after = _disk_bytes(staging)
+            size = _disk_bytes(staging)
+            if size == report.disk_bytes_after:
+                break
+            report.disk_bytes_after = size
         check_output_folder(output)  # nothing appeared there meanwhile
         if output.exists():
             output.rmdir()
-        os.replace(staging, output)
+        commit_staging(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

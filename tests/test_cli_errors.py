@@ -186,3 +186,19 @@ def test_run_zoo_index_that_is_a_file_is_refused_before_any_stage(tiny_llm, tmp_
     assert_one_line(status, err, "--zoo-index", "is a file; pass the folder")
     assert not (tmp_path / "run").exists()
     assert index.read_text() == "mine"
+
+
+# --- out-of-range recipe values: refused when the recipe is loaded (--dry-run too), not stages later ----------
+@pytest.mark.parametrize("override, rule", [
+    ("evaluation.batch_size=0", "evaluation.batch_size must be at least 1, got 0"),
+    ("training.learning_rate=-1", "training.learning_rate must be a positive number"),
+    ("training.lora.r=-3", "training.lora.r must be 0 (train all weights) or more"),
+    ("scan.scale=0", "scan.scale must be a positive number"),
+    ("training.warmup_steps=-5", "training.warmup_steps must be 0 or more, got -5"),
+    ("training.lora.dropout=1.5", "training.lora.dropout must be in [0, 1)"),
+    ("training.scale=.nan", "training.scale must be a positive number"),
+])
+def test_out_of_range_recipe_values_fail_the_dry_run(override, rule, capsys):
+    status, err = run_cli(["run", "smollm2-135m-instruct-cpu", "--set", override, "--dry-run"], capsys)
+    key = override.split("=")[0]
+    assert_one_line(status, err, rule, f"--set {key}=")
