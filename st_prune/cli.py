@@ -8,6 +8,7 @@ import logging
 import sys
 
 from st_prune.errors import StPruneError
+from st_prune.optional import install_hint
 
 # Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = (
@@ -16,6 +17,7 @@ COMMAND_MODULES = (
     "st_prune.commands.eval",
     "st_prune.commands.submit",
     "st_prune.commands.run",
+    "st_prune.commands.recipes",
     "st_prune.commands.scan",
     "st_prune.commands.train",
     "st_prune.commands.trim",
@@ -43,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (StPruneError, FileNotFoundError, FileExistsError) as error:
         print(f"st-prune {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        # A dependency removed from (or never installed into) this environment: name the command that fixes it.
+        missing = (error.name or "a package").split(".")[0]
+        print(f"st-prune {args.command}: error: the {missing} package is missing: run `{install_hint(missing)}`",
+              file=sys.stderr)
         return 2
 
 

@@ -882,8 +882,9 @@ def plot_score_vs_parameters(
     Fixed-fraction variants are joined by a line; the full model and the L3Prune picks stand out; every point
     is labelled.
     """
-    import matplotlib
+    from st_prune.optional import require
 
+    matplotlib = require("matplotlib", "plotting scores against parameters")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -41,6 +41,7 @@ from st_prune import architectures
 from st_prune.data import TEXT_COLUMNS, load_triplets, split_by_instruction
 from st_prune.errors import StPruneError
 from st_prune.files import read_json
+from st_prune.optional import require
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +261,7 @@ class L3PruneResult:
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
         """Save a PNG of the curve (spread shaded) with the midpoint and both picks marked."""
-        import matplotlib
-
+        matplotlib = require("matplotlib", "plotting the L3Prune curve")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -21,8 +21,9 @@ marker exists with the same key, so an interrupted run resumes where it stopped:
     DIR/work/<variant>/adapter/        the trained LoRA adapter (small); train.json: settings, time, losses
     DIR/work/<variant>/export.json     size on disk, tokens/s of the exported model
     DIR/work/<variant>/eval.json       main score per task (mteb results under DIR/results/)
-    DIR/zoo/<repo-name>/               the model folder exactly as published (card + curve included)
-    DIR/zoo/zoo.json, README.md        the index of this run's variants
+    DIR/models/<repo-name>/            the model folder exactly as published (card + curve included)
+    DIR/models/zoo.json, README.md     the index of the models in DIR/models/
+    DIR/summary.json                   wall time and peak memory of every stage (also printed at the end)
 
 The stages call the library itself: ``st_prune.data.load_triplets``, ``L3Prune``, ``st_prune.training.build_trainer``,
 ``export_model``, ``st_prune.evaluation`` and ``st_prune.hub.publish_folder``.
@@ -57,7 +58,8 @@ import yaml
 
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
-from st_prune.training import PAPER_LORA_TARGETS
+from st_prune.resources import measure_usage, process_peak_rss_bytes
+from st_prune.defaults import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class BaseSpec:
     pooling: Literal["weighted_mean", "last_token", "mean"] = "weighted_mean"
     max_seq_length: int = 512
     short_name: str | None = None  # "{base}" in repo names; defaults to the last part of `id`
+    layers: int | None = None  # decoder layers of the base, for `st-prune recipes`; checked against its config
 
 
 @dataclass
@@ -192,6 +195,7 @@ class Recipe:
         default_factory=lambda: [VariantSpec("small", pick="small"), VariantSpec("large", pick="large")]
     )
     description: str = ""
+    hardware: str = ""  # what the recipe is sized for, e.g. "2 CPU cores" (listed by `st-prune recipes`)
     query_instruction: str = "Given a query, retrieve relevant passages that answer the query"
     scan: ScanSpec = field(default_factory=ScanSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -444,13 +448,31 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     target[last] = value
 
 
+def shipped_recipes() -> list[Path]:
+    """The recipe files shipped with st-prune, sorted by name."""
+    return sorted(recipes_dir().glob("*.yaml"))
+
+
+def find_recipe(reference: str | os.PathLike) -> Path:
+    """A recipe file from a path, or from the name of a shipped recipe (``smollm2-135m-instruct-cpu``, with or
+    without ``.yaml``). An existing path wins over a shipped name."""
+    path = Path(reference)
+    if path.is_file():
+        return path
+    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    shipped = recipes_dir() / f"{name}.yaml"
+    if str(reference) in (name, f"{name}.yaml") and shipped.is_file():
+        return shipped
+    names = ", ".join(p.stem for p in shipped_recipes())
+    raise StPruneError(
+        f"recipe {reference} does not exist: pass a recipe YAML file or a shipped recipe's name "
+        f"(`st-prune recipes` lists them: {names})"
+    )
+
+
 def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, override (``key.path=value`` strings) and validate a recipe YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.name for p in recipes_dir().glob("*.yaml"))) if recipes_dir().is_dir() else ""
-        hint = f"; shipped recipes: {shipped}" if shipped else ""
-        raise StPruneError(f"recipe {path} does not exist: pass the path of a recipe YAML file{hint}")
+    """Read, override (``key.path=value`` strings) and validate a recipe: a YAML file or a shipped recipe's name."""
+    path = find_recipe(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -669,6 +691,7 @@ class RecipeRunner:
         self.endpoint = endpoint
         self.log = log
         self.calls: dict[str, int] = {}  # stage name -> times its work ran (for tests and the summary)
+        self.usage: list[dict[str, Any]] = []  # stages run by this process: label, seconds, peak_rss_gb
         self._source: str | None = None
         self._rows: list[dict[str, str]] | None = None
 
@@ -681,7 +704,12 @@ class RecipeRunner:
         return self.output / "work" / variant.name
 
     def zoo_dir(self, variant: VariantSpec) -> Path:
-        return self.output / "zoo" / self.recipe.repo_name(variant, self.layers_of(variant))
+        return self.models_dir / self.recipe.repo_name(variant, self.layers_of(variant))
+
+    @property
+    def models_dir(self) -> Path:
+        """Where the finished, Hub-shaped model folders (and their index) go."""
+        return self.output / "models"
 
     def marker(self, stage: str, variant: VariantSpec | None = None) -> Path:
         return self.stages_dir / (f"{stage}.{variant.name}.json" if variant else f"{stage}.json")
@@ -755,7 +783,13 @@ class RecipeRunner:
                 f"base.model {self.recipe.base.model!r} cannot be loaded ({first}): use a Hub id (online or cached), "
                 "a local model folder or a .gguf file"
             ) from None
-        return architectures.num_layers(config)
+        total = architectures.num_layers(config)
+        if self.recipe.base.layers is not None and self.recipe.base.layers != total:
+            raise StPruneError(
+                f"base.layers is {self.recipe.base.layers} but {self.recipe.base_id} has {total} decoder layers: "
+                f"fix the recipe or pass --set base.layers={total}"
+            )
+        return total
 
     def _check_run_dir(self) -> None:
         run_file = self.output / "run.json"
@@ -870,20 +904,24 @@ class RecipeRunner:
         label = f"{stage}[{variant.name}]" if variant else stage
         if self._is_done(stage, variant, key):
             self.log(f"[skip] {label}: done earlier")
+            earlier = _read_json(self.marker(stage, variant))
+            self.usage.append({"stage": label, "seconds": earlier.get("seconds"), "peak_rss_gb": earlier.get("peak_rss_gb"),
+                               "earlier": True})
             yield None
             return
         self.log(f"[run ] {label} ...")
-        start = time.perf_counter()
         info: dict[str, Any] = {}
-        yield info
+        with measure_usage() as usage:
+            yield info
         self.calls[stage] = self.calls.get(stage, 0) + 1
-        seconds = time.perf_counter() - start
+        self.usage.append({"stage": label, "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2)})
         write_json_atomic(
             self.marker(stage, variant),
-            {"stage": stage, "variant": variant.name if variant else None, "key": key, "seconds": round(seconds, 1),
+            {"stage": stage, "variant": variant.name if variant else None, "key": key,
+             "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2),
              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info},
         )
-        self.log(f"[done] {label} in {seconds:.1f}s")
+        self.log(f"[done] {label} in {usage.seconds:.1f}s, peak memory {usage.peak_rss_gb:.2f} GB")
 
     # --- run ------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -903,8 +941,30 @@ class RecipeRunner:
                     getattr(self, f"stage_{stage}")(variant)
         if not self.only or self.only in ("card", "publish"):
             self.update_zoo_index()
-        self.log(f"st-prune run {self.recipe.name}: finished in {time.perf_counter() - started:.0f}s -> {self.output}")
+        total = time.perf_counter() - started
+        self.log(self.usage_table(total))
+        self.log(f"st-prune run {self.recipe.name}: finished in {total:.0f}s -> {self.output}")
         return self.summary()
+
+    def usage_table(self, total_seconds: float) -> str:
+        """The per-stage summary README's time and memory figures are copied from (also in DIR/summary.json)."""
+        peak = process_peak_rss_bytes() / 1e9
+        write_json_atomic(
+            self.output / "summary.json",
+            {"recipe": self.recipe.name, "machine": machine_description(), "seconds": round(total_seconds, 1),
+             "peak_rss_gb": round(peak, 2), "stages": self.usage},
+            sort_keys=False,
+        )
+        def cell(value: float | None, unit: str) -> str:
+            return f"{value:.2f} GB" if unit == "GB" and value is not None else (
+                f"{value:.1f}s" if value is not None else "-")
+
+        lines = [f"{'stage':<18}{'wall':>10}{'peak memory':>14}"]
+        for row in self.usage:
+            note = "  (done earlier)" if row.get("earlier") else ""
+            lines.append(f"{row['stage']:<18}{cell(row['seconds'], 's'):>10}{cell(row['peak_rss_gb'], 'GB'):>14}{note}")
+        lines.append(f"{'total':<18}{total_seconds:>9.1f}s{peak:>11.2f} GB  (this process; {machine_description()})")
+        return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:
         result = {}
@@ -1123,6 +1183,6 @@ class RecipeRunner:
         entries = zoo_entries(self)
         if not entries:
             return
-        update_zoo_index(self.output / "zoo", entries)
+        update_zoo_index(self.models_dir, entries)
         if self.zoo_index is not None:
             update_zoo_index(self.zoo_index, entries)

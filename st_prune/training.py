@@ -81,7 +81,7 @@ from st_prune.errors import StPruneError
 logger = logging.getLogger(__name__)
 
 # The paper's LoRA targets (LLM2Vec's list): attention and MLP projections of every decoder layer.
-PAPER_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from st_prune.defaults import PAPER_LORA_TARGETS  # noqa: E402  (re-exported: the paper's LoRA targets)
 
 # Fused projections that stand in for split ones (Phi-3: qkv_proj, gate_up_proj; Baichuan: W_pack; ...).
 FUSED_LORA_TARGETS: dict[str, tuple[str, ...]] = {

@@ -40,12 +40,13 @@ from st_prune import architectures
 from st_prune.errors import StPruneError
 from st_prune.staging import commit_staging, new_staging_dir
 from st_prune.gguf_check import check_gguf_complete
+from st_prune.optional import require
 
 logger = logging.getLogger(__name__)
 
 PoolingName = Literal["weighted_mean", "last_token", "mean"]
 # Our pooling names -> sentence-transformers' Pooling modes.
-POOLING_MODES: dict[str, str] = {"weighted_mean": "weightedmean", "last_token": "lasttoken", "mean": "mean"}
+from st_prune.defaults import POOLING_MODES  # noqa: E402  (re-exported: CLI pooling names -> ST Pooling modes)
 
 # Text goes straight through `forward`: ST 6 would otherwise route plain strings through a
 # tokenizer's chat template, which breaks prompt exclusion and changes the embedding.
@@ -129,6 +130,8 @@ def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
 def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **config_kwargs: Any) -> PretrainedConfig:
     """The base model's config, with clear errors for unreadable GGUF files and non-decoder models."""
     if gguf_file is not None:
+        # transformers' own message ("Please install torch and gguf>=0.10.0") is a traceback without the command.
+        require("gguf", f"reading {gguf_file}")
         config_kwargs.setdefault("gguf_file", gguf_file)
     try:
         config = AutoConfig.from_pretrained(model_name_or_path, **config_kwargs)

@@ -53,7 +53,7 @@ def card_run(tmp_path_factory):
     output = folder / "run"
     runner = RecipeRunner(load_recipe(path), output, log=lambda _: None)
     runner.run()
-    readme = (output / "zoo" / "tiny-qwen2-l3prune-three" / "README.md").read_text()
+    readme = (output / "models" / "tiny-qwen2-l3prune-three" / "README.md").read_text()
     return {"runner": runner, "readme": readme, "output": output, "folder": folder}
 
 
@@ -88,7 +88,7 @@ def test_card_has_every_section_and_the_run_facts(card_run):
     assert "Parameters pruned |" in body and "Weight size on disk" in body and "Encoding speed (tokens/s)" in body
     assert f"({machine_description()}) by encoding the same 8 documents" in body  # the machine and the sample
     assert "![L3Prune curve" in body and "(l3prune.png)" in body
-    assert (card_run["output"] / "zoo" / "tiny-qwen2-l3prune-three" / "l3prune.png").is_file()
+    assert (card_run["output"] / "models" / "tiny-qwen2-l3prune-three" / "l3prune.png").is_file()
     for row in ("| Steps | 2 |", "| Batch size | 4 |", "| Learning rate | 0.0002 |", "| Warm-up steps | 0 |",
                 "| Seed | 42 |", "r=16, alpha=32, dropout=0.05"):
         assert row in body, row
@@ -110,7 +110,7 @@ def test_card_leaks_no_local_path_token_or_placeholder(card_run):
 
 def test_exported_model_saves_the_query_prompt(card_run):
     config = json.loads(
-        (card_run["output"] / "zoo" / "tiny-qwen2-l3prune-three" / "config_sentence_transformers.json").read_text()
+        (card_run["output"] / "models" / "tiny-qwen2-l3prune-three" / "config_sentence_transformers.json").read_text()
     )
     assert config["prompts"]["query"] == "Given a question, retrieve passages that answer it:\n"
 
@@ -151,7 +151,7 @@ def test_render_card_refuses_a_local_path_in_any_field(card_run):
 
 
 def test_zoo_readme_table(card_run):
-    rows = json.loads((card_run["output"] / "zoo" / "zoo.json").read_text())
+    rows = json.loads((card_run["output"] / "models" / "zoo.json").read_text())
     assert {row["variant"] for row in rows} == {"three", "small"}
     readme = render_zoo_readme(rows)
     assert "| Model | Base | Layers | Parameters | Score |" in readme

@@ -338,7 +338,7 @@ def test_published_model_loads_with_plain_sentence_transformers(finished_run, tm
 
 
 def test_zoo_index_lists_every_variant(finished_run):
-    for index in (finished_run["output"] / "zoo", finished_run["folder"] / "index"):
+    for index in (finished_run["output"] / "models", finished_run["folder"] / "index"):
         rows = json.loads((index / "zoo.json").read_text())
         assert {row["repo_id"] for row in rows} == {f"{ORG}/tiny-llama-l3prune-small", f"{ORG}/tiny-llama-l3prune-large"}
         readme = (index / "README.md").read_text()
@@ -351,3 +351,25 @@ def test_recipe_type_is_a_dataclass_schema():
     assert dataclasses.is_dataclass(Recipe)
     assert {field.name for field in dataclasses.fields(Recipe)} >= {"base", "variants", "scan", "training", "data",
                                                                      "evaluation", "publish", "card"}
+
+
+# ------------------------------------------------------------------ output layout and per-stage summary
+def test_models_land_in_models_named_by_repo_and_the_index_beside_them(finished_run):
+    output = finished_run["output"]
+    for entry in finished_run["summary"].values():
+        folder = Path(entry["folder"])
+        assert folder.parent == output / "models" and (folder / "modules.json").is_file()
+    assert (output / "models" / "zoo.json").is_file() and (output / "models" / "README.md").is_file()
+    assert not (output / "zoo").exists()
+
+
+def test_the_run_ends_with_a_per_stage_time_and_memory_summary(finished_run):
+    # Written by the last run over this folder: stages done earlier are listed with the figures measured then.
+    summary = json.loads((finished_run["output"] / "summary.json").read_text())
+    stages = {row["stage"] for row in summary["stages"]}
+    assert {"scan", "train[small]", "train[large]", "export[small]", "evaluate[large]"} <= stages
+    for row in summary["stages"]:
+        assert row["seconds"] >= 0 and row["peak_rss_gb"] > 0.05, row  # torch alone holds >50 MB
+    assert summary["peak_rss_gb"] >= max(row["peak_rss_gb"] for row in summary["stages"]) - 0.01
+    marker = json.loads((finished_run["output"] / "stages" / "train.small.json").read_text())
+    assert marker["peak_rss_gb"] > 0.05

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from st_prune.errors import StPruneError
-from st_prune.export import export_model, prepare_output_dir
-from st_prune.truncated_llm import POOLING_MODES, encoder_from_llm
+from st_prune.defaults import POOLING_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
         raise StPruneError("give exactly one of --layers K or --fraction P")
     if args.max_seq_length is not None and args.max_seq_length < 1:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
+    # Imported here so that `st-prune --help` does not pay for torch and sentence-transformers.
+    from st_prune.export import export_model, prepare_output_dir
+    from st_prune.truncated_llm import encoder_from_llm
+
     # Fail on the destination before minutes of loading.
     prepare_output_dir(args.output, args.overwrite)
     from st_prune.writable import check_writable_folder

@@ -11,10 +11,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run a recipe: scan, prune, train, export, evaluate, card (and publish) every variant",
-        description="Run a recipe (recipes/*.yaml). Each stage writes its files under --output and is skipped "
+        description="Run a recipe (a shipped recipe's name or a YAML file). Each stage writes its files under --output and is skipped "
         "when re-run, so an interrupted run resumes where it stopped.",
     )
-    parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML file, e.g. recipes/smollm2-135m-instruct-cpu.yaml")
+    parser.add_argument(
+        "recipe", metavar="RECIPE",
+        help="a shipped recipe's name (`st-prune recipes` lists them, e.g. smollm2-135m-instruct-cpu) or a recipe YAML file",
+    )
     parser.add_argument("--output", metavar="DIR", help="run folder (default: runs/<recipe name>)")
     parser.add_argument("--push-to-hub", metavar="ORG", help="publish every variant to ORG/<repo name> on the Hub")
     parser.add_argument(

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from st_prune.errors import StPruneError
-from st_prune.truncated_llm import POOLING_MODES
+from st_prune.defaults import POOLING_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

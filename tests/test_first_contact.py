@@ -1,0 +1,203 @@
+"""What a new user meets first: a fast `--help`, shipped recipes by name, one-line errors for missing packages,
+the run's output layout and its per-stage summary, README's CI-marked commands, recipes inside the wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_recipe import tiny_model, write_recipe  # noqa: E402,F401  (module fixture reused)
+
+from st_prune import cli  # noqa: E402
+from st_prune.errors import StPruneError  # noqa: E402
+from st_prune.optional import REQUIREMENTS, require  # noqa: E402
+from st_prune.recipe import RecipeRunner, load_recipe, shipped_recipes  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "sentence_transformers", "transformers", "mteb", "datasets", "peft")
+
+
+# ------------------------------------------------------------------------------------------- fast --help
+def test_help_and_recipe_listing_import_no_heavy_library():
+    code = (
+        "import sys, contextlib, io\n"
+        "from st_prune import cli\n"
+        "for argv in (['--help'], ['run', '--help'], ['recipes']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        cli.main(argv)\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_public_names_still_import_lazily():
+    import st_prune
+
+    assert st_prune.TruncatedLLM.__name__ == "TruncatedLLM"
+    assert callable(st_prune.encoder_from_llm) and callable(st_prune.export_model)
+    with pytest.raises(AttributeError):
+        st_prune.no_such_name  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------- shipped recipes
+def test_recipes_verb_lists_every_shipped_recipe_with_base_layers_and_hardware(capsys):
+    assert cli.main(["recipes"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(shipped_recipes()) >= 10
+    by_name = {line.split()[0]: line for line in lines}
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in by_name["smollm2-135m-instruct-cpu"]
+    assert "30 layers" in by_name["smollm2-135m-instruct-cpu"] and "CPU" in by_name["smollm2-135m-instruct-cpu"]
+    assert "32 layers" in by_name["llama-3-8b-instruct"] and "GPU" in by_name["llama-3-8b-instruct"]
+
+
+def test_a_shipped_recipe_is_found_by_name_with_or_without_yaml():
+    by_name = load_recipe("smollm2-135m-instruct-cpu")
+    assert by_name.name == "smollm2-135m-instruct-cpu"
+    assert Path(by_name.source).parent == Path(shipped_recipes()[0]).parent
+    assert load_recipe("gemma-3-270m-cpu.yaml").base.layers == 18
+
+
+def test_an_existing_path_wins_over_a_shipped_name(tmp_path, tiny_model, monkeypatch):
+    own = write_recipe(tmp_path, tiny_model, name="smollm2-135m-instruct-cpu")
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe(own.name).base.model == str(tiny_model)
+
+
+def test_an_unknown_recipe_name_lists_the_shipped_ones(capsys):
+    assert cli.main(["run", "no-such-recipe", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "st-prune recipes" in err and "smollm2-135m-instruct-cpu" in err
+
+
+def test_base_layers_that_disagree_with_the_config_are_refused_before_work(tmp_path, tiny_model):
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model), [f"base.layers=9"])
+    with pytest.raises(StPruneError, match=r"base.layers is 9 but .* has 4 decoder layers.*--set base.layers=4"):
+        RecipeRunner(recipe, tmp_path / "run", log=lambda _: None).run()
+    assert not (tmp_path / "run").exists()
+
+
+def test_shipped_recipe_layers_match_what_their_cpu_bases_say(smollm2_gguf):
+    from st_prune.truncated_llm import load_base_config
+
+    from st_prune import architectures
+
+    config = load_base_config(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    assert architectures.num_layers(config) == load_recipe("smollm2-135m-instruct-cpu").base.layers
+
+
+def test_the_wheel_carries_the_recipes_and_their_data(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("st_prune-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for recipe in shipped_recipes():
+        assert f"st_prune/recipes/{recipe.name}" in names
+    assert "st_prune/recipes/data/triplets-small.jsonl" in names
+    assert "st_prune/recipes/README.md" in names
+
+
+# --------------------------------------------------------------------------------- missing dependencies
+def test_a_gguf_without_the_gguf_package_is_one_line_naming_the_install(tmp_path, monkeypatch, capsys, smollm2_gguf):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # what an environment without gguf looks like to import
+    monkeypatch.setenv("ST_PRUNE_CACHE", str(tmp_path / "cache"))  # not yet dequantized: the GGUF must be read
+    assert cli.main(["prune", str(smollm2_gguf), "--layers", "1", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert "needs the gguf package" in err and 'pip install "gguf>=0.10"' in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_require_names_the_package_and_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(StPruneError, match=r'plotting needs the matplotlib package: run `pip install "matplotlib>=3.8"`'):
+        require("matplotlib", "plotting")
+
+
+def test_any_missing_module_in_a_verb_is_one_line_and_status_2(monkeypatch, capsys):
+    from st_prune.commands import submit
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'mteb'", name="mteb")
+
+    monkeypatch.setattr(submit, "run", missing)
+    assert cli.main(["submit", "results", "--output", "out"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'st-prune submit: error: the mteb package is missing: run `pip install "mteb>=2.26,<3"`'
+
+
+def test_install_hints_match_the_declared_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = set(project["dependencies"]) | {req for extra in project["optional-dependencies"].values() for req in extra}
+    for module in ("gguf", "matplotlib", "mteb"):
+        assert REQUIREMENTS[module] in declared, (module, REQUIREMENTS[module])
+
+
+# ------------------------------------------------------------------------------ the run's summary
+def test_usage_table_is_printed_at_the_end(tmp_path, tiny_model):
+    lines: list[str] = []
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model), ["training.steps=1"])
+    RecipeRunner(recipe, tmp_path / "run", only="scan", log=lines.append).run()
+    table = next(line for line in lines if line.startswith("stage"))
+    assert "wall" in table and "peak memory" in table
+    assert any(line.startswith("scan ") and line.rstrip().endswith("GB") for line in "\n".join(lines).splitlines())
+    assert any(line.startswith("total") for line in "\n".join(lines).splitlines())
+
+
+def test_peak_memory_sees_an_allocation_made_inside_the_block():
+    from st_prune.resources import measure_usage
+
+    with measure_usage(interval=0.01) as usage:
+        block = bytearray(200_000_000)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+        import time
+
+        time.sleep(0.1)
+        del block
+    with measure_usage(interval=0.01) as quiet:
+        pass
+    assert usage.peak_rss_bytes - quiet.peak_rss_bytes > 150_000_000
+
+
+# ----------------------------------------------------------------------------- README and CI agree
+def test_ci_reads_both_commands_from_readme_and_they_install_torch_first():
+    sys.path.insert(0, str(ROOT / ".ci"))
+    try:
+        from readme_command import readme_command
+    finally:
+        sys.path.pop(0)
+    main_job, tests = readme_command("main-job"), readme_command("tests")
+    for command in (main_job, tests):
+        assert command.startswith("pip install torch==2.13.0 && ")
+    assert "st-prune run smollm2-135m-instruct-cpu --output zoo" in main_job
+    assert tests.endswith("python -m pytest -q")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "run_readme_command tests" in ci and "run_readme_command main-job" in ci
+    assert "zoo/models" in ci
+    with pytest.raises(SystemExit, match="exactly one command line"):
+        readme_command("x", "<!-- ci:x -->\n```bash\na\nb\n```\n<!-- /ci:x -->")
+
+
+def test_no_development_machine_path_in_the_project():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    offenders = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in {".py", ".md", ".yaml", ".toml", ".j2", ""} and path.is_file() and "tests/test_first_contact.py" != name:
+            text = path.read_text(errors="ignore")
+            if re.search(r"(^|[\s\"'(=:])/work/", text, re.M):  # an absolute path of this machine, not DIR/work/
+                offenders.append(name)
+    assert offenders == []
