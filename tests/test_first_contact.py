@@ -201,3 +201,29 @@ def test_no_development_machine_path_in_the_project():
             if re.search(r"(^|[\s\"'(=:])/work/", text, re.M):  # an absolute path of this machine, not DIR/work/
                 offenders.append(name)
     assert offenders == []
+
+
+# import name -> distribution name, where they differ
+DISTRIBUTIONS = {"yaml": "pyyaml", "jinja2": "jinja2", "huggingface_hub": "huggingface-hub",
+                 "sentence_transformers": "sentence-transformers"}
+
+
+def test_every_package_st_prune_imports_is_declared():
+    import ast
+    import re as regex
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared = {regex.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+    undeclared = set()
+    for path in (ROOT / "st_prune").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "st_prune":
+                    continue
+                if DISTRIBUTIONS.get(top, top).lower().replace("_", "-") not in {d.replace("_", "-") for d in declared}:
+                    undeclared.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not undeclared, sorted(undeclared)
