@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "st_prune.commands.scan",
     "st_prune.commands.train",
     "st_prune.commands.trim",
+    "st_prune.commands.deploy",
 )
 
 
