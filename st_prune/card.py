@@ -25,6 +25,7 @@ import jinja2
 
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic, write_text_atomic
+from st_prune.local_only import load_model_folder
 
 if TYPE_CHECKING:
     from st_prune.recipe import RecipeRunner, VariantSpec
@@ -133,8 +134,6 @@ def _public_name(path_text: str) -> str:
 
 def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     """Everything the template shows for one variant, read from the run folder and the exported model."""
-    from sentence_transformers import SentenceTransformer
-
     from st_prune.evaluation import PAPER_CITATION, PAPER_URL, results_table_markdown
     from st_prune.recipe import speed_texts
 
@@ -149,7 +148,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     repo_id = runner.repo_id(variant)
 
     # sentence-transformers' card data: set our fields on it, read the model facts it derives.
-    model = SentenceTransformer(str(folder))
+    model = load_model_folder(folder)
     card_data = model.model_card_data
     card_data.model_name = f"{recipe.base_short_name} pruned to {prune['layers']} layers (L3Prune {variant.name})"
     card_data.model_id = repo_id

@@ -25,6 +25,7 @@ from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from st_prune.errors import StPruneError
+from st_prune.local_only import keep_card_local
 from st_prune.staging import commit_staging, new_staging_dir
 
 # ST 6 class -> name both ST 5.x and 6.x import.
@@ -209,6 +210,7 @@ def export_model(
     output = prepare_output_dir(given, overwrite)
     _check_exportable(model)
     merge_adapters(model)
+    keep_card_local(model)  # saving builds the card: no Hub look-up of a local base model's folder name
     staging = new_staging_dir(output)  # also removes what an export killed earlier left beside ``output``
     try:
         model.save(str(staging), create_model_card=create_model_card)

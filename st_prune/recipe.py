@@ -58,6 +58,7 @@ import yaml
 
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
+from st_prune.local_only import is_local, load_model_folder
 from st_prune.resources import measure_usage, process_peak_rss_bytes
 from st_prune.defaults import PAPER_LORA_TARGETS
 
@@ -832,6 +833,12 @@ class RecipeRunner:
 
         from st_prune.hub import _hub_errors, check_repo_id, resolve_endpoint, resolve_token
 
+        if self.recipe.base.id is None and is_local(self.source()):
+            # The card's base_model (and repo names) would name a folder on this machine on the Hub.
+            raise StPruneError(
+                f"base.model {self.recipe.base.model!r} is a local path and base.id is not set, so the published cards "
+                "would name it as the base model: set base.id to the base's Hub id (--set base.id=ORG/NAME)"
+            )
         for variant in self.recipe.variants:
             check_repo_id(f"{self.org}/{self.recipe.repo_name(variant, 1)}")
         token = resolve_token(self.token)
@@ -1086,9 +1093,7 @@ class RecipeRunner:
             model = self._load_trained(variant)
             model.model_card_data.model_name = f"{self.recipe.base_short_name} L3Prune {variant.name}"
             export_model(model, folder, overwrite=True, create_model_card=True)
-            from sentence_transformers import SentenceTransformer
-
-            exported = SentenceTransformer(str(folder))
+            exported = load_model_folder(folder)
             data = {
                 "folder": folder.name,
                 "weight_bytes": weight_bytes(folder),
@@ -1112,8 +1117,6 @@ class RecipeRunner:
     def stage_evaluate(self, variant: VariantSpec) -> None:
         if not self.recipe.evaluation.tasks and not self.recipe.evaluation.local_tasks:
             return
-        from sentence_transformers import SentenceTransformer
-
         from st_prune.evaluation import build_model_meta, evaluate_model
 
         folder = self.zoo_dir(variant)
@@ -1127,7 +1130,7 @@ class RecipeRunner:
             if info is None:
                 return
             tasks = self.evaluation_tasks()
-            model = SentenceTransformer(str(folder))
+            model = load_model_folder(folder)
             meta = build_model_meta(model, name=repo_id, revision="main", base_model=self.recipe.base_id,
                                     license=self.recipe.card.license)
             run = evaluate_model(model, tasks, meta=meta, output_dir=self.output / "results",

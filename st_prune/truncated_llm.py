@@ -38,6 +38,7 @@ from transformers.utils import logging as transformers_logging
 
 from st_prune import architectures
 from st_prune.errors import StPruneError
+from st_prune.local_only import keep_card_local
 from st_prune.staging import commit_staging, new_staging_dir
 from st_prune.gguf_check import check_gguf_complete
 from st_prune.optional import require
@@ -369,6 +370,9 @@ def encoder_from_llm(
     ]
     if normalize:
         modules.append(Normalize())
-    return SentenceTransformer(
+    model = SentenceTransformer(
         modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device=device
     )
+    # A local folder or GGUF file: its path must not be sent to the Hub as a base-model id when the card is built.
+    keep_card_local(model, model_name_or_path)
+    return model

@@ -104,6 +104,10 @@ def finished_run(tmp_path_factory, tiny_model):
         mp.setenv("HF_TOKEN", WRITE_TOKEN)
         mp.setenv("HF_ENDPOINT", hub.endpoint)
         mp.setenv("HF_HUB_DISABLE_XET", "1")
+        import huggingface_hub.hf_api
+
+        # `huggingface_hub.model_info()` (no endpoint given) uses a client built at import: send it here as well.
+        mp.setattr(huggingface_hub.hf_api.api, "endpoint", hub.endpoint)
         try:
             recipe = load_recipe(recipe_path)
             runner = RecipeRunner(recipe, output, push_to_hub=ORG, zoo_index=folder / "index", log=lambda _: None)
@@ -127,7 +131,7 @@ def finished_run(tmp_path_factory, tiny_model):
         "folder": folder, "output": output, "recipe_path": recipe_path, "runner": runner, "summary": summary,
         "first_calls": dict(runner.calls), "second_calls": dict(again.calls), "markers": markers,
         "markers_after": markers_after, "downloads": downloads, "commits": commits,
-        "commits_before": commits_before,
+        "commits_before": commits_before, "requests": [f"{r.method} {r.path}" for r in hub.requests],
     }
 
 
@@ -311,6 +315,14 @@ def test_only_one_stage_reruns_when_its_marker_is_gone(finished_run):
     runner.run()
     assert runner.calls == {"card": 1}
     assert (output / "stages" / "card.small.json").is_file()
+
+
+def test_no_local_folder_name_reaches_the_hub(finished_run, tiny_model):
+    # The base model lives in <tmp>/base0/tiny-llama; sentence-transformers' card code used to ask the Hub for
+    # "base0/tiny-llama" (with the token) while exporting.
+    local_names = {tiny_model.parent.name, finished_run["folder"].name, finished_run["output"].name}
+    assert any(request.startswith("POST /api/models/") for request in finished_run["requests"])  # it did publish
+    assert [r for r in finished_run["requests"] if any(f"/{name}/" in r + "/" for name in local_names)] == []
 
 
 def test_published_model_loads_with_plain_sentence_transformers(finished_run, tmp_path):

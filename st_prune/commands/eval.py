@@ -109,15 +109,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_model(path: Path):
-    from sentence_transformers import SentenceTransformer
-
     from st_prune.errors import StPruneError
+    from st_prune.local_only import load_model_folder
 
     if not (path / "modules.json").is_file():
         raise StPruneError(
             f"{path} is not a saved SentenceTransformer folder (no modules.json): pass the exported model"
         )
-    return SentenceTransformer(str(path))
+    return load_model_folder(path)  # its path is not a Hub id to look up
 
 
 def _split_names(text: str | None) -> list[str] | None:
