@@ -94,6 +94,8 @@ FUSED_LORA_TARGETS: dict[str, tuple[str, ...]] = {
 # Written into every checkpoint next to the trainer's files: what was trained, to refuse a mismatched resume.
 CHECKPOINT_INFO_NAME = "st_prune_checkpoint.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+# Training seconds up to a checkpoint, so that a resumed run's card reports the whole training time.
+CHECKPOINT_PROGRESS_NAME = "st_prune_progress.json"
 
 
 class NonFiniteLossError(StPruneError):
@@ -621,6 +623,9 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         info = checkpoint_info(self.model)
         Path(output_dir, CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True))
+        timer = getattr(self, "step_timer", None)
+        if timer is not None:  # trainer_state.json keeps the loss history but not the time: a resume needs both
+            Path(output_dir, CHECKPOINT_PROGRESS_NAME).write_text(json.dumps({"train_seconds": timer.train_seconds()}))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_checkpoint_weights(self.model, resume_from_checkpoint)
@@ -711,6 +716,16 @@ class _StepTimer(TrainerCallback):
         self.step_seconds: list[float] = []
         self.step_cpu_seconds: list[float] = []
         self._start: tuple[float, float] | None = None
+        self.earlier_seconds = 0.0  # training time of the run(s) a resumed run continues (from the checkpoint)
+        self._train_start: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._train_start = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Wall seconds of training so far, the interrupted runs before a resume included."""
+        running = time.perf_counter() - self._train_start if self._train_start is not None else 0.0
+        return self.earlier_seconds + running
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = (time.perf_counter(), time.process_time())
@@ -793,11 +808,68 @@ def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.P
     if not resume:
         return None
     if resume is True:
-        last = get_last_checkpoint(str(work_dir)) if Path(work_dir).is_dir() else None
-        if last is None:
+        if not has_checkpoints(work_dir):
             raise StPruneError(f"no checkpoint in {work_dir} to resume from; drop --resume to start a new run")
+        last, skipped = _newest_intact_checkpoint(work_dir)
+        if skipped:
+            # A kill during a save leaves a partial checkpoint-N; the one before it is whole and loses only N steps.
+            logger.warning("Skipping damaged checkpoint(s) %s (interrupted while being saved); %s",
+                           "; ".join(f"{Path(path).name}: {why}" for path, why in skipped),
+                           f"resuming from {Path(last).name}" if last else "none left to resume from")
+        if last is None:
+            raise StPruneError(
+                f"every checkpoint in {work_dir} is damaged ({skipped[0][1]} in {Path(skipped[0][0]).name}, ...); "
+                "pass --overwrite (overwrite=True) to start over"
+            )
         return str(check_checkpoint(last))
-    return str(check_checkpoint(resume))
+    checkpoint = check_checkpoint(resume)
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise StPruneError(f"checkpoint {resume} is damaged ({problem}); pass an intact checkpoint or --resume alone")
+    return str(checkpoint)
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (a save cut short), or None when it is whole.
+
+    The trainer writes the weights, then optimizer, scheduler and RNG state, and trainer_state.json last.
+    """
+    from st_prune.file_integrity import json_problem, safetensors_problem, torch_zip_problem
+
+    path = Path(path)
+    problem = json_problem(path / "trainer_state.json") or json_problem(path / CHECKPOINT_INFO_NAME)
+    if problem:
+        return problem
+    kind = json.loads((path / CHECKPOINT_INFO_NAME).read_text()).get("kind")
+    weights = [path / ADAPTER_WEIGHTS_NAME] if kind == "lora" else sorted(path.glob("model*.safetensors"))
+    if not weights:
+        return "no model weights"
+    for file in weights:
+        problem = safetensors_problem(file)
+        if problem:
+            return problem
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if (path / name).exists() and (problem := torch_zip_problem(path / name)):
+            return problem
+    return None
+
+
+def _newest_intact_checkpoint(work_dir: str | os.PathLike) -> tuple[str | None, list[tuple[str, str]]]:
+    """The newest whole checkpoint-N in ``work_dir`` and the newer damaged ones skipped, (path, why)."""
+    from transformers.trainer_utils import sort_checkpoints
+
+    skipped: list[tuple[str, str]] = []
+    for path in reversed(sort_checkpoints(str(work_dir))):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def last_intact_checkpoint(work_dir: str | os.PathLike) -> str | None:
+    """The checkpoint ``--resume`` would continue from, or None."""
+    return _newest_intact_checkpoint(work_dir)[0] if has_checkpoints(work_dir) else None
 
 
 def check_run_folders(
@@ -883,7 +955,10 @@ def train_pruned(
     try:
         trainer = build_trainer(model, data, config, work_dir, prompts=prompts, callbacks=callbacks)
         start_step = _checkpoint_step(checkpoint)
+        trainer.step_timer.earlier_seconds = _checkpoint_seconds(checkpoint)
         trainer.train(resume_from_checkpoint=checkpoint)
+        if checkpoint:
+            _carry_resumed_history(model, trainer)
         if trainer.state.global_step <= start_step < config.max_steps:
             raise StPruneError(
                 f"no training batch could be built (batch_size={config.batch_size} distinct texts per batch); "
@@ -905,6 +980,38 @@ def _layers_to_keep(model: SentenceTransformer, layers: int | None, fraction: fl
     from st_prune import architectures
 
     return architectures.layers_to_keep(model[0].num_layers, layers, fraction)
+
+
+def _checkpoint_seconds(checkpoint: str | None) -> float:
+    """Training seconds before ``checkpoint`` (0 for a fresh run or a checkpoint saved without the record)."""
+    path = Path(checkpoint, CHECKPOINT_PROGRESS_NAME) if checkpoint else None
+    if path is None or not path.is_file():
+        return 0.0
+    try:
+        return float(json.loads(path.read_text()).get("train_seconds", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _carry_resumed_history(model: SentenceTransformer, trainer: PrunedLLMTrainer) -> None:
+    """ST's model-card callback saw only this process; give the card the time and loss rows from before the resume.
+
+    The trainer restored the earlier loss log from the checkpoint's trainer_state.json (``state.log_history``).
+    """
+    card = model.model_card_data
+    if getattr(card, "_training_start_time", None) is not None:
+        card._training_start_time -= trainer.step_timer.earlier_seconds
+    logs = getattr(card, "training_logs", None)
+    if logs is None:
+        return
+    seen = {row.get("Step") for row in logs}
+    earlier = [
+        {"Epoch": entry.get("epoch"), "Step": entry["step"], "Training Loss": entry["loss"]}
+        for entry in trainer.state.log_history
+        if "loss" in entry and "step" in entry and entry["step"] not in seen
+    ]
+    logs[:0] = earlier
+    logs.sort(key=lambda row: row.get("Step") or 0)
 
 
 def _checkpoint_step(checkpoint: str | None) -> int:

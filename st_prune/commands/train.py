@@ -14,6 +14,7 @@ processes; --batch-size is per process.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
 
 RUN_FILE = "run.json"
+# Exit status after Ctrl-C: 128 + SIGINT, what shells report for a command stopped by Ctrl-C, so scripts can tell
+# an interruption (resumable) from bad input (2).
+INTERRUPTED = 130
 SCAN_JSON = "scan.json"
 SCAN_PNG = "scan.png"
 
@@ -171,10 +175,17 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "kept_layers": module.num_layers,
                           "num_original_layers": module.num_original_layers, "config": config.to_dict()})
 
-    train_pruned(
-        model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
-        keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
-    )
+    try:
+        train_pruned(
+            model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
+            keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C is how long runs are stopped on purpose: say what was kept and how to go on, not a traceback.
+        if is_main_process():
+            _close_progress_bars()  # so the message starts on its own line, not after a half-drawn bar
+            print(f"st-prune train: interrupted; {_resume_hint(work, config.save_steps)}", file=sys.stderr)
+        return INTERRUPTED
     if is_main_process():
         parameters = sum(parameter.numel() for parameter in model.parameters())
         print(
@@ -182,6 +193,24 @@ def run(args: argparse.Namespace) -> int:
             f"{parameters / 1e6:.1f}M parameters -> {output}"
         )
     return 0
+
+
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _resume_hint(work: Path, save_steps: int) -> str:
+    """Where an interrupted run can continue from, as the end of a one-line message."""
+    from st_prune.training import last_intact_checkpoint
+
+    last = last_intact_checkpoint(work)
+    if last is None:
+        return (f"no checkpoint was saved yet (one every {save_steps} steps, --save-steps); "
+                "run the same command to start again")
+    return f"the last checkpoint is {last}: run the same command with --resume to continue from it"
 
 
 def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
