@@ -412,9 +412,14 @@ def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -
             dropped[name] = len(dataset)
     if not kept:
         largest = max(dropped.values(), default=0)
+        if largest < 2:  # no batch size helps: a batch needs 2 rows, the other row being the in-batch negative
+            raise StPruneError(
+                f"the training data has at most {largest} row(s) per instruction, and a batch needs at least 2 "
+                "(each row's in-batch negatives are the other rows); add data"
+            )
         raise StPruneError(
             f"no dataset (one per instruction) has batch_size={batch_size} rows to fill a batch (largest: {largest}); "
-            f"lower the batch size to at most {max(largest, 2)} or add data"
+            f"lower the batch size to at most {largest} or add data"
         )
     if dropped:
         logger.warning(

@@ -202,3 +202,25 @@ def test_out_of_range_recipe_values_fail_the_dry_run(override, rule, capsys):
     status, err = run_cli(["run", "smollm2-135m-instruct-cpu", "--set", override, "--dry-run"], capsys)
     key = override.split("=")[0]
     assert_one_line(status, err, rule, f"--set {key}=")
+
+
+# --- messages that must be true --------------------------------------------------------------------------
+@pytest.mark.parametrize("batch", [[], ["--batch-size", "2"]], ids=["default-batch", "batch-2"])
+def test_one_row_data_asks_for_data_not_a_smaller_batch(tiny_llm, tmp_path, capsys, no_model_load, batch):
+    import json
+
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"anchor": "a cat", "positive": "the cat", "negative": "a road"}) + "\n")
+    status, err = run_cli(["train", tiny_llm(), "--data", data, "--layers", "1", *batch,
+                           "--output", tmp_path / "out"], capsys)
+    assert_one_line(status, err, "at most 1 row(s) per instruction", "a batch needs at least 2", "add data")
+    assert "lower the batch size" not in err
+
+
+def test_three_rows_still_suggest_the_batch_size_that_fits(tiny_llm, tmp_path, capsys, no_model_load):
+    import json
+
+    data = tmp_path / "three.jsonl"
+    data.write_text("".join(json.dumps({"anchor": f"a {w}", "positive": f"the {w}"}) + "\n" for w in ("cat", "dog", "fox")))
+    status, err = run_cli(["train", tiny_llm(), "--data", data, "--layers", "1", "--output", tmp_path / "out"], capsys)
+    assert_one_line(status, err, "(largest: 3); lower the batch size to at most 3 or add data")
