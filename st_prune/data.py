@@ -9,7 +9,7 @@ The scan must see the data exactly as training will, so both go through the same
   *prompt* (so ``Pooling(include_prompt=False)`` leaves its tokens out of the embedding). sentence-transformers
   applies one prompt per batch, so each batch comes from one instruction, as in the E5 / echo-embeddings mix.
 
-The prompt format is ``QUERY_PROMPT_TEMPLATE`` (``"{instruction}:\\n"``), the same as
+The prompt format is ``QUERY_PROMPT_TEMPLATE`` (``"{instruction} →"``), the same as
 ``st_prune.evaluation.INSTRUCTION_TEMPLATE``: scan, training and evaluation must format instructions identically.
 """
 
@@ -27,11 +27,22 @@ from datasets import Dataset
 from st_prune.errors import StPruneError
 from st_prune.files import read_json
 
-#: How an instruction becomes the prompt put before a query (LLM2Vec / E5-Mistral: "instruction:" then the text).
-#: It ends on a newline, a token of its own in byte-level BPE tokenizers, so the prompt tokenizes the same alone as in
-#: front of the text and ``include_prompt=False`` excludes exactly the prompt (a trailing space would merge into the
-#: text's first word). ``st_prune.evaluation.INSTRUCTION_TEMPLATE`` is this same object.
-QUERY_PROMPT_TEMPLATE = "{instruction}:\n"
+#: How an instruction becomes the prompt put before a text (LLM2Vec / E5-Mistral: the instruction, then the text).
+#: Two properties decide the format, and ``Pooling(include_prompt=False)`` needs both to exclude exactly the prompt:
+#:
+#: - it tokenizes the same alone as in front of any text, or the prompt length cuts into the text (or leaves a
+#:   prompt token in). A trailing space merges into the text's first word; a trailing ":" does in Llama-3 and Qwen2/3
+#:   (their pre-tokenizer glues one punctuation character to the letters after it: ":music" is one piece, 19 of 31
+#:   test texts broke) and, in SmolLM2 and Gemma-3, into a text starting with a quote, bracket or dash;
+#: - it ends in non-whitespace: sentence-transformers 5.x strips every text, the prompt included, before measuring
+#:   its length, so a trailing "\n" (the previous format, "{instruction}:\n") was pooled with the text under 5.x
+#:   and excluded under 6.x (one-word queries: cosine 0.84 between the two).
+#:
+#: " →" (space, arrow) is a piece of its own in the SmolLM2, Gemma-3, Llama-3.2 and Qwen2 tokenizers and no
+#: text's first character merges into it (126 texts starting with every ASCII letter, digit and punctuation
+#: character, accented, CJK, Cyrillic, emoji, arrows; tests/test_prompt_format.py keeps checking SmolLM2).
+#: ``st_prune.evaluation.INSTRUCTION_TEMPLATE`` is this same object.
+QUERY_PROMPT_TEMPLATE = "{instruction} →"
 
 TEXT_COLUMNS = ("anchor", "positive", "negative")
 INSTRUCTION_COLUMN = "instruction"
@@ -44,7 +55,7 @@ def instruction_prompt(instruction: str | None) -> str | None:
     """The prompt for a query with this instruction (``None`` for no or an empty instruction).
 
     >>> instruction_prompt("Retrieve semantically similar text.")
-    'Retrieve semantically similar text:\\n'
+    'Retrieve semantically similar text →'
     """
     if instruction is None:
         return None

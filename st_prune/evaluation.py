@@ -118,7 +118,7 @@ PAPER_INSTRUCTIONS: dict[str, str] = {
 GENERIC_INSTRUCTION = "Retrieve semantically similar text"
 
 #: How an instruction becomes the prompt put before a text: the one template scan, training and evaluation share
-#: (why it ends on a newline, not a space: ``st_prune.data.QUERY_PROMPT_TEMPLATE``).
+#: (why it ends on " →": ``st_prune.data.QUERY_PROMPT_TEMPLATE``).
 INSTRUCTION_TEMPLATE = QUERY_PROMPT_TEMPLATE
 
 PAPER_ARXIV_ID = "2410.14578"

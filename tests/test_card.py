@@ -112,7 +112,7 @@ def test_exported_model_saves_the_query_prompt(card_run):
     config = json.loads(
         (card_run["output"] / "models" / "tiny-qwen2-l3prune-three" / "config_sentence_transformers.json").read_text()
     )
-    assert config["prompts"]["query"] == "Given a question, retrieve passages that answer it:\n"
+    assert config["prompts"]["query"] == "Given a question, retrieve passages that answer it →"
 
 
 @pytest.mark.parametrize(

@@ -232,7 +232,7 @@ def test_load_triplets_reads_files_aliases_and_task_instructions(tmp_path):
     assert load_triplets(parquet)["positive"] == ["b"]
     datasets, prompts = split_by_instruction(data)
     assert {name: len(d) for name, d in datasets.items()} == {"d0": 2, "d1": 2}
-    assert prompts == {"d0": {"anchor": "Do one:\n"}, "d1": {"anchor": "Do other:\n"}}
+    assert prompts == {"d0": {"anchor": "Do one →"}, "d1": {"anchor": "Do other →"}}
     with pytest.raises(StPruneError, match="no instruction for task"):
         load_triplets(jsonl, instructions={"t1": "Do one"})
 
@@ -241,8 +241,8 @@ def test_query_prompt_template_is_the_evaluation_template():
     # Scan, training and evaluation must format instructions identically.
     from st_prune.evaluation import INSTRUCTION_TEMPLATE
 
-    assert INSTRUCTION_TEMPLATE == QUERY_PROMPT_TEMPLATE == "{instruction}:\n"
-    assert instruction_prompt("Retrieve similar text. ") == "Retrieve similar text:\n"
+    assert INSTRUCTION_TEMPLATE == QUERY_PROMPT_TEMPLATE == "{instruction} →"
+    assert instruction_prompt("Retrieve similar text. ") == "Retrieve similar text →"
     assert instruction_prompt("  ") is None
 
 

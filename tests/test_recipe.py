@@ -343,7 +343,7 @@ def test_published_model_loads_with_plain_sentence_transformers(finished_run, tm
         assert result.returncode == 0, result.stderr[-2000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["shape"] == [1, 32]
-        assert report["prompts"]["query"].endswith(":\n")
+        assert report["prompts"]["query"].endswith(" →")
         recorded = json.loads((finished_run["output"] / "work" / variant / "prune.json").read_text())
         assert report["parameters"] == recorded["parameters"] <= recorded["parameters_full"]
         assert variant != "small" or recorded["parameters"] < recorded["parameters_full"]

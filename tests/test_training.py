@@ -105,7 +105,7 @@ def test_training_learns_moves_only_lora_and_exports_exactly(llama, tmp_path):
     assert len(changed) == len([name for name in lora_before if "lora_B" in name])  # every adapter learned
 
     texts = ["3 red dog", "a lazy thing", "the quick fox number 7"]
-    prompt = "Retrieve semantically similar text:\n"
+    prompt = "Retrieve semantically similar text →"
     adapted = llama.encode(texts, prompt=prompt)  # adapter attached, not merged
     output = export_model(llama, tmp_path / "export")
     assert not (output / "adapter_config.json").exists()
@@ -278,8 +278,8 @@ def test_e5_mix_folder_gives_one_dataset_per_task_with_its_instruction(tmp_path)
     assert sorted(datasets) == ["allnli_split1", "allnli_split2", "msmarco_passage", "quora_duplicates_split1"]
     assert datasets["allnli_split1"]["anchor"] == [f"allnli q{i}" for i in (0, 2, 4, 6)]  # rows alternate
     assert datasets["msmarco_passage"].column_names == ["anchor", "positive", "negative"]
-    assert prompts["msmarco_passage"] == {"anchor": E5_INSTRUCTIONS["msmarco_passage"] + ":\n"}
-    assert prompts["allnli_split2"] == dict.fromkeys(["anchor", "positive", "negative"], "Retrieve semantically similar text:\n")
+    assert prompts["msmarco_passage"] == {"anchor": E5_INSTRUCTIONS["msmarco_passage"] + " →"}
+    assert prompts["allnli_split2"] == dict.fromkeys(["anchor", "positive", "negative"], "Retrieve semantically similar text →")
 
     prepared = prepare_training_data(folder, batch_size=4)  # a folder of E5 task files is recognised
     train_dataset, trainer_prompts = prepared.for_trainer()
