@@ -169,9 +169,18 @@ def resolve_token(token: str | None = None) -> str:
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
     """``endpoint``, else ``HF_ENDPOINT`` read now (not at import time), else huggingface.co."""
+    from urllib.parse import urlsplit
+
     from huggingface_hub import constants
 
-    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    value = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        source = "endpoint" if endpoint else "HF_ENDPOINT"
+        raise StPruneError(
+            f"{source}={value!r} is not a URL: set it to the Hub's address (e.g. https://huggingface.co) or unset it"
+        )
+    return value
 
 
 def scan_folder(folder: Path) -> dict[str, LocalFile]:
@@ -232,10 +241,32 @@ def _summary(error: BaseException) -> str:
     return summary if len(summary) <= 400 else summary[:397] + "..."
 
 
+# Transport failures (no HTTP answer), by class name: huggingface_hub's HTTP client is an httpx fork (httpx2).
+_UNREACHABLE_ERRORS = {"TransportError", "NetworkError", "TimeoutException", "ConnectionError", "gaierror", "TimeoutError"}
+
+
+def _unreachable_endpoint(error: BaseException) -> str | None:
+    """The Hub address a request could not reach (connection refused, unknown host, timeout), else None."""
+    for link in _error_chain(error):
+        if not {cls.__name__ for cls in type(link).__mro__} & _UNREACHABLE_ERRORS:
+            continue
+        try:
+            url = link.request.url  # httpx errors carry their request; raises when they do not
+            return f"{url.scheme}://{url.netloc.decode() if isinstance(url.netloc, bytes) else url.netloc}"
+        except Exception:  # noqa: BLE001 - no request attached: name the configured endpoint
+            return os.environ.get("HF_ENDPOINT") or "huggingface.co"
+    return None
+
+
 def describe_hub_error(error: BaseException, repo_id: str, token: str | None, action: str, hint: str) -> str:
     """One line for a failure of ``action`` on ``repo_id``: auth problems get the login fix, others ``hint``."""
     status = _http_status(error)
-    if status == 401:
+    unreachable = _unreachable_endpoint(error) if status is None else None
+    if unreachable is not None:
+        # No answer at all: neither the token nor a retry in a second is the fix, the address or network is.
+        message = (f"{action} {repo_id} failed: the Hub at {unreachable} cannot be reached ({_summary(error)}); "
+                   "check the network, or HF_ENDPOINT if it points at another Hub")
+    elif status == 401:
         message = f"the Hub rejected the token (HTTP 401) for {repo_id}: {LOGIN_HINT}"
     elif status == 403:
         message = f"no write access to {repo_id} (HTTP 403): {LOGIN_HINT}"

@@ -657,6 +657,17 @@ def training_config(spec: TrainingSpec) -> Any:
 # =====================================================================================================
 # The runner
 # =====================================================================================================
+def _is_hub_name(name: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return bool(name)
+
+
 def _read_json(path: Path) -> Any:
     # Files the runner wrote itself (atomically); a damaged one only costs its stage a re-run.
     return read_json(path, fix="delete it and run again to redo that stage")
@@ -839,8 +850,22 @@ class RecipeRunner:
                 f"base.model {self.recipe.base.model!r} is a local path and base.id is not set, so the published cards "
                 "would name it as the base model: set base.id to the base's Hub id (--set base.id=ORG/NAME)"
             )
+        org = self.org or self.recipe.publish.org or ""
+        if "/" in org or not _is_hub_name(org):  # `run` has no --repo-id: name the flag (or key) the org came from
+            where = "--push-to-hub" if self.org else "publish.org"
+            raise StPruneError(
+                f"invalid {where} {org!r}: give a Hub user or organisation name (letters, digits, '-', '_' and '.'), "
+                "e.g. --push-to-hub my-org"
+            )
         for variant in self.recipe.variants:
-            check_repo_id(f"{self.org}/{self.recipe.repo_name(variant, 1)}")
+            name = self.recipe.repo_name(variant, 1)
+            try:
+                check_repo_id(f"{org}/{name}")
+            except StPruneError:
+                raise StPruneError(
+                    f"publish.repo_name {self.recipe.publish.repo_name!r} gives the invalid repo name {name!r} for "
+                    f"variant {variant.name!r}: use letters, digits, '-', '_' and '.' (--set publish.repo_name=...)"
+                ) from None
         token = resolve_token(self.token)
         api = HfApi(endpoint=resolve_endpoint(self.endpoint), token=token)
         with _hub_errors(self.org or "", token, "checking write access to", "log in with a write token"):

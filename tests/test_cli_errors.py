@@ -224,3 +224,60 @@ def test_three_rows_still_suggest_the_batch_size_that_fits(tiny_llm, tmp_path, c
     data.write_text("".join(json.dumps({"anchor": f"a {w}", "positive": f"the {w}"}) + "\n" for w in ("cat", "dog", "fox")))
     status, err = run_cli(["train", tiny_llm(), "--data", data, "--layers", "1", "--output", tmp_path / "out"], capsys)
     assert_one_line(status, err, "(largest: 3); lower the batch size to at most 3 or add data")
+
+
+# --- the Hub: an address that answers nothing is not a token problem, and a non-URL is named -----------------
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_llm, tmp_path_factory):
+    output = tmp_path_factory.mktemp("exported") / "model"
+    assert cli.main(["prune", str(tiny_llm()), "--layers", "1", "--output", str(output)]) == 0
+    return output
+
+
+@pytest.fixture()
+def fake_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_FakeTokenForTestsOnly0123456789")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+def test_publish_to_a_closed_port_says_the_hub_is_unreachable(exported, capsys, monkeypatch, fake_token):
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    status, err = run_cli(["publish", exported, "--repo-id", "org/x"], capsys)
+    assert_one_line(status, err, f"the Hub at {endpoint} cannot be reached", "HF_ENDPOINT")
+    assert "retry" not in err and "token" not in err
+
+
+def test_publish_with_hf_endpoint_not_a_url_names_it(exported, capsys, monkeypatch, fake_token):
+    monkeypatch.setenv("HF_ENDPOINT", "notaurl")
+    status, err = run_cli(["publish", exported, "--repo-id", "org/x"], capsys)
+    assert_one_line(status, err, "HF_ENDPOINT='notaurl' is not a URL")
+    assert "retry" not in err
+
+
+def test_run_push_to_a_closed_port_is_not_a_token_problem(tiny_llm, tmp_path, capsys, monkeypatch, fake_token):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    recipe = _tiny_recipe(tmp_path, tiny_llm())
+    status, err = run_cli(["run", recipe, "--output", tmp_path / "run", "--push-to-hub", "some-org"], capsys)
+    assert_one_line(status, err, "cannot be reached", "HF_ENDPOINT")
+    assert "write token" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_push_to_hub_with_a_bad_org_names_push_to_hub(tiny_llm, tmp_path, capsys, fake_token):
+    recipe = _tiny_recipe(tmp_path, tiny_llm())
+    status, err = run_cli(["run", recipe, "--output", tmp_path / "run", "--push-to-hub", "bad org"], capsys)
+    assert_one_line(status, err, "invalid --push-to-hub 'bad org'")
+    assert "--repo-id" not in err
+    assert not (tmp_path / "run").exists()
