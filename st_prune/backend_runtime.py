@@ -60,13 +60,18 @@ def encode_with_graph(
 
     ``model`` is the SentenceTransformer the files were exported from (its first module is replaced by the graph).
     """
+    # Longest texts first, as SentenceTransformer.encode batches them: batches of similar lengths pad less.
+    order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
     embeddings = []
     for start in range(0, len(texts), batch_size):
-        features = model.preprocess(list(texts[start : start + batch_size]), prompt=prompt)
+        batch = [texts[index] for index in order[start : start + batch_size]]
+        features = model.preprocess(batch, prompt=prompt)
         inputs = {name: features[name].numpy().astype(np.int64) for name in INPUT_NAMES}
         features["token_embeddings"] = torch.from_numpy(np.ascontiguousarray(run_graph(inputs)))
         with torch.no_grad():
             for module in list(model)[1:]:
                 features = module(features)
         embeddings.append(features["sentence_embedding"].float().numpy())
-    return np.concatenate(embeddings)
+    if not embeddings:
+        return np.empty((0, model.get_embedding_dimension()), dtype=np.float32)
+    return np.concatenate(embeddings)[np.argsort(order)]  # back to the order of ``texts``

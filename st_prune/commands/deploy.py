@@ -37,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
     texts = None
     if args.texts:
         try:
-            texts = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+            lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            raise StPruneError(f"cannot read --texts {args.texts} ({type(error).__name__}); give a UTF-8 text file") from None
+            raise StPruneError(
+                f"cannot read --texts {args.texts} ({type(error).__name__}); give a UTF-8 text file, one text a line"
+            ) from None
+        texts = [line.strip() for line in lines if line.strip()]
     report = deploy(args.model, backends=backends, quantize=args.quantize, overwrite=args.overwrite, texts=texts)
     for name, entry in report["files"].items():
         if entry["shipped"]:
