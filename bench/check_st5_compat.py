@@ -6,7 +6,7 @@ and queries prompted with st-prune's one instruction format (``st_prune.data.ins
 versions must pool identically. The previous format (``"{instruction}:\n"``) is shown for contrast: ST 5.x
 strips the prompt before measuring it, so its trailing newline token was pooled with the query there.
 
-    python bench/check_st5_compat.py [--venv /opt/st5] [--st5 "sentence-transformers>=5,<6"]
+    python bench/check_st5_compat.py [--venv /opt/st5] [--st5 "sentence-transformers==5.1.2"]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def ensure_venv(venv: Path, requirement: str) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, default=Path("/opt/st5"))
-    parser.add_argument("--st5", default="sentence-transformers>=5,<6")
+    # 5.1.2 runs on transformers 4.57 (the legacy config keys matter there) and strips prompts before measuring them.
+    parser.add_argument("--st5", default="sentence-transformers==5.1.2")
     parser.add_argument("--skip-real", action="store_true", help="only the tiny models")
     args = parser.parse_args()
     python5 = ensure_venv(args.venv, args.st5)
