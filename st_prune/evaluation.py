@@ -686,6 +686,42 @@ def evaluate_model(
     Tasks already in the results folder are skipped unless `overwrite`. Tasks whose Hub datasets are not in the
     local cache (offline) are skipped too, and reported together in one `StPruneError` after the others ran.
     """
+    folders_before = _folders_under(output_dir)
+    try:
+        return _evaluate_model(model, tasks, meta=meta, output_dir=output_dir, batch_size=batch_size,
+                               overwrite=overwrite, template=template, show_progress_bar=show_progress_bar)
+    except BaseException:
+        # A run that wrote no result leaves no empty results folders behind (only folders it created).
+        _remove_new_empty_folders(output_dir, folders_before)
+        raise
+
+
+def _folders_under(root: str | Path) -> set[Path]:
+    root = Path(root)
+    return {root, *(path for path in root.rglob("*") if path.is_dir())} if root.is_dir() else set()
+
+
+def _remove_new_empty_folders(root: str | Path, before: set[Path]) -> None:
+    for folder in sorted(_folders_under(root) - before, key=lambda path: len(path.parts), reverse=True):
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            pass
+
+
+def _evaluate_model(
+    model: SentenceTransformer,
+    tasks: Sequence[AbsTask],
+    *,
+    meta: ModelMeta,
+    output_dir: str | Path,
+    batch_size: int,
+    overwrite: bool,
+    template: str,
+    show_progress_bar: bool,
+) -> EvaluationRun:
+    from st_prune.hub_offline import offline_unless_reachable
+
     cache = mteb.ResultCache(output_dir)
     prompts = build_task_prompts(tasks, model_prompts=model.prompts, template=template)
     meta = meta.model_copy(update={"loader_kwargs": {"model_prompts": _recorded_prompts(cache, meta, prompts)}})
@@ -699,28 +735,30 @@ def evaluate_model(
 
     run = EvaluationRun(results_dir=model_results_dir(output_dir, meta))
     missing: list[AbsTask] = []
-    for task in tasks:
-        try:
-            result = mteb.evaluate(
-                encoder,
-                task,
-                cache=cache,
-                encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
-                overwrite_strategy="always" if overwrite else "only-missing",
-                co2_tracker=False,  # codecarbon may try the network
-                show_progress_bar=show_progress_bar,
-            )
-        except Exception as error:
-            if not _is_offline_error(error):
-                raise
-            logger.warning("skipping %s: its dataset is not in the local cache", task.metadata.name)
-            missing.append(task)
-            continue
-        for task_result in result.task_results:
-            # Read back what was written (scores rounded to 6 digits), so this agrees with the reports.
-            written = json.loads((run.results_dir / f"{task_result.task_name}.json").read_text())
-            run.main_scores[task_result.task_name] = _main_score(written["scores"])
-            run.task_types[task_result.task_name] = str(task.metadata.type)
+    # One probe of the Hub for all tasks, instead of each task's dataset load retrying for ~25 s without network.
+    with offline_unless_reachable(needed=any(not isinstance(task, _LocalTask) for task in tasks)):
+        for task in tasks:
+            try:
+                result = mteb.evaluate(
+                    encoder,
+                    task,
+                    cache=cache,
+                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+                    overwrite_strategy="always" if overwrite else "only-missing",
+                    co2_tracker=False,  # codecarbon may try the network
+                    show_progress_bar=show_progress_bar,
+                )
+            except Exception as error:
+                if not _is_offline_error(error):
+                    raise
+                logger.warning("skipping %s: its dataset is not in the local cache", task.metadata.name)
+                missing.append(task)
+                continue
+            for task_result in result.task_results:
+                # Read back what was written (scores rounded to 6 digits), so this agrees with the reports.
+                written = json.loads((run.results_dir / f"{task_result.task_name}.json").read_text())
+                run.main_scores[task_result.task_name] = _main_score(written["scores"])
+                run.task_types[task_result.task_name] = str(task.metadata.type)
     if missing:
         raise StPruneError(_missing_datasets_message(missing, run.results_dir if run.main_scores else None))
     return run

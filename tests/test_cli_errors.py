@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from st_prune import cli
@@ -11,7 +13,10 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     """Exit status and stderr of ``st-prune ARGV``; an exception escaping ``main`` fails the test as a traceback."""
     capsys.readouterr()
     status = cli.main([str(arg) for arg in argv])
-    return status, capsys.readouterr().err.strip()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    # Progress bars (loading weights, ...) share stderr; st-prune's own lines are what the user must read.
+    return status, "\n".join(line for line in err.replace("\r", "\n").splitlines() if line.startswith("st-prune "))
 
 
 def assert_one_line(status: int, err: str, *phrases: str) -> None:
@@ -281,3 +286,64 @@ def test_run_push_to_hub_with_a_bad_org_names_push_to_hub(tiny_llm, tmp_path, ca
     assert_one_line(status, err, "invalid --push-to-hub 'bad org'")
     assert "--repo-id" not in err
     assert not (tmp_path / "run").exists()
+
+
+# --- eval --------------------------------------------------------------------------------------------------
+def test_eval_of_a_missing_folder_says_not_found(tmp_path, capsys):
+    status, err = run_cli(["eval", tmp_path / "zoo" / "nothere", "--tasks", "STS17", "--model-name", "org/m",
+                           "--output", tmp_path / "results"], capsys)
+    assert_one_line(status, err, "zoo/nothere not found")
+    assert "modules.json" not in err
+
+
+HUB_TASKS = "SciFact,STS17"
+
+
+@pytest.fixture()
+def uncached_hub_tasks():
+    from huggingface_hub import constants
+
+    cached = [name for name in ("datasets--mteb--scifact", "datasets--mteb--sts17-crosslingual-sts")
+              if (Path(constants.HF_HUB_CACHE) / name).exists()]
+    if cached:
+        pytest.skip(f"the test needs datasets that are not in the local cache: {cached}")
+
+
+def test_eval_offline_leaves_no_empty_results_folder(exported, tmp_path, capsys, monkeypatch, uncached_hub_tasks):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    output = tmp_path / "results"
+    status, err = run_cli(["eval", exported, "--tasks", HUB_TASKS, "--model-name", "org/m", "--output", output], capsys)
+    assert_one_line(status, err, "hf download --repo-type dataset")
+    assert not output.exists()
+
+
+def test_eval_without_network_probes_the_hub_once_and_works_offline(exported, tmp_path, capsys, monkeypatch,
+                                                                     uncached_hub_tasks):
+    import datasets.config
+    import huggingface_hub.constants
+
+    from st_prune import hub_offline
+
+    # Online mode, but the Hub's address refuses connections: what a machine without network sees.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    probes = []
+    real_probe = hub_offline.hub_reachable
+    monkeypatch.setattr(hub_offline, "hub_reachable", lambda *a, **k: probes.append(1) or real_probe(*a, **k))
+    datasets_offline = []
+    import mteb
+
+    real_evaluate = mteb.evaluate
+    monkeypatch.setattr(mteb, "evaluate", lambda *a, **k: datasets_offline.append(datasets.config.HF_HUB_OFFLINE)
+                        or real_evaluate(*a, **k))
+
+    output = tmp_path / "results"
+    status, err = run_cli(["eval", exported, "--tasks", HUB_TASKS, "--model-name", "org/m", "--output", output], capsys)
+    assert_one_line(status, err, "2 task(s) skipped", "hf download --repo-type dataset")
+    assert probes == [1]  # one probe for both tasks
+    assert datasets_offline == [True, True]  # each task's dataset load ran offline: no ~25 s of retries each
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored afterwards
+    assert not output.exists()

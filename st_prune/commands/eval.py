@@ -112,6 +112,8 @@ def _load_model(path: Path):
     from st_prune.errors import StPruneError
     from st_prune.local_only import load_model_folder
 
+    if not path.exists():
+        raise StPruneError(f"model folder {path} not found: pass the folder of a saved SentenceTransformer model")
     if not (path / "modules.json").is_file():
         raise StPruneError(
             f"{path} is not a saved SentenceTransformer folder (no modules.json): pass the exported model"
