@@ -9,7 +9,8 @@ clustering (Banking77 dev queries by intent, k-means v-measure) and pair classif
 contradiction, average precision of cosine), so all five task types are covered. Dev texts are not in the
 trimming corpus; a sample of them measures how often tokenization changed.
 
-    nice -n 10 python bench/bench_trim.py [--data ../shared/data] [--bases smollm2 gemma] [--json out.json]
+    nice -n 10 python bench/bench_trim.py [--data ../shared/data] [--bases smollm2 gemma] [--vocab-sizes N ...]
+        [--json out.json] [--plot bench/out/trim_curve.png]
 
 Targets (issue 12): Gemma small under 60M parameters and SmolLM2 small under 30M, each within 0.5 points of the
 untrimmed mean. The curve of mean score against vocabulary size goes to bench/out/trim_curve.png.
@@ -95,11 +96,18 @@ class ExtraDev:
 
 
 def score(path: Path, dev: DevSets, extra: ExtraDev) -> dict[str, float]:
+    """Dev scores of the model at ``path``, kept beside it (``path`` + ``.scores.json``) for re-runs with the same
+    dev subsets: one evaluation takes minutes on a shared 2-core machine."""
     from sentence_transformers import SentenceTransformer
 
+    cache = path.with_name(path.name + ".scores.json")
+    key = dev.describe() + "; " + extra.describe()
+    if cache.is_file() and json.loads(cache.read_text()).get("dev") == key:
+        return json.loads(cache.read_text())["scores"]
     model = SentenceTransformer(str(path), device="cpu")
     scores = {**evaluate(model, dev), **extra.evaluate(model)}
     scores["mean"] = float(np.mean([scores[m] for m in METRICS]))
+    cache.write_text(json.dumps({"dev": key, "scores": scores}, indent=2))
     return scores
 
 
@@ -108,6 +116,9 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", metavar="DIR",
                         help="shared data folder with train/triplets.jsonl and dev/ (default: ../shared/data)")
     parser.add_argument("--bases", nargs="+", choices=sorted(BASES), default=["smollm2", "gemma"])
+    parser.add_argument("--vocab-sizes", type=int, nargs="+", metavar="N",
+                        help="vocabulary sizes to try for every base (default: a list per base); all corpus tokens "
+                        "is always tried too")
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "trim-work",
                         help="cut and trimmed models (reused when re-run)")
@@ -145,7 +156,7 @@ def main() -> int:
             del model
         rows = [{"vocab": "untrimmed", "scores": score(untrimmed, dev, extra)}]
         print(f"{base} untrimmed ({layers}/{total} layers): {fmt(rows[0]['scores'])}", flush=True)
-        for size in [*sizes, None]:
+        for size in [*(args.vocab_sizes or sizes), None]:
             out = work / (f"v{size}" if size else "all")
             if not (out / "trim.json").is_file():
                 trim_vocabulary(untrimmed, texts, out, vocab_size=size, held_out=held_out)
