@@ -166,9 +166,11 @@ def deploy(
     check_outputs(folder, backends, overwrite)
 
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": torch.float32})
+    from st_prune.local_only import load_model_folder
+
+    # load_model_folder: a local folder's path must not be looked up on the Hub as a repo id (issue 15).
+    model = load_model_folder(folder, device="cpu", model_kwargs={"dtype": torch.float32})
     model.eval()
     checks = _Checks(model, texts)
     staging = Path(tempfile.mkdtemp(prefix=".deploy-staging-", dir=folder))

@@ -16,8 +16,9 @@ from st_prune import encoder_from_llm, export_model  # noqa: E402
 from st_prune.backend_runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
 from st_prune.cli import main as cli_main  # noqa: E402
 from st_prune.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
+from st_prune.data import instruction_prompt  # noqa: E402
 
-QUERY_PROMPT = "Given a question, retrieve passages that answer the question:\n"
+QUERY_PROMPT = instruction_prompt("Given a question, retrieve passages that answer the question")  # st-prune's format
 # Lengths from 1 to well past the tiny models' 16-token sliding window, so padding is long and windows matter.
 TEXTS = [
     "hello",
