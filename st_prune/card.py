@@ -74,6 +74,8 @@ def load_template() -> jinja2.Template:
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
         autoescape=False,
     )
+    # Prompts end in " →": show it as written, not as the JSON escape "\u2192".
+    environment.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
     return environment.from_string(source)
 
 

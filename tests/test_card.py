@@ -96,7 +96,7 @@ def test_card_has_every_section_and_the_run_facts(card_run):
     assert "| CatSTS | STS |" in body and "**Average (1 task)**" in body
     assert 'model = SentenceTransformer("st-prune-test/tiny-qwen2-l3prune-three")' in body
     assert "model.encode_query(" in body and "model.encode_document(" in body
-    assert '"Given a question, retrieve passages that answer it:\\n"' in body
+    assert '"Given a question, retrieve passages that answer it →"' in body  # as written, not "\\u2192"
     assert PAPER_CITATION in body
     assert "Keep the licence notice." in body and "`apache-2.0`" in body
 
