@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import DevSets, default_prompt, evaluate, read_jsonl  # noqa: E402  (reused, not re-written)
-from common import TASK_INSTRUCTIONS, gemma_gguf, smollm2_gguf  # noqa: E402
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
 from st_prune.data import instruction_prompt  # noqa: E402
@@ -113,8 +113,7 @@ def score(path: Path, dev: DevSets, extra: ExtraDev) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", metavar="DIR",
-                        help="shared data folder with train/triplets.jsonl and dev/ (default: ../shared/data)")
+    add_data_argument(parser)
     parser.add_argument("--bases", nargs="+", choices=sorted(BASES), default=["smollm2", "gemma"])
     parser.add_argument("--vocab-sizes", type=int, nargs="+", metavar="N",
                         help="vocabulary sizes to try for every base (default: a list per base); all corpus tokens "
@@ -131,10 +130,7 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "out" / "trim_curve.png")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    train_file, dev_folder = args.data / "train" / "triplets.jsonl", args.data / "dev"
-    for needed in (train_file, dev_folder):
-        if not needed.exists():
-            parser.exit(2, f"bench_trim: {needed} not found; pass --data DIR (the shared data folder)\n")
+    train_file, dev_folder = data_file(args.data, "train", "triplets.jsonl"), data_file(args.data, "dev")
 
     started = time.perf_counter()
     print(f"machine: {machine_description()}")
