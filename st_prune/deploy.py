@@ -30,6 +30,7 @@ import numpy as np
 from st_prune.architectures import TESTED_MODEL_TYPES
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
+from st_prune.optional import REQUIREMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,6 @@ FILES: dict[tuple[str, str | None], str] = {
     ("openvino", None): "openvino/openvino_model.xml",
     ("openvino", "int8"): "openvino/openvino_model_int8_weights.xml",
 }
-
-#: import name -> what to pip install; checked before any work so a missing runtime is one line, not a traceback.
-RUNTIME_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf"}
 
 #: Texts of varied length and topic that every shipped file is checked on when no texts are given.
 SAMPLE_TEXTS = (
@@ -118,7 +116,7 @@ def check_runtimes(backends: Iterable[str], quantize: Iterable[str]) -> None:
             needed.append("nncf")
     missing = [name for name in needed if not _importable(name)]
     if missing:
-        packages = " ".join(RUNTIME_PACKAGES[name] for name in missing)
+        packages = " ".join(REQUIREMENTS[name] for name in missing)
         raise StPruneError(
             f"deploy needs {', '.join(missing)}, not installed: pip install {packages} "
             "(or pip install 'st-prune[deploy]')"

@@ -20,6 +20,7 @@ REQUIREMENTS: dict[str, str] = {
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
     "onnx": "onnx",
+    "nncf": "nncf",
 }
 
 
