@@ -981,9 +981,10 @@ class RecipeRunner:
     def usage_table(self, total_seconds: float) -> str:
         """The per-stage summary README's time and memory figures are copied from (also in DIR/summary.json)."""
         peak = process_peak_rss_bytes() / 1e9
+        machine = machine_description()
         write_json_atomic(
             self.output / "summary.json",
-            {"recipe": self.recipe.name, "machine": machine_description(), "seconds": round(total_seconds, 1),
+            {"recipe": self.recipe.name, "machine": machine, "seconds": round(total_seconds, 1),
              "peak_rss_gb": round(peak, 2), "stages": self.usage},
             sort_keys=False,
         )
@@ -995,7 +996,7 @@ class RecipeRunner:
         for row in self.usage:
             note = "  (done earlier)" if row.get("earlier") else ""
             lines.append(f"{row['stage']:<18}{cell(row['seconds'], 's'):>10}{cell(row['peak_rss_gb'], 'GB'):>14}{note}")
-        lines.append(f"{'total':<18}{total_seconds:>9.1f}s{peak:>11.2f} GB  (this process; {machine_description()})")
+        lines.append(f"{'total':<18}{total_seconds:>9.1f}s{peak:>11.2f} GB  (this process; {machine})")
         return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:
