@@ -90,12 +90,17 @@ class BaseSpec:
 
 @dataclass
 class VariantSpec:
-    """One model to produce: exactly one of ``pick`` (L3Prune small/large), ``layers`` or ``fraction``."""
+    """One model to produce: exactly one of ``pick`` (L3Prune small/large), ``layers`` or ``fraction``.
+
+    ``steps`` overrides ``training.steps`` for this variant alone: a step of a 5-layer cut costs a sixth of a
+    28-layer one, so a fixed time budget buys the small variant more steps.
+    """
 
     name: str
     pick: Literal["small", "large"] | None = None
     layers: int | None = None
     fraction: float | None = None
+    steps: int | None = None
 
 
 @dataclass
@@ -205,6 +210,12 @@ class Recipe:
     source: str | None = field(default=None, metadata={"internal": True})  # file the recipe came from
 
     # --- derived -------------------------------------------------------------------------------------
+    def training_for(self, variant: VariantSpec) -> TrainingSpec:
+        """The training section with the variant's own ``steps``, where it has one."""
+        if variant.steps is None:
+            return self.training
+        return dataclasses.replace(self.training, steps=variant.steps)
+
     @property
     def base_id(self) -> str:
         return self.base.id or self.base.model
@@ -345,6 +356,11 @@ def _check_recipe(recipe: Recipe) -> None:
             raise StPruneError(f"{where}: layers must be a positive number of decoder layers, got {variant.layers}")
         if variant.fraction is not None and not 0 <= variant.fraction < 1:
             raise StPruneError(f"{where}: fraction is the share of layers dropped, in [0, 1); got {variant.fraction}")
+        if variant.steps is not None and variant.steps < 1:
+            raise StPruneError(
+                f"variants.{index}.steps must be at least 1, got {variant.steps}: fix the recipe or pass "
+                f"--set variants.{index}.steps=VALUE"
+            )
     # Ranges checked at load time (and by --dry-run): a bad value must not surface stages later, after training.
     scan, training, lora = recipe.scan, recipe.training, recipe.training.lora
     positive = "a positive number"
@@ -751,6 +767,8 @@ class RecipeRunner:
                 detail = ""
                 if variant is not None:
                     depth = variant.pick or (f"{variant.layers} layers" if variant.layers else f"fraction {variant.fraction}")
+                    if stage == "train":
+                        depth += f", {recipe.training_for(variant).steps} steps"
                     detail = f" [{variant.name}: {depth}]"
                     if stage in ("card", "publish"):
                         detail += f" -> {self.repo_id(variant)}"
@@ -1055,7 +1073,7 @@ class RecipeRunner:
         with self._stage("train", variant, key=layers) as info:
             if info is None:
                 return
-            spec = self.recipe.training
+            spec = self.recipe.training_for(variant)
             model = self._encoder(layers, spec.max_seq_length)
             log = self._train(model, spec, self.work_dir(variant))
             adapter = self.work_dir(variant) / "adapter"

@@ -158,18 +158,23 @@ def test_usage_table_is_printed_at_the_end(tmp_path, tiny_model):
 
 
 def test_peak_memory_sees_an_allocation_made_inside_the_block():
-    from st_prune.resources import measure_usage
+    import mmap
+    import time
 
+    from st_prune.resources import current_rss_bytes, measure_usage
+
+    # A fresh anonymous mapping: malloc could hand back already-resident heap pages that an earlier test
+    # freed (then RSS would not move at all), a new mapping cannot.
+    size, chunk = 200_000_000, b"x" * 1_000_000
     with measure_usage(interval=0.01) as usage:
-        block = bytearray(200_000_000)
-        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
-        import time
-
+        before = current_rss_bytes()
+        block = mmap.mmap(-1, size)
+        for _ in range(size // len(chunk)):
+            block.write(chunk)
         time.sleep(0.1)
-        del block
-    with measure_usage(interval=0.01) as quiet:
-        pass
-    assert usage.peak_rss_bytes - quiet.peak_rss_bytes > 150_000_000
+        block.close()
+    assert before is not None
+    assert usage.peak_rss_bytes - before > 150_000_000
 
 
 # ----------------------------------------------------------------------------- README and CI agree

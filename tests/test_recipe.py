@@ -97,7 +97,10 @@ def tiny_model(tmp_path_factory) -> Path:
 def finished_run(tmp_path_factory, tiny_model):
     """One full `st-prune run --push-to-hub` on the tiny model against a fake Hub; what it left behind."""
     folder = tmp_path_factory.mktemp("recipe")
-    recipe_path = write_recipe(folder, tiny_model)
+    # `small` trains 4 steps of its own, `large` the recipe's 3.
+    recipe_path = write_recipe(
+        folder, tiny_model, variants=[{"name": "small", "pick": "small", "steps": 4}, {"name": "large", "pick": "large"}]
+    )
     output = folder / "run"
     mp = pytest.MonkeyPatch()
     with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as hub:
@@ -282,7 +285,18 @@ def test_dry_run_prints_the_plan_and_does_nothing(tmp_path, tiny_model, capsys):
     assert "steps: 5" in printed
     for stage in STAGES[:-1]:
         assert f"  {stage}" in printed
-    assert "train     [small: small] (to run)" in printed and "publish   (off" in printed
+    assert "train     [small: small, 5 steps] (to run)" in printed and "publish   (off" in printed
+
+
+def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsys):
+    variants = [{"name": "small", "pick": "small", "steps": 40}, {"name": "large", "pick": "large"}]
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
+    assert [recipe.training_for(v).steps for v in recipe.variants] == [40, 3]
+    assert recipe.training.steps == 3  # the shared section is not changed
+    status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run",
+                       "--set", "variants.0.steps=0"])
+    assert status == 2
+    assert "variants.0.steps must be at least 1, got 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- the full run
@@ -294,7 +308,7 @@ def test_full_run_produces_both_variants_and_stage_files(finished_run):
     assert summary["small"]["layers"] == scan["small"] and summary["large"]["layers"] == scan["large"]
     for variant in ("small", "large"):
         train = json.loads((output / "work" / variant / "train.json").read_text())
-        assert train["steps"] == 3
+        assert train["steps"] == train["settings"]["steps"] == {"small": 4, "large": 3}[variant]
         assert (output / "work" / variant / "adapter" / "adapter_config.json").is_file()
         assert summary[variant]["repo_id"] == f"{ORG}/tiny-llama-l3prune-{variant}"
         assert "TinySTS" in json.loads((output / "work" / variant / "eval.json").read_text())["scores"]
