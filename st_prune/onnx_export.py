@@ -26,8 +26,13 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "last_hidden_state"
 #: Opset 17 has LayerNormalization and runs on onnxruntime >= 1.14 and every OpenVINO release that reads ONNX.
 OPSET = 17
-#: Beyond 2 GB protobuf cannot hold the weights inline; they go to one side file, the name optimum requests.
+#: Beyond 2 GB protobuf cannot hold the weights inline; they go to one side file, ``model.onnx_data``: the name
+#: optimum (sentence-transformers' ONNX backend) downloads beside ``model.onnx`` from the Hub.
 EXTERNAL_DATA_SUFFIX = "_data"
+#: Weights above this many bytes are written to the side file. Protobuf cannot serialize a message over 2 GiB, and
+#: the int8 quantizer and the OpenVINO reader load and rewrite the graph, so leave room below the hard limit
+#: (torch's dynamo exporter uses the same 1.5 GiB). Small models stay one self-contained file.
+EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
 
 
 class EncoderGraph(nn.Module):
@@ -47,13 +52,39 @@ class EncoderGraph(nn.Module):
         return output.last_hidden_state
 
 
-def export_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the module's parameters and buffers (tied weights once): about what the graph stores."""
+    tensors = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+
+
+def uses_external_data(path: str | os.PathLike) -> bool:
+    """Whether the ONNX file at ``path`` keeps (some of) its weights in a side file."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data as tensor_uses_external_data
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(tensor_uses_external_data(tensor) for tensor in graph.initializer)
+
+
+def export_onnx(
+    model: nn.Module,
+    example: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+) -> Path:
     """Write ``model`` (a transformers base model, float32, on CPU) as an ONNX graph to ``path``.
 
     ``example`` holds ``input_ids`` and ``attention_mask`` of a padded batch of at least two texts, so the
     trace goes through the padding-mask path. Batch and sequence axes are dynamic.
+
+    ``external_data``: weights in one side file ``path + "_data"`` beside the graph. ``None`` (default) decides by
+    size: above ``EXTERNAL_DATA_THRESHOLD`` bytes of weights. A graph too large for protobuf always gets one.
     """
     path = Path(path)
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
     graph = EncoderGraph(model).eval()
     axes = {0: "batch_size", 1: "sequence_length"}
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=path.parent) as scratch:
@@ -72,17 +103,20 @@ def export_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: str | 
                 do_constant_folding=True,
                 dynamo=False,
             )
-        if [entry.name for entry in Path(scratch).iterdir()] == [path.name]:
-            shutil.move(str(scratch_path), str(path))
-        else:
+        # Over protobuf's limit the exporter itself has written one file per tensor; gather them either way.
+        if external_data or [entry.name for entry in Path(scratch).iterdir()] != [path.name]:
             _save_with_one_data_file(scratch_path, path)
+        else:
+            shutil.move(str(scratch_path), str(path))
     return path
 
 
 def _save_with_one_data_file(source: Path, target: Path) -> None:
+    """Save the graph at ``source`` (weights inline or in any side files) as ``target`` + ``target_data``."""
     import onnx
 
     proto = onnx.load(str(source), load_external_data=True)
+    (target.parent / (target.name + EXTERNAL_DATA_SUFFIX)).unlink(missing_ok=True)  # onnx appends to an existing one
     onnx.save_model(
         proto,
         str(target),
@@ -107,14 +141,24 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike) -> 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    source, target = Path(source), Path(target)
     graph = onnx.load(str(source), load_external_data=False).graph
     keep_fp32 = [node.name for node in graph.node if node.op_type == "MatMul" and "down_proj" in node.name]
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QUInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=keep_fp32,
-    )
-    return Path(target)
+    # A large fp32 graph gives a large int8 one (the embedding table and down projections stay fp32): keep its
+    # weights in a side file too. The quantizer would name it ``<file>.data``; it is written to a scratch folder
+    # and saved again as ``<file>_data``, the name optimum looks for.
+    external = uses_external_data(source)
+    with tempfile.TemporaryDirectory(prefix=".onnx-quantize-", dir=target.parent) as scratch:
+        scratch_path = Path(scratch) / target.name if external else target
+        quantize_dynamic(
+            str(source),
+            str(scratch_path),
+            weight_type=QuantType.QUInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=keep_fp32,
+            use_external_data_format=external,
+        )
+        if external:
+            _save_with_one_data_file(scratch_path, target)
+    return target

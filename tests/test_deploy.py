@@ -212,3 +212,54 @@ def test_an_fp32_file_that_disagrees_with_torch_is_refused(tiny_llm, tmp_path, m
     with pytest.raises(Exception, match="differs from the torch model"):
         deploy(folder, backends=["onnx"])
     assert _folder_entries(folder) == before
+
+
+def test_weights_over_the_threshold_go_to_one_side_file_that_the_runtimes_load(tiny_llm, tmp_path, monkeypatch):
+    """Models over protobuf's 2 GB limit: model.onnx + model.onnx_data (optimum's name), forced here on a tiny model."""
+    import onnxruntime
+
+    from st_prune import onnx_export
+
+    folder = _model_folder(tiny_llm, tmp_path / "model")
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
+    report = deploy(folder, quantize=["int8"])  # deploy's own check: fp32 files within 1e-4 of torch
+
+    onnx_folder = folder / "onnx"
+    expected = {"model.onnx", "model.onnx_data"}
+    if report["files"][FILES["onnx", "int8"]]["shipped"]:
+        expected |= {"model_quint8_avx2.onnx", "model_quint8_avx2.onnx_data"}  # not the quantizer's ".data"
+    assert {path.name for path in onnx_folder.iterdir()} == expected
+    for name in expected - {"model.onnx_data", "model_quint8_avx2.onnx_data"}:
+        assert onnx_export.uses_external_data(onnx_folder / name)
+        assert (onnx_folder / (name + "_data")).stat().st_size > 0
+
+    # The side file is found relative to the graph, so a moved folder (a Hub download) still loads.
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    model = _load(moved)
+    session = onnxruntime.InferenceSession(str(moved / FILES["onnx", None]), providers=["CPUExecutionProvider"])
+    exported = _graph_embeddings(model, lambda inputs: session.run(None, inputs)[0], "left")
+    assert np.abs(exported - _torch_embeddings(model)).max() <= 1e-4
+    # The OpenVINO IR converted from the split graph is complete on its own.
+    converted = _graph_embeddings(model, openvino_runner(moved / FILES["openvino", None]), "right")
+    assert np.abs(converted - _torch_embeddings(model)).max() <= 1e-4
+
+
+def test_export_onnx_stays_one_file_below_the_threshold_unless_asked(tiny_llm, tmp_path):
+    from st_prune import onnx_export
+
+    folder = _model_folder(tiny_llm, tmp_path / "model")
+    model = _load(folder)
+    example = model.preprocess(["hello", TEXTS[2]])
+    transformer = model[0].model
+    assert onnx_export.weight_bytes(transformer) < onnx_export.EXTERNAL_DATA_THRESHOLD
+    for name in ("single", "split"):
+        (tmp_path / name).mkdir()
+    single = onnx_export.export_onnx(transformer, example, tmp_path / "single" / "model.onnx")
+    split = onnx_export.export_onnx(transformer, example, tmp_path / "split" / "model.onnx", external_data=True)
+    assert sorted(path.name for path in single.parent.iterdir()) == ["model.onnx"]
+    assert not onnx_export.uses_external_data(single)
+    assert sorted(path.name for path in split.parent.iterdir()) == ["model.onnx", "model.onnx_data"]
+    expected = _torch_embeddings(model)
+    for path in (single, split):
+        assert np.abs(_graph_embeddings(model, onnx_runner(path), "right") - expected).max() <= 1e-4, path.parent.name
