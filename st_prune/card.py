@@ -240,6 +240,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
             "num_batches": scan_settings["num_batches"],
             "scale": scan_settings["scale"],
             "seed": scan_settings["seed"],
+            "confidence": scan.get("pick_confidence"),  # None for scans written before the bootstrap existed
         },
         "curve_file": CURVE_FILE,
         "training": {

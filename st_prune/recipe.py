@@ -1052,6 +1052,8 @@ class RecipeRunner:
             write_json_atomic(folder / "scan.json", scan)
             info.update(small=scan["small"], large=scan["large"])
             self.log(f"       L3Prune picks: small = {scan['small']} layers, large = {scan['large']} of {scan['num_layers']}")
+            if scan["pick_confidence"]:  # how sure: bootstrap over the scan's batches (in scan.json too)
+                self.log("       " + "; ".join(result.confidence_text(pick, scan["pick_confidence"]) for pick in ("small", "large")))
 
     def stage_prune(self, variant: VariantSpec) -> None:
         from st_prune import architectures

@@ -315,6 +315,24 @@ def test_full_run_produces_both_variants_and_stage_files(finished_run):
     assert finished_run["first_calls"] == {stage: (1 if stage == "scan" else 2) for stage in STAGES}
 
 
+def test_scan_json_and_cards_say_how_sure_each_pick_is(finished_run):
+    # The bootstrap over the scan's batches (tests/test_pick_confidence.py) reaches scan.json and every card.
+    scan = json.loads((finished_run["output"] / "scan" / "scan.json").read_text())
+    confidence = scan["pick_confidence"]
+    assert (confidence["batches"], confidence["resamples"], confidence["seed"]) == (2, 1000, 42)
+    assert len(scan["batch_losses"]) == 2
+    phrases = []
+    for pick in ("small", "large"):
+        entry = confidence[pick]
+        assert entry["depth"] == scan[pick] and 0 < entry["share"] <= 1
+        assert entry["runner_up"] == {"small": 3, "large": 7}[pick] - scan[pick]  # the other depth of its half (L=4)
+        phrases.append(f"*{pick}* is {scan[pick]} layers in {100 * entry['share']:.0f} % of the resamples")
+    for entry in finished_run["summary"].values():
+        card = (Path(entry["folder"]) / "README.md").read_text()
+        assert "resampling the scan's 2 batches with replacement 1000 times" in card
+        assert all(phrase in card for phrase in phrases), card
+
+
 def test_resume_runs_no_stage_again(finished_run):
     assert finished_run["second_calls"] == {}
     assert finished_run["markers_after"] == finished_run["markers"]
