@@ -25,7 +25,7 @@ marker exists with the same key, so an interrupted run resumes where it stopped:
     DIR/models/zoo.json, README.md     the index of the models in DIR/models/
     DIR/summary.json                   wall time and peak memory of every stage (also printed at the end)
 
-The stages call the library itself: ``st_prune.data.load_triplets``, ``L3Prune``, ``st_prune.training.build_trainer``,
+The stages call the library itself: ``st_prune.echo_data.load_training_source`` (as ``st-prune train``), ``L3Prune``, ``st_prune.training.build_trainer``,
 ``export_model``, ``st_prune.evaluation`` and ``st_prune.hub.publish_folder``.
 """
 
@@ -582,18 +582,22 @@ def resolve_data_path(recipe: Recipe) -> Path:
     return path
 
 
-def load_recipe_triplets(recipe: Recipe):
-    """The recipe's training triplets (``st_prune.data.load_triplets``: validated, instruction per row)."""
-    from st_prune.data import load_triplets
+def load_recipe_data(recipe: Recipe):
+    """The recipe's training data through the loader ``st-prune train`` uses (``st_prune.echo_data``): an echo-data
+    folder is the paper's E5 mix (per-task instructions, symmetric tasks, allnli/quora splits), a file is triplets."""
+    from st_prune.echo_data import load_training_source
 
-    dataset = load_triplets(
+    return load_training_source(
         resolve_data_path(recipe),
         instructions=recipe.data.instructions,
         default_instruction=recipe.data.default_instruction,
+        max_rows=recipe.data.max_rows or None,
     )
-    if recipe.data.max_rows:
-        dataset = dataset.select(range(min(recipe.data.max_rows, len(dataset))))
-    return dataset
+
+
+def load_recipe_triplets(recipe: Recipe):
+    """The recipe's training triplets as one Dataset (anchor, positive[, negative], instruction)."""
+    return load_recipe_data(recipe).rows
 
 
 def instruction_prompt(instruction: str) -> str:
@@ -721,7 +725,7 @@ class RecipeRunner:
         self.calls: dict[str, int] = {}  # stage name -> times its work ran (for tests and the summary)
         self.usage: list[dict[str, Any]] = []  # stages run by this process: label, seconds, peak_rss_gb
         self._source: str | None = None
-        self._rows: list[dict[str, str]] | None = None
+        self._rows: Any = None  # st_prune.echo_data.TrainingSource, loaded once by training_source()
 
     # --- folders ---------------------------------------------------------------------------------------
     @property
@@ -904,8 +908,13 @@ class RecipeRunner:
 
     def rows(self):
         """The training triplets as a ``datasets.Dataset`` (loaded once)."""
+        return self.training_source().rows
+
+    def training_source(self):
+        """The training data (``st_prune.echo_data.TrainingSource``, loaded once): ``data`` and ``prompts`` for the
+        scan and the trainer, ``rows`` for plain texts."""
         if self._rows is None:
-            self._rows = load_recipe_triplets(self.recipe)
+            self._rows = load_recipe_data(self.recipe)
         return self._rows
 
     def _local_task_path(self, task: LocalTaskSpec) -> Path:
@@ -1041,7 +1050,7 @@ class RecipeRunner:
             settings = recipe.scan
             result = L3Prune(
                 batch_size=settings.batch_size, num_batches=settings.num_batches, seed=settings.seed, scale=settings.scale
-            ).select(model, self.rows())
+            ).select(model, self.training_source().data, prompts=self.training_source().prompts)
             scan = result.to_dict()
             scan["tokens_per_second_full"] = round(measure_tokens_per_second(model, speed_texts(self.rows())), 1)
             scan["parameters_full"] = scan["parameters"][-1]
@@ -1091,7 +1100,8 @@ class RecipeRunner:
         from st_prune.training import build_trainer, use_bf16
 
         config = training_config(spec)
-        trainer = build_trainer(model, self.rows(), config, output_dir=work_dir / "trainer")
+        source = self.training_source()  # the data `st-prune train` would read from the same path
+        trainer = build_trainer(model, source.data, config, output_dir=work_dir / "trainer", prompts=source.prompts)
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start

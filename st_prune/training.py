@@ -360,10 +360,11 @@ def _split(data: Any, prompts: Prompts) -> tuple[dict[str, Dataset], dict[str, d
     """Named text-only datasets and their prompts; ``instruction`` columns become anchor prompts."""
     if isinstance(data, TrainingData):
         return dict(data.datasets), {name: dict(p) for name, p in data.prompts.items()}
-    if isinstance(data, (str, os.PathLike)) and is_e5_folder(data):
+    if is_echo_data_folder(data):  # the same loader as `st-prune train` and `st-prune run` (st_prune.echo_data)
         if prompts:
             raise StPruneError("an E5-mix folder brings its own instructions; do not pass prompts with it")
-        return load_e5_mix(data)
+        source = load_training_source(data)
+        return dict(source.data), dict(source.prompts or {})
     if isinstance(data, (DatasetDict, Mapping)):
         named = {str(name): dataset for name, dataset in data.items()}
         if not named:
@@ -429,99 +430,16 @@ def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -
     return TrainingData(kept, {name: p for name, p in split_prompts.items() if name in kept and p}, dropped)
 
 
-# --- the E5 mix (echo-embeddings layout) -------------------------------------------------------------
-# Instructions of the public E5 mix as used by LLM2Vec and the paper, keyed by file name (without .jsonl).
-E5_INSTRUCTIONS: dict[str, str] = {
-    "allnli_split1": "Given a premise, retrieve a hypothesis that is entailed by the premise",
-    "allnli_split2": "Retrieve semantically similar text",
-    "dureader": "Given a Chinese search query, retrieve web passages that answer the question",
-    "eli5_question_answer": "Provided a user question, retrieve the highest voted answers on Reddit ELI5 forum",
-    "fever": "Given a claim, retrieve documents that support or refute the claim",
-    "hotpot_qa": "Given a multi-hop question, retrieve documents that can help answer the question",
-    "miracl": "Given a question, retrieve Wikipedia passages that answer the question",
-    "mrtydi": "Given a question, retrieve Wikipedia passages that answer the question",
-    "msmarco_passage": "Given a web search query, retrieve relevant passages that answer the query",
-    "msmarco_document": "Given a web search query, retrieve relevant documents that answer the query",
-    "nq": "Given a question, retrieve Wikipedia passages that answer the question",
-    "quora_duplicates_split1": "Given a question, retrieve questions that are semantically equivalent to the given question",
-    "quora_duplicates_split2": "Find questions that have the same meaning as the input question",
-    "squad": "Retrieve Wikipedia passages that answer the question",
-    "t2ranking": "Given a Chinese search query, retrieve web passages that answer the question",
-    "trivia_qa": "Retrieve Wikipedia passages that answer the question",
-}
-#: Symmetric tasks: the positive and negative carry the instruction too (LLM2Vec's E5 loader).
-E5_SYMMETRIC: frozenset[str] = frozenset({"allnli_split2", "quora_duplicates_split1", "quora_duplicates_split2"})
-#: Later echo-data releases merge two splits into one file whose rows alternate between them.
-E5_ALTERNATING: dict[str, tuple[str, str]] = {
-    "allnli": ("allnli_split1", "allnli_split2"),
-    "quora_duplicates": ("quora_duplicates_split1", "quora_duplicates_split2"),
-}
-
-
-def is_e5_folder(path: str | os.PathLike, instructions: Mapping[str, str] | None = None) -> bool:
-    """True for a folder whose ``*.jsonl`` files are all E5-mix tasks (by file name)."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    known = set(E5_INSTRUCTIONS if instructions is None else instructions) | set(E5_ALTERNATING)
-    stems = [file.stem for file in path.glob("*.jsonl")]
-    return bool(stems) and all(stem in known for stem in stems)
-
-
-def load_e5_mix(
-    folder: str | os.PathLike,
-    *,
-    instructions: Mapping[str, str] | None = None,
-    symmetric: Sequence[str] | None = None,
-    max_rows_per_task: int | None = None,
-) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
-    """The public E5 training mix in the echo-embeddings layout: a folder with one ``<task>.jsonl`` per task.
-
-    Each line holds ``query``, ``positive`` and ``negative`` (read by ``st_prune.data.load_triplets``).
-    Returns ``(datasets, prompts)``: one dataset per task, named by task, and each task's instruction as the
-    prompt of its query column (and of its documents for the symmetric tasks), ready for
-    ``train_pruned(model, datasets, prompts=prompts)`` or ``L3Prune().select(model, datasets, prompts)``.
-    ``allnli.jsonl`` and ``quora_duplicates.jsonl`` (merged splits) are split back by row parity, as LLM2Vec does.
-
-    Args:
-        folder: the folder of JSONL files.
-        instructions: file name -> instruction; defaults to ``E5_INSTRUCTIONS`` (the paper's table). A file
-            whose name has no instruction is refused with the list of known names.
-        symmetric: file names whose documents carry the instruction too (default ``E5_SYMMETRIC``).
-        max_rows_per_task: keep the first N rows of each task, e.g. for a quick run.
-    """
-    folder = Path(folder)
-    table = dict(E5_INSTRUCTIONS if instructions is None else instructions)
-    symmetric_tasks = set(E5_SYMMETRIC if symmetric is None else symmetric)
-    files = sorted(folder.glob("*.jsonl"))
-    if not files:
-        raise StPruneError(f"{folder} holds no .jsonl files; point it at the E5 mix folder (one <task>.jsonl per task)")
-    unknown = [path.stem for path in files if path.stem not in table and path.stem not in E5_ALTERNATING]
-    if unknown:
-        raise StPruneError(
-            f"no instruction for {', '.join(unknown)} in {folder}; known tasks: {', '.join(sorted(table))} "
-            "(pass instructions={file name: instruction} or rename the files)"
-        )
-    datasets: dict[str, Dataset] = {}
-    prompts: dict[str, dict[str, str]] = {}
-    for path in files:
-        dataset = load_triplets(str(path))
-        if "instruction" in dataset.column_names:
-            dataset = dataset.remove_columns("instruction")
-        if max_rows_per_task is not None:
-            dataset = dataset.select(range(min(max_rows_per_task, len(dataset))))
-        parts = E5_ALTERNATING.get(path.stem) if path.stem not in table else None
-        if parts:
-            pieces = {parts[0]: dataset.select(range(0, len(dataset), 2)),
-                      parts[1]: dataset.select(range(1, len(dataset), 2))}
-        else:
-            pieces = {path.stem: dataset}
-        for task, piece in pieces.items():
-            prompt = instruction_prompt(table[task])
-            columns = piece.column_names if task in symmetric_tasks else ["anchor"]
-            datasets[task] = piece
-            prompts[task] = {column: prompt for column in columns}
-    return datasets, prompts
+# --- the E5 mix (echo-embeddings layout): st_prune.echo_data, re-exported here where it used to live --------------
+from st_prune.echo_data import (  # noqa: E402, F401  (re-exported: they lived here before)
+    E5_ALTERNATING,
+    E5_INSTRUCTIONS,
+    E5_SYMMETRIC,
+    is_e5_folder,
+    is_echo_data_folder,
+    load_e5_mix,
+    load_training_source,
+)
 
 
 # =====================================================================================================

@@ -106,13 +106,14 @@ def build_config(args: argparse.Namespace):
 
 
 def _read_data(args: argparse.Namespace):
-    """``--data`` as a path, or loaded with the task instructions when ``--instructions``/``--default-instruction``."""
-    if not args.instructions and not args.default_instruction:
-        return args.data
-    from st_prune.data import load_triplets, read_task_instructions
+    """``(data, prompts)`` from ``--data`` with the task instructions, through the loader ``st-prune run`` uses too
+    (``st_prune.echo_data.load_training_source``: an echo-data folder is read as the paper's E5 mix)."""
+    from st_prune.data import read_task_instructions
+    from st_prune.echo_data import load_training_source
 
     instructions = read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
-    return load_triplets(args.data, instructions=instructions, default_instruction=args.default_instruction)
+    source = load_training_source(args.data, instructions=instructions, default_instruction=args.default_instruction)
+    return source.data, source.prompts
 
 
 def _read_run(work: Path) -> dict[str, Any] | None:
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.writable import check_writable_folder
 
     check_writable_folder(output)  # DIR.work sits beside it, in the same parent
-    data = prepare_training_data(_read_data(args), config.batch_size)
+    source_data, source_prompts = _read_data(args)
+    data = prepare_training_data(source_data, config.batch_size, source_prompts)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
     depth = {"layers": args.layers, "fraction": args.fraction, "l3prune": args.l3prune}
