@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from st_prune.dtypes import saved_weights
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic, write_text_atomic
 from st_prune.local_only import load_model_folder
@@ -164,6 +165,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     full_layers, layers = scan["num_layers"], prune["layers"]
     full_params, params = scan["parameters_full"], export["parameters"]
     speed_full, speed = scan["tokens_per_second_full"], export["tokens_per_second"]
+    weights = saved_weights(folder)  # read back from the files that ship: their real dtype and size on disk
     pruning = {
         "layers": layers,
         "num_layers": full_layers,
@@ -171,7 +173,8 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
         "parameters": _millions(params),
         "parameters_full": _millions(full_params),
         "pruned_pct": 100 * (1 - params / full_params),
-        "weight_size": _mb(export["weight_bytes"]),
+        "weight_size": _mb(weights["bytes"]),
+        "weight_dtype": weights["dtype"],
         "tokens_per_second": f"{speed:,.0f}",
         "tokens_per_second_full": f"{speed_full:,.0f}",
         "speedup": speed / speed_full if speed_full else 0.0,
@@ -198,7 +201,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
         ("LoRA", f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, on {', '.join(train['lora_target_modules'])}"),
         ("Max sequence length", settings["max_seq_length"] or recipe.base.max_seq_length),
         ("Pooling", f"{recipe.base.pooling.replace('_', ' ')} (instruction tokens excluded)"),
-        ("Precision", "bf16" if train["bf16"] else "float32"),
+        ("Precision", _precision(train)),
         ("Gradient checkpointing", "yes" if settings["gradient_checkpointing"] else "no"),
         ("Seed", settings["seed"]),
         ("Final training loss", train["train_loss"]),
@@ -266,6 +269,12 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     }
 
 
+def _precision(train: dict[str, Any]) -> str:
+    """The dtype the base weights trained in (``base.dtype``) and whether bf16 mixed precision was on."""
+    weights = f"{train['dtype']} weights" if train.get("dtype") else "weights in the checkpoint's dtype"
+    return f"{weights}, bf16 mixed precision" if train.get("bf16") else weights
+
+
 def _local_names(recipe) -> set[str]:
     return {task.name or Path(task.path).stem for task in recipe.evaluation.local_tasks}
 
@@ -314,8 +323,17 @@ def zoo_entries(runner: RecipeRunner) -> list[dict[str, Any]]:
             "score": evaluation.get("average"),
             "tasks": sorted(evaluation.get("scores", {})),
             "published": published,
+            **_weights_entry(runner.zoo_dir(variant)),
         })
     return entries
+
+
+def _weights_entry(folder: Path) -> dict[str, Any]:
+    """The zoo row's ``dtype`` and ``weight_bytes``, read from the model folder's safetensors files (if it has them)."""
+    if not any(folder.glob("*.safetensors")):
+        return {}
+    weights = saved_weights(folder)
+    return {"dtype": weights["dtype"], "weight_bytes": weights["bytes"]}
 
 
 def update_zoo_index(folder: str | os.PathLike, entries: list[dict[str, Any]]) -> Path:
@@ -342,15 +360,17 @@ def render_zoo_readme(rows: list[dict[str, Any]]) -> str:
         "Score: mean main score ×100 over the recipe's evaluation tasks (listed per row), not comparable across",
         "rows with different task lists.",
         "",
-        "| Model | Base | Layers | Parameters | Score | Tasks | Where |",
-        "|---|---|---:|---:|---:|---|---|",
+        "| Model | Base | Layers | Parameters | Score | Tasks | Weights | Where |",
+        "|---|---|---:|---:|---:|---|---|---|",
     ]
     for row in rows:
         score = f"{100 * row['score']:.2f}" if row.get("score") is not None else "–"
         where = f"[Hub](https://huggingface.co/{row['repo_id']})" if row.get("published") else "local"
         tasks = ", ".join(row.get("tasks") or []) or "–"
+        # Rows written before the index recorded them have no dtype/size: "–", never a guess.
+        weights = f"{row['dtype']}, {_mb(row['weight_bytes'])}" if row.get("dtype") and row.get("weight_bytes") else "–"
         lines.append(
             f"| {row['repo_id']} | {row['base_model']} | {row['layers']}/{row['num_layers']} | "
-            f"{_millions(row['parameters'])} | {score} | {tasks} | {where} |"
+            f"{_millions(row['parameters'])} | {score} | {tasks} | {weights} | {where} |"
         )
     return "\n".join(lines) + "\n"

@@ -667,8 +667,9 @@ def scan(
                 if bad:
                     raise StPruneError(
                         f"the loss is {per_batch[number, bad[0] - 1]} at depth(s) {', '.join(map(str, bad))} "
-                        f"(batch {number}); the model overflows there: run it in float32 "
-                        "(model_kwargs={'dtype': torch.float32}) or check the weights"
+                        f"(batch {number}); the model overflows there: load it in float32 with --dtype float32 "
+                        "(st-prune scan/train/run; --set base.dtype=float32 in a recipe; "
+                        "encoder_from_llm(..., dtype='float32') in Python) or check the weights"
                     )
     finally:
         model.train(was_training)

@@ -86,6 +86,8 @@ class BaseSpec:
     max_seq_length: int = 512
     short_name: str | None = None  # "{base}" in repo names; defaults to the last part of `id`
     layers: int | None = None  # decoder layers of the base, for `st-prune recipes`; checked against its config
+    # The dtype the base loads, trains and is exported in (`st-prune run --dtype`); auto: the checkpoint's own.
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
 @dataclass
@@ -789,6 +791,7 @@ class RecipeRunner:
         self._check_run_dir()
         self._check_destinations()
         total = self._base_num_layers()
+        self._check_precision()
         from st_prune import architectures
 
         for index, variant in enumerate(self.recipe.variants):
@@ -802,6 +805,22 @@ class RecipeRunner:
         for task in self.recipe.evaluation.local_tasks:
             if not self._local_task_path(task).is_file():
                 raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+
+    def _check_precision(self) -> None:
+        """base.dtype (auto: the checkpoint's) and training.bf16 this machine can run, or one line naming the fix."""
+        from st_prune.dtypes import check_load_dtype
+
+        training = "train" in self.stages()
+        check_load_dtype(self.source(), self.recipe.base.dtype, training=training,
+                         fix="pass --dtype float32 (or --set base.dtype=float32)")
+        if training and self.recipe.training.bf16:
+            import torch
+
+            if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+                raise StPruneError(
+                    "training.bf16 is true (bfloat16 mixed precision), which needs a CUDA GPU with bfloat16 support and "
+                    "this machine has none: pass --set training.bf16=false"
+                )
 
     def _base_num_layers(self) -> int:
         """Decoder layers of the base, read from its config only (also refuses non-decoder models)."""
@@ -955,6 +974,7 @@ class RecipeRunner:
             pooling=self.recipe.base.pooling,
             max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
             prompts={"query": instruction_prompt(self.recipe.query_instruction), "document": ""},
+            dtype=self.recipe.base.dtype,
         )
 
     @contextmanager
@@ -1086,12 +1106,13 @@ class RecipeRunner:
                 return
             spec = self.recipe.training_for(variant)
             model = self._encoder(layers, spec.max_seq_length)
+            weights_dtype = str(model[0].auto_model.dtype).removeprefix("torch.")  # for the card's Precision row
             log = self._train(model, spec, self.work_dir(variant))
             adapter = self.work_dir(variant) / "adapter"
             if adapter.exists():
                 shutil.rmtree(adapter)
             model[0].model.save_pretrained(str(adapter))
-            log.update(machine=machine_description(), settings=dataclasses.asdict(spec), layers=layers)
+            log.update(machine=machine_description(), settings=dataclasses.asdict(spec), layers=layers, dtype=weights_dtype)
             write_json_atomic(self.work_dir(variant) / "train.json", log)
             info.update(steps=log["steps"], train_loss=log["train_loss"])
 

@@ -344,9 +344,13 @@ def encoder_from_llm(
     default_prompt_name: str | None = None,
     device: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    dtype: str | None = None,
     **module_kwargs: Any,
 ) -> SentenceTransformer:
     """A ready ``SentenceTransformer``: ``TruncatedLLM`` + ``Pooling`` (prompt tokens excluded) + ``Normalize``.
+
+    ``dtype`` (``auto``, ``bfloat16``, ``float16``, ``float32``) is the dtype the weights load in, and so the dtype
+    an export saves; ``None``/``auto`` keeps the checkpoint's own (see ``st_prune.dtypes``).
 
     >>> model = encoder_from_llm("Qwen/Qwen2-7B-Instruct", fraction=0.5, prompts={"query": "Instruct: ...\\nQuery: "})
     """
@@ -355,6 +359,10 @@ def encoder_from_llm(
     from st_prune.device import check_device
 
     check_device(device, "device")  # before minutes of loading, not at the final .to(device)
+    if dtype is not None:
+        from st_prune.dtypes import model_kwargs_for
+
+        model_kwargs = {**(model_kwargs or {}), **model_kwargs_for(dtype)}
     module = TruncatedLLM(
         model_name_or_path,
         layers=layers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from st_prune.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.defaults import POOLING_MODES
 
@@ -23,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--pooling", choices=sorted(POOLING_MODES), default="weighted_mean")
     parser.add_argument("--max-seq-length", type=int, default=512, metavar="N")
+    parser.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        help="dtype the weights load and are saved in (default auto: the checkpoint's own)",
+    )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     parser.set_defaults(func=run)
@@ -42,18 +47,26 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.writable import check_writable_folder
 
     check_writable_folder(args.output)
+    from st_prune.dtypes import check_load_dtype
+
+    check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
     model = encoder_from_llm(
         args.model,
         layers=args.layers,
         fraction=args.fraction,
         pooling=args.pooling,
         max_seq_length=args.max_seq_length,
+        dtype=args.dtype,
     )
     module = model[0]
     output = export_model(model, args.output, overwrite=args.overwrite)
     parameters = sum(parameter.numel() for parameter in model.parameters())
+    from st_prune.dtypes import saved_weights
+
+    weights = saved_weights(output)
     print(
-        f"kept {module.num_layers}/{module.num_original_layers} layers, {parameters / 1e6:.1f}M parameters, "
+        f"kept {module.num_layers}/{module.num_original_layers} layers, {parameters / 1e6:.1f}M parameters "
+        f"({weights['dtype']}, {weights['bytes'] / 1024**2:,.1f} MB), "
         f"embedding dimension {model.get_embedding_dimension()} -> {output}"
     )
     return 0

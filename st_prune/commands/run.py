@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from st_prune.dtypes import DTYPE_CHOICES
 from st_prune.recipe import STAGES, RecipeRunner, load_recipe
 
 
@@ -24,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a recipe key by its dotted path, e.g. --set training.steps=10 --set data.path=/data/e5",
     )
+    parser.add_argument(
+        "--dtype", choices=DTYPE_CHOICES,
+        help="dtype the base loads, trains and exports in; same as --set base.dtype=DTYPE (the recipe's, else auto)",
+    )
     parser.add_argument("--only", choices=STAGES, metavar="STAGE", help=f"run one stage only ({', '.join(STAGES)})")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the resolved settings; do nothing")
     parser.add_argument(
@@ -34,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
+    # --dtype is --set base.dtype=..., applied last so that it wins over the recipe and any --set.
+    overrides = [*args.overrides, f"base.dtype={args.dtype}"] if args.dtype else args.overrides
+    recipe = load_recipe(args.recipe, overrides)
     output = args.output or f"runs/{recipe.name}"
     runner = RecipeRunner(recipe, output, push_to_hub=args.push_to_hub, only=args.only, zoo_index=args.zoo_index)
     if args.dry_run:

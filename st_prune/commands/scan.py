@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from st_prune.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.defaults import POOLING_MODES
 
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pooling", choices=sorted(POOLING_MODES), default="weighted_mean")
     parser.add_argument("--max-seq-length", type=int, default=512, metavar="N")
     parser.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        help="dtype the model loads in (default auto: the checkpoint's own; float32 if the loss overflows)",
+    )
+    parser.add_argument(
         "--instruction", metavar="TEXT", help="instruction for every anchor without one (becomes its prompt)"
     )
     parser.add_argument(
@@ -48,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.data import load_triplets, read_task_instructions
+    from st_prune.data import read_task_instructions
+    from st_prune.dtypes import check_load_dtype
+    from st_prune.echo_data import load_training_source
     from st_prune.l3prune import L3Prune, scan
     from st_prune.truncated_llm import encoder_from_llm
 
@@ -67,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     # Every data error comes before the (possibly minutes long) model load.
     instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
-    data = load_triplets(args.data, instructions=instructions, default_instruction=args.instruction)
-    batches = selector.sample(data)
-    print(f"data: {len(data)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
+    # The loader `st-prune train` and `run` use: an echo-data folder is read as the paper's E5 mix.
+    source = load_training_source(args.data, instructions=instructions, default_instruction=args.instruction)
+    batches = selector.sample(source.data, source.prompts)
+    print(f"data: {len(source.rows)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
 
-    model = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device)
+    check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
+    model = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device,
+                             dtype=args.dtype)
     result = scan(
         model,
         batches,

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from st_prune.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
 
@@ -71,6 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--save-steps", type=int, metavar="N", help="checkpoint every N steps (default 100)")
     parser.add_argument("--cached-loss", action="store_true", help="GradCache loss: big batches in little memory")
     parser.add_argument("--pooling", choices=("weighted_mean", "last_token", "mean"), default="weighted_mean")
+    parser.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        help="dtype the model loads, trains and is exported in (default auto: the checkpoint's own)",
+    )
     parser.add_argument("--scan-batches", type=int, metavar="N", help="L3Prune: batches to average the loss over")
     parser.add_argument(
         "--scan-batch-size", type=int, metavar="B", help="L3Prune: triplets per scan batch (default: --batch-size)"
@@ -149,21 +154,25 @@ def run(args: argparse.Namespace) -> int:
     data = prepare_training_data(source_data, config.batch_size, source_prompts)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
+    from st_prune.dtypes import check_load_dtype
+
+    check_load_dtype(args.model, args.dtype, training=True, fix="pass --dtype float32")
     depth = {"layers": args.layers, "fraction": args.fraction, "l3prune": args.l3prune}
     previous = _read_run(work) if checkpoint else None
     if previous is not None:
         started = {key: previous.get(key) for key in ("model", "layers", "fraction", "l3prune")}
-        asked = {"model": args.model, **depth}
+        started["dtype"] = previous.get("dtype", "auto")  # runs started before --dtype existed loaded auto
+        asked = {"model": args.model, **depth, "dtype": args.dtype}
         if started != asked:
             raise StPruneError(
-                f"{work} was started with {started}, not {asked}; resume with the same MODEL and depth flags"
+                f"{work} was started with {started}, not {asked}; resume with the same MODEL, depth and --dtype flags"
             )
 
     extra_files: dict[str, str | bytes] = {}
     if args.l3prune:
         if previous is not None and previous.get("kept_layers") and (work / SCAN_JSON).is_file():
             model = encoder_from_llm(args.model, layers=previous["kept_layers"], pooling=args.pooling,
-                                     max_seq_length=config.max_seq_length)
+                                     max_seq_length=config.max_seq_length, dtype=args.dtype)
         else:
             model = _scan_and_prune(args, config, data, work)
         for name in (SCAN_JSON, SCAN_PNG):
@@ -171,10 +180,11 @@ def run(args: argparse.Namespace) -> int:
                 extra_files[name] = (work / name).read_bytes()
     else:
         model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
-                                 max_seq_length=config.max_seq_length)
+                                 max_seq_length=config.max_seq_length, dtype=args.dtype)
     module = model[0]
     if is_main_process():
-        write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "kept_layers": module.num_layers,
+        write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "dtype": args.dtype,
+                          "kept_layers": module.num_layers,
                           "num_original_layers": module.num_original_layers, "config": config.to_dict()})
 
     try:
@@ -222,7 +232,7 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     from st_prune.training import is_main_process
     from st_prune.truncated_llm import encoder_from_llm
 
-    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length)
+    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length, dtype=args.dtype)
     options: dict[str, Any] = {"seed": config.seed, "scale": config.scale, "batch_size": config.batch_size}
     if args.scan_batches is not None:
         options["num_batches"] = args.scan_batches
