@@ -10,7 +10,10 @@ contradiction, average precision of cosine), so all five task types are covered.
 trimming corpus; a sample of them measures how often tokenization changed.
 
     nice -n 10 python bench/bench_trim.py [--data ../shared/data] [--bases smollm2 gemma] [--vocab-sizes N ...]
-        [--json out.json] [--plot bench/out/trim_curve.png]
+        [--trained smollm2=zoo/models/SmolLM2-135M-Instruct-l3prune-small] [--json out.json]
+        [--plot bench/out/trim_curve.png]
+
+``--trained BASE=DIR`` trims a trained variant (e.g. the main job's `small`) instead of the untrained cut.
 
 Targets (issue 12): Gemma small under 60M parameters and SmolLM2 small under 30M, each within 0.5 points of the
 untrimmed mean. The curve of mean score against vocabulary size goes to bench/out/trim_curve.png.
@@ -95,12 +98,13 @@ class ExtraDev:
                 "pairs": 100 * pairs[evaluator.primary_metric]}
 
 
-def score(path: Path, dev: DevSets, extra: ExtraDev) -> dict[str, float]:
-    """Dev scores of the model at ``path``, kept beside it (``path`` + ``.scores.json``) for re-runs with the same
+def score(path: Path, dev: DevSets, extra: ExtraDev, cache_dir: Path) -> dict[str, float]:
+    """Dev scores of the model at ``path``, kept in ``cache_dir`` (``<name>.scores.json``) for re-runs with the same
     dev subsets: one evaluation takes minutes on a shared 2-core machine."""
     from sentence_transformers import SentenceTransformer
 
-    cache = path.with_name(path.name + ".scores.json")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / (path.name + ".scores.json")
     key = dev.describe() + "; " + extra.describe()
     if cache.is_file() and json.loads(cache.read_text()).get("dev") == key:
         return json.loads(cache.read_text())["scores"]
@@ -129,6 +133,8 @@ def main() -> int:
     parser.add_argument("--clustering-queries", type=int, default=300)
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "out" / "trim_curve.png")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--trained", nargs="+", default=[], metavar="BASE=DIR",
+                        help="trim this trained model folder of BASE instead of its untrained cut")
     args = parser.parse_args()
     train_file, dev_folder = data_file(args.data, "train", "triplets.jsonl"), data_file(args.data, "dev")
 
@@ -141,29 +147,33 @@ def main() -> int:
     texts, held_out = corpus_texts(train_file), held_out_texts(dev_folder)
     print(f"trimming corpus: {len(texts):,} texts from {train_file}; held-out: {len(held_out)} dev texts")
 
+    trained = dict(item.split("=", 1) for item in args.trained)
     results = {}
     for base in args.bases:
         resolve, layers, total, sizes, target = BASES[base]
-        work = args.work / base
-        untrimmed = work / "untrimmed"
-        if not (untrimmed / "modules.json").is_file():
+        work = args.work / (f"{base}-trained" if base in trained else base)
+        untrimmed = Path(trained[base]) if base in trained else work / "untrimmed"
+        if base in trained:
+            layers = json.loads((untrimmed / "config.json").read_text())["num_hidden_layers"]
+        elif not (untrimmed / "modules.json").is_file():
             model = encoder_from_llm(resolve(), layers=layers, max_seq_length=args.max_seq_length)
             export_model(model, untrimmed, overwrite=True)
             del model
-        rows = [{"vocab": "untrimmed", "scores": score(untrimmed, dev, extra)}]
+        rows = [{"vocab": "untrimmed", "scores": score(untrimmed, dev, extra, work)}]
         print(f"{base} untrimmed ({layers}/{total} layers): {fmt(rows[0]['scores'])}", flush=True)
         for size in [*(args.vocab_sizes or sizes), None]:
             out = work / (f"v{size}" if size else "all")
             if not (out / "trim.json").is_file():
                 trim_vocabulary(untrimmed, texts, out, vocab_size=size, held_out=held_out)
             report = json.loads((out / "trim.json").read_text())
-            rows.append({"vocab": size or "all corpus tokens", "report": report, "scores": score(out, dev, extra)})
+            rows.append({"vocab": size or "all corpus tokens", "report": report, "scores": score(out, dev, extra, work)})
             print(f"{base} {rows[-1]['vocab']}: {report['vocab_after']:,} tokens, "
                   f"{report['parameters_after'] / 1e6:.1f}M params; {fmt(rows[-1]['scores'])}", flush=True)
         rows[0]["report"] = {"parameters_after": rows[1]["report"]["parameters_before"],
                              "disk_bytes_after": rows[1]["report"]["disk_bytes_before"],
                              "vocab_after": rows[1]["report"]["vocab_before"]}
-        results[base] = {"layers": layers, "total_layers": total, "target_parameters": target, "rows": rows}
+        results[base] = {"layers": layers, "total_layers": total, "target_parameters": target, "rows": rows,
+                         "model": f"trained: {untrimmed.name}" if base in trained else "untrained cut"}
 
     print_table(results)
     plot(results, args.plot)
@@ -222,7 +232,7 @@ def plot(results: dict, path: Path) -> None:
         axis.set_xscale("log")
         axis.set_xlabel("vocabulary size (tokens; labels: parameters)")
         axis.set_ylabel("mean dev score")
-        axis.set_title(f"{base}, {result['layers']} of {result['total_layers']} layers, untrained cut")
+        axis.set_title(f"{base}, {result['layers']} of {result['total_layers']} layers, {result['model']}", fontsize=9)
         axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

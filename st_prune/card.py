@@ -163,7 +163,10 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     st_facts = card_data.to_dict()
 
     full_layers, layers = scan["num_layers"], prune["layers"]
-    full_params, params = scan["parameters_full"], export["parameters"]
+    final = runner.final_record(variant)  # the folder as shipped: trimmed where the recipe trims
+    trim = _load_optional(work / "trim.json") if recipe.trims(variant) else None
+    deployed = _load_optional(work / "deploy.json") if recipe.deploys(variant) else None
+    full_params, params = scan["parameters_full"], final["parameters"]
     speed_full, speed = scan["tokens_per_second_full"], export["tokens_per_second"]
     weights = saved_weights(folder)  # read back from the files that ship: their real dtype and size on disk
     pruning = {
@@ -257,6 +260,8 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
             "instruction_groups": train["datasets"],
         },
         "evaluation": eval_context,
+        "trim_section": _trim_section(trim),
+        "deployment": _deployment(deployed),
         "prompts": prompts,
         "query_prompt": prompts.get("query", ""),
         "st": {
@@ -267,6 +272,35 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
             "versions": st_facts.get("version") or {},
         },
     }
+
+
+def _trim_section(trim: dict[str, Any] | None) -> str:
+    """The trim's own card section (``TrimReport.card_section``), from the run's record."""
+    if not trim:
+        return ""
+    from st_prune.vocab_trim import TrimReport
+
+    return TrimReport(**trim["report"]).card_section().strip()
+
+
+def _deployment(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Rows for the card's backend table: every exported file, shipped or not (with why), and its speed."""
+    if not deployed:
+        return None
+    rows = []
+    for name, entry in deployed["files"].items():
+        speed = deployed["speed"].get(name, {})
+        rows.append({
+            "file": name,
+            "precision": entry["precision"],
+            "shipped": bool(entry.get("shipped")),
+            "load": entry.get("load", ""),
+            "reason": entry.get("reason", ""),
+            "cosine_min": f"{entry['cosine_to_torch_min']:.4f}",
+            "speedup": f"{speed['speedup']:.2f}×" if speed else "–",
+        })
+    torch_speed = deployed["speed"]["torch"]["texts_per_second"]
+    return {"rows": rows, "torch_texts_per_second": f"{torch_speed:,.1f}", "machine": deployed["machine"]}
 
 
 def _precision(train: dict[str, Any]) -> str:
@@ -319,7 +353,7 @@ def zoo_entries(runner: RecipeRunner) -> list[dict[str, Any]]:
             "base_model": runner.recipe.base_id,
             "layers": prune["layers"],
             "num_layers": prune["num_layers"],
-            "parameters": _load(export, "export")["parameters"],
+            "parameters": runner.final_record(variant)["parameters"],
             "score": evaluation.get("average"),
             "tasks": sorted(evaluation.get("scores", {})),
             "published": published,

@@ -313,3 +313,41 @@ def _install(staging: Path, folder: Path, backends: list[str]) -> None:
             shutil.rmtree(target)  # empty, or --overwrite was given (checked before any work)
         os.replace(staging / backend, target)
     os.replace(staging / REPORT_NAME, folder / REPORT_NAME)
+
+
+def measure_backend_speed(folder: str | os.PathLike, report: dict[str, Any], texts: Sequence[str],
+                          batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """Texts/s of the torch model and of every shipped file on ``texts``, side by side in one process.
+
+    Each timing follows one warm-up batch; the speedups are against the torch model measured just before, on the
+    same machine and threads, so they are what a user of this machine would see (the card states the machine).
+    """
+    import time
+
+    import torch
+
+    from st_prune.backend_runtime import encode_with_graph, onnx_runner, openvino_runner
+    from st_prune.local_only import load_model_folder
+
+    folder, texts = Path(folder), list(texts)
+    model = load_model_folder(folder, device="cpu", model_kwargs={"dtype": torch.float32})
+    model.eval()
+
+    def timed(encode) -> float:
+        encode(texts[:batch_size])
+        start = time.perf_counter()
+        encode(texts)
+        return len(texts) / max(time.perf_counter() - start, 1e-9)
+
+    with torch.inference_mode():
+        torch_speed = timed(lambda batch: model.encode(batch, batch_size=batch_size, show_progress_bar=False))
+    speeds = {"torch": {"file": "torch (safetensors)", "texts_per_second": round(torch_speed, 1), "speedup": 1.0}}
+    for name, entry in report["files"].items():
+        if not entry.get("shipped"):
+            continue
+        # OpenVINO pinned to fp32 arithmetic: the precision its files were checked in (its default is bf16 on
+        # CPUs that have it, faster but not what the agreement figures describe).
+        runner = onnx_runner(folder / name) if name.startswith("onnx/") else openvino_runner(folder / name)
+        speed = timed(lambda batch, runner=runner: encode_with_graph(model, runner, batch, batch_size=batch_size))
+        speeds[name] = {"file": name, "texts_per_second": round(speed, 1), "speedup": round(speed / torch_speed, 2)}
+    return speeds

@@ -8,7 +8,9 @@ against the dataclasses below (unknown and missing keys are errors naming the va
 
 ``RecipeRunner`` runs the stages in order, for every variant:
 
-    scan -> prune -> train -> export -> evaluate -> card -> publish
+    scan -> prune -> train -> export -> [trim] -> [deploy] -> evaluate -> card -> publish
+
+(``trim`` and ``deploy`` only where the recipe has a ``trim``/``deploy`` section.)
 
 Each stage writes its files under the run folder and, last, an atomic marker file
 (``DIR/stages/<stage>[.<variant>].json``) holding a key of its inputs. A re-run skips every stage whose
@@ -20,6 +22,9 @@ marker exists with the same key, so an interrupted run resumes where it stopped:
     DIR/work/<variant>/prune.json      layers and parameters kept
     DIR/work/<variant>/adapter/        the trained LoRA adapter (small); train.json: settings, time, losses
     DIR/work/<variant>/export.json     size on disk, tokens/s of the exported model
+    DIR/work/<variant>/untrimmed/      the export, where a trim makes the model folder from it
+    DIR/work/<variant>/trim.json       the trim's report, parameters and weight bytes of the trimmed folder
+    DIR/work/<variant>/deploy.json     the backend files shipped (or not, and why), their agreement and speed
     DIR/work/<variant>/eval.json       main score per task (mteb results under DIR/results/)
     DIR/models/<repo-name>/            the model folder exactly as published (card + curve included)
     DIR/models/zoo.json, README.md     the index of the models in DIR/models/
@@ -64,7 +69,7 @@ from st_prune.defaults import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "evaluate", "card", "publish")
+STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "trim", "deploy", "evaluate", "card", "publish")
 
 
 # =====================================================================================================
@@ -186,6 +191,32 @@ class PublishSpec:
 
 
 @dataclass
+class TrimSpec:
+    """Vocabulary trimming after export (``st-prune trim``; off unless the recipe has a ``trim`` section).
+
+    The corpus is the texts the model will embed; by default the recipe's training data (queries with their
+    instructions, positives, negatives). ``variants`` limits the trim to some variants (default: all).
+    """
+
+    vocab_size: int | None = None
+    min_frequency: int | None = None
+    corpus: str | None = None  # a text/JSONL/CSV/Parquet file, relative to the recipe file
+    variants: list[str] | None = None
+
+
+@dataclass
+class DeploySpec:
+    """ONNX/OpenVINO files inside each model folder (``st-prune deploy``; off unless the recipe has ``deploy``).
+
+    Needs ``pip install "st-prune[deploy]"``; the runner checks that before any work.
+    """
+
+    backends: list[Literal["onnx", "openvino"]] = field(default_factory=lambda: ["onnx", "openvino"])
+    quantize: list[Literal["int8"]] = field(default_factory=list)
+    variants: list[str] | None = None
+
+
+@dataclass
 class CardSpec:
     license: str
     language: list[str] = field(default_factory=lambda: ["en"])
@@ -209,9 +240,17 @@ class Recipe:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     publish: PublishSpec = field(default_factory=PublishSpec)
+    trim: TrimSpec | None = None
+    deploy: DeploySpec | None = None
     source: str | None = field(default=None, metadata={"internal": True})  # file the recipe came from
 
     # --- derived -------------------------------------------------------------------------------------
+    def trims(self, variant: VariantSpec) -> bool:
+        return self.trim is not None and (self.trim.variants is None or variant.name in self.trim.variants)
+
+    def deploys(self, variant: VariantSpec) -> bool:
+        return self.deploy is not None and (self.deploy.variants is None or variant.name in self.deploy.variants)
+
     def training_for(self, variant: VariantSpec) -> TrainingSpec:
         """The training section with the variant's own ``steps``, where it has one."""
         if variant.steps is None:
@@ -389,6 +428,21 @@ def _check_recipe(recipe: Recipe) -> None:
     ):
         if not ok:
             raise StPruneError(f"{key} must be {rule}, got {value!r}: fix the recipe or pass --set {key}=VALUE")
+    names = [variant.name for variant in recipe.variants]
+    for section in ("trim", "deploy"):
+        spec = getattr(recipe, section)
+        for name in (spec.variants or []) if spec is not None else []:
+            if name not in names:
+                raise StPruneError(f"{section}.variants names {name!r}, not a variant of this recipe ({', '.join(names)})")
+    if recipe.trim is not None:
+        trim = recipe.trim
+        if trim.vocab_size is not None and trim.min_frequency is not None:
+            raise StPruneError("trim: give vocab_size or min_frequency, not both")
+        for key, value in (("trim.vocab_size", trim.vocab_size), ("trim.min_frequency", trim.min_frequency)):
+            if value is not None and value < 1:
+                raise StPruneError(f"{key} must be at least 1, got {value}: fix the recipe or pass --set {key}=VALUE")
+    if recipe.deploy is not None and not recipe.deploy.backends:
+        raise StPruneError("deploy.backends is empty; list onnx and/or openvino, or remove the deploy section")
     for variant in recipe.variants:
         try:
             recipe.repo_name(variant, 1)
@@ -768,6 +822,8 @@ class RecipeRunner:
         lines.append("plan:")
         for stage in self.stages():
             targets = [None] if stage == "scan" else recipe.variants
+            if stage in ("trim", "deploy"):  # optional stages: only the variants the recipe gives them to
+                targets = [variant for variant in recipe.variants if getattr(recipe, f"{stage}s")(variant)]
             for variant in targets:
                 state = "done, skipped" if self._is_done(stage, variant) else "to run"
                 detail = ""
@@ -786,6 +842,10 @@ class RecipeRunner:
     def preflight(self) -> None:
         """Every check that can fail fast, before any long work: data, base config, layer counts, DIR, token."""
         resolve_data_path(self.recipe)
+        if self.recipe.deploy is not None and "deploy" in self.stages():
+            from st_prune.deploy import check_runtimes
+
+            check_runtimes(self.recipe.deploy.backends, self.recipe.deploy.quantize)  # before the scan, not after training
         if "publish" in self.stages():
             self._check_hub_access()
         self._check_run_dir()
@@ -1163,8 +1223,8 @@ class RecipeRunner:
         from st_prune.export import export_model, weight_bytes
 
         layers = self._prune_info(variant)["layers"]
-        folder = self.zoo_dir(variant)
-        with self._stage("export", variant, key=[layers, folder.name]) as info:
+        folder = self.export_dir(variant)
+        with self._stage("export", variant, key=[layers, self.zoo_dir(variant).name]) as info:
             if info is None:
                 return
             model = self._load_trained(variant)
@@ -1180,6 +1240,86 @@ class RecipeRunner:
             }
             write_json_atomic(self.work_dir(variant) / "export.json", data)
             info.update(data)
+
+    def export_dir(self, variant: VariantSpec) -> Path:
+        """Where export writes: the model folder itself, or the work folder when a trim makes the model folder."""
+        return self.work_dir(variant) / "untrimmed" if self.recipe.trims(variant) else self.zoo_dir(variant)
+
+    def final_record(self, variant: VariantSpec) -> dict[str, Any]:
+        """Parameters and weight bytes of the model folder as shipped (trimmed where the recipe trims)."""
+        stage = "trim" if self.recipe.trims(variant) else "export"
+        path = self.work_dir(variant) / f"{stage}.json"
+        if not path.is_file():
+            raise StPruneError(f"{path} is missing: run the {stage} stage first (--only {stage})")
+        return _read_json(path)
+
+    def trim_corpus(self) -> list[str]:
+        """The texts a trimmed model must embed exactly: the recipe's corpus file, or its training texts with the
+        instruction prompts of training, queries and the evaluation tasks."""
+        from st_prune.vocab_trim import read_corpus
+
+        recipe = self.recipe
+        if recipe.trim is not None and recipe.trim.corpus:
+            path = recipe_relative(recipe, recipe.trim.corpus)
+            if not path.is_file():
+                raise StPruneError(f"trim.corpus {recipe.trim.corpus} does not exist: fix it or --set trim.corpus=FILE")
+            return read_corpus(path)
+        rows = self.rows()
+        texts = [text for column in ("anchor", "positive", "negative") if column in rows.column_names
+                 for text in rows[column] if text]
+        instructions = set(rows["instruction"]) if "instruction" in rows.column_names else set()
+        instructions |= {recipe.query_instruction} | {task.instruction for task in recipe.evaluation.local_tasks}
+        return texts + [instruction_prompt(text) for text in sorted(i for i in instructions if i)]
+
+    def stage_trim(self, variant: VariantSpec) -> None:
+        if not self.recipe.trims(variant):
+            return
+        from st_prune.export import weight_bytes
+        from st_prune.vocab_trim import trim_vocabulary
+
+        spec = self.recipe.trim
+        source, folder = self.export_dir(variant), self.zoo_dir(variant)
+        export = self.work_dir(variant) / "export.json"
+        if not export.is_file():
+            raise StPruneError(f"{export} is missing: run the export stage first (--only export)")
+        key = [_read_json(export)["weight_bytes"], dataclasses.asdict(spec)]
+        with self._stage("trim", variant, key=key) as info:
+            if info is None:
+                return
+            if folder.exists():  # an earlier trim's (or export's) output: the runner's own folder, rebuilt whole
+                shutil.rmtree(folder)
+            report = trim_vocabulary(source, self.trim_corpus(), folder, vocab_size=spec.vocab_size,
+                                     min_frequency=spec.min_frequency)
+            data = {"parameters": report.parameters_after, "weight_bytes": weight_bytes(folder),
+                    "report": report.to_dict()}
+            write_json_atomic(self.work_dir(variant) / "trim.json", data)
+            info.update(vocab_before=report.vocab_before, vocab_after=report.vocab_after,
+                        parameters=report.parameters_after)
+            self.log(f"       {report.summary().splitlines()[0]}")
+
+    def stage_deploy(self, variant: VariantSpec) -> None:
+        if not self.recipe.deploys(variant):
+            return
+        from st_prune.deploy import deploy, measure_backend_speed
+
+        spec = self.recipe.deploy
+        folder = self.zoo_dir(variant)
+        key = [self.final_record(variant)["weight_bytes"], dataclasses.asdict(spec)]
+        with self._stage("deploy", variant, key=key) as info:
+            if info is None:
+                return
+            # Checked on the recipe's own texts (queries carry their prompt in the check), not only the built-in sample.
+            texts = speed_texts(self.rows(), count=32)
+            report = deploy(folder, backends=spec.backends, quantize=spec.quantize, overwrite=True, texts=texts)
+            speed = measure_backend_speed(folder, report, speed_texts(self.rows()))
+            data = {"files": report["files"], "speed": speed, "machine": machine_description(),
+                    "versions": report["versions"]}
+            write_json_atomic(self.work_dir(variant) / "deploy.json", data)
+            shipped = [name for name, entry in report["files"].items() if entry.get("shipped")]
+            info.update(shipped=shipped)
+            best = max((entry for entry in speed.values()), key=lambda entry: entry["speedup"], default=None)
+            if best is not None:
+                self.log(f"       shipped {', '.join(shipped)}; fastest {best['file']}: {best['speedup']:.2f}x torch")
 
     def evaluation_tasks(self) -> list[Any]:
         from st_prune.evaluation import load_local_task, resolve_tasks
@@ -1197,11 +1337,8 @@ class RecipeRunner:
         from st_prune.evaluation import build_model_meta, evaluate_model
 
         folder = self.zoo_dir(variant)
-        export = self.work_dir(variant) / "export.json"
-        if not export.is_file():
-            raise StPruneError(f"{export} is missing: run the export stage first (--only export)")
         repo_id = self.repo_id(variant) if "/" in self.repo_id(variant) else f"local/{self.repo_id(variant)}"
-        key = [_read_json(export)["weight_bytes"], self.recipe.evaluation.tasks,
+        key = [self.final_record(variant)["weight_bytes"], self.recipe.evaluation.tasks,
                [dataclasses.asdict(task) for task in self.recipe.evaluation.local_tasks]]
         with self._stage("evaluate", variant, key=key) as info:
             if info is None:
@@ -1228,7 +1365,10 @@ class RecipeRunner:
         from st_prune.card import card_context, write_card
 
         repo_id = self.repo_id(variant)
-        with self._stage("card", variant, key=repo_id) as info:
+        # The card shows every record below: any of them redone (a re-export, a new trim) re-renders it.
+        records = [self.work_dir(variant) / f"{name}.json" for name in ("train", "export", "trim", "deploy", "eval")]
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in records if p.is_file())).hexdigest()[:16]
+        with self._stage("card", variant, key=[repo_id, digest]) as info:
             if info is None:
                 return
             context = card_context(self, variant)
@@ -1240,7 +1380,7 @@ class RecipeRunner:
 
         repo_id = self.repo_id(variant)
         card = self.marker("card", variant)
-        if not card.is_file() or _read_json(card).get("key") != repo_id:
+        if not card.is_file() or (_read_json(card).get("key") or [None])[0] != repo_id:
             raise StPruneError(f"the card of {variant.name} was written for another repo: run the card stage first")
         folder = self.zoo_dir(variant)
         # Re-publish when the folder changed (e.g. a re-rendered card); publish_folder itself skips no-op commits.

@@ -312,7 +312,9 @@ def test_full_run_produces_both_variants_and_stage_files(finished_run):
         assert (output / "work" / variant / "adapter" / "adapter_config.json").is_file()
         assert summary[variant]["repo_id"] == f"{ORG}/tiny-llama-l3prune-{variant}"
         assert "TinySTS" in json.loads((output / "work" / variant / "eval.json").read_text())["scores"]
-    assert finished_run["first_calls"] == {stage: (1 if stage == "scan" else 2) for stage in STAGES}
+    optional = ("trim", "deploy")  # this recipe has neither section: those stages do not run
+    assert finished_run["first_calls"] == {stage: (1 if stage == "scan" else 2) for stage in STAGES
+                                           if stage not in optional}
 
 
 def test_scan_json_and_cards_say_how_sure_each_pick_is(finished_run):
