@@ -13,8 +13,9 @@ against the dataclasses below (unknown and missing keys are errors naming the va
 (``trim`` and ``deploy`` only where the recipe has a ``trim``/``deploy`` section.)
 
 Each stage writes its files under the run folder and, last, an atomic marker file
-(``DIR/stages/<stage>[.<variant>].json``) holding a key of its inputs. A re-run skips every stage whose
-marker exists with the same key, so an interrupted run resumes where it stopped::
+(``DIR/stages/<stage>[.<variant>].json``) holding a key of its inputs (``st_prune.stage_keys``). A re-run skips
+every stage whose marker exists with the same key, so an interrupted run resumes where it stopped, and a
+changed setting re-runs only the stages downstream of it::
 
     DIR/run.json                       recipe name + hash (a DIR holding another recipe's run is refused)
     DIR/recipe.yaml                    the resolved recipe (overrides applied)
@@ -825,7 +826,10 @@ class RecipeRunner:
             if stage in ("trim", "deploy"):  # optional stages: only the variants the recipe gives them to
                 targets = [variant for variant in recipe.variants if getattr(recipe, f"{stage}s")(variant)]
             for variant in targets:
-                state = "done, skipped" if self._is_done(stage, variant) else "to run"
+                key = None if stage == "publish" else self.stage_key(stage, variant)
+                done = self._is_done(stage, variant) if stage == "publish" else (
+                    key is not None and self._is_done(stage, variant, [self.repo_id(variant), key] if stage == "card" else key))
+                state = "done, skipped" if done else "to run"
                 detail = ""
                 if variant is not None:
                     depth = variant.pick or (f"{variant.layers} layers" if variant.layers else f"fraction {variant.fraction}")
@@ -916,10 +920,10 @@ class RecipeRunner:
                     "choose another --output"
                 )
             if previous.get("hash") != self.recipe.digest():
-                raise StPruneError(
-                    f"{self.output} holds a run of {self.recipe.name} with other settings: choose another --output, "
-                    "or delete the folder to start over"
-                )
+                # Each stage's marker keys what it depends on (st_prune.stage_keys): only the stages downstream of
+                # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
+                self.log(f"{self.output} holds a run of {self.recipe.name} with other settings: the stages that "
+                         "depend on the changed settings run again")
         elif self.output.is_dir() and any(self.output.iterdir()):
             raise StPruneError(f"{self.output} is not empty and holds no st-prune run: choose another --output")
 
@@ -998,6 +1002,23 @@ class RecipeRunner:
 
     def _local_task_path(self, task: LocalTaskSpec) -> Path:
         return recipe_relative(self.recipe, task.path)
+
+    def stage_key(self, stage: str, variant: VariantSpec | None = None) -> str | None:
+        """The key of what ``stage`` depends on (``st_prune.stage_keys``); None while it cannot be known yet (a
+        variant's layers come from a scan that has to run again)."""
+        from st_prune import stage_keys
+
+        if stage == "scan":
+            return stage_keys.scan_key(self.recipe)
+        assert variant is not None
+        if variant.layers is None:  # a pick or a fraction: known from a scan of these settings only
+            marker = self.marker("scan")
+            if not marker.is_file() or _read_json(marker).get("key") != stage_keys.scan_key(self.recipe):
+                return None
+        layers = self.layers_of(variant)
+        if layers is None:
+            return None
+        return stage_keys.VARIANT_KEYS[stage](self.recipe, variant, layers, self.zoo_dir(variant).name)
 
     def _is_done(self, stage: str, variant: VariantSpec | None, key: Any = None) -> bool:
         marker = self.marker(stage, variant)
@@ -1120,7 +1141,7 @@ class RecipeRunner:
 
     # --- stages ---------------------------------------------------------------------------------------
     def stage_scan(self) -> None:
-        with self._stage("scan") as info:
+        with self._stage("scan", key=self.stage_key("scan")) as info:
             if info is None:
                 return
             recipe = self.recipe
@@ -1151,7 +1172,7 @@ class RecipeRunner:
         layers = self.layers_of(variant)
         assert layers is not None
         architectures.layers_to_keep(scan["num_layers"], layers)
-        with self._stage("prune", variant, key=layers) as info:
+        with self._stage("prune", variant, key=self.stage_key("prune", variant)) as info:
             if info is None:
                 return
             data = {"layers": layers, "num_layers": scan["num_layers"], "parameters": scan["parameters"][layers - 1],
@@ -1161,7 +1182,7 @@ class RecipeRunner:
 
     def stage_train(self, variant: VariantSpec) -> None:
         layers = self._prune_info(variant)["layers"]
-        with self._stage("train", variant, key=layers) as info:
+        with self._stage("train", variant, key=self.stage_key("train", variant)) as info:
             if info is None:
                 return
             spec = self.recipe.training_for(variant)
@@ -1224,7 +1245,7 @@ class RecipeRunner:
 
         layers = self._prune_info(variant)["layers"]
         folder = self.export_dir(variant)
-        with self._stage("export", variant, key=[layers, self.zoo_dir(variant).name]) as info:
+        with self._stage("export", variant, key=self.stage_key("export", variant)) as info:
             if info is None:
                 return
             model = self._load_trained(variant)
@@ -1282,8 +1303,7 @@ class RecipeRunner:
         export = self.work_dir(variant) / "export.json"
         if not export.is_file():
             raise StPruneError(f"{export} is missing: run the export stage first (--only export)")
-        key = [_read_json(export)["weight_bytes"], dataclasses.asdict(spec)]
-        with self._stage("trim", variant, key=key) as info:
+        with self._stage("trim", variant, key=self.stage_key("trim", variant)) as info:
             if info is None:
                 return
             if folder.exists():  # an earlier trim's (or export's) output: the runner's own folder, rebuilt whole
@@ -1304,8 +1324,8 @@ class RecipeRunner:
 
         spec = self.recipe.deploy
         folder = self.zoo_dir(variant)
-        key = [self.final_record(variant)["weight_bytes"], dataclasses.asdict(spec)]
-        with self._stage("deploy", variant, key=key) as info:
+        self.final_record(variant)  # its input exists (else one line naming the stage to run)
+        with self._stage("deploy", variant, key=self.stage_key("deploy", variant)) as info:
             if info is None:
                 return
             # Checked on the recipe's own texts (queries carry their prompt in the check), not only the built-in sample.
@@ -1338,9 +1358,8 @@ class RecipeRunner:
 
         folder = self.zoo_dir(variant)
         repo_id = self.repo_id(variant) if "/" in self.repo_id(variant) else f"local/{self.repo_id(variant)}"
-        key = [self.final_record(variant)["weight_bytes"], self.recipe.evaluation.tasks,
-               [dataclasses.asdict(task) for task in self.recipe.evaluation.local_tasks]]
-        with self._stage("evaluate", variant, key=key) as info:
+        self.final_record(variant)  # its input exists (else one line naming the stage to run)
+        with self._stage("evaluate", variant, key=self.stage_key("evaluate", variant)) as info:
             if info is None:
                 return
             tasks = self.evaluation_tasks()
@@ -1365,10 +1384,8 @@ class RecipeRunner:
         from st_prune.card import card_context, write_card
 
         repo_id = self.repo_id(variant)
-        # The card shows every record below: any of them redone (a re-export, a new trim) re-renders it.
-        records = [self.work_dir(variant) / f"{name}.json" for name in ("train", "export", "trim", "deploy", "eval")]
-        digest = hashlib.sha256(b"".join(p.read_bytes() for p in records if p.is_file())).hexdigest()[:16]
-        with self._stage("card", variant, key=[repo_id, digest]) as info:
+        # stage_keys.card_key covers every stage the card shows: any of them redone re-renders it.
+        with self._stage("card", variant, key=[repo_id, self.stage_key("card", variant)]) as info:
             if info is None:
                 return
             context = card_context(self, variant)
