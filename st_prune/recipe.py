@@ -65,7 +65,7 @@ import yaml
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
 from st_prune.local_only import is_local, load_model_folder
-from st_prune.resources import measure_usage, process_peak_rss_bytes
+from st_prune.resources import measure_usage, process_peak_rss_bytes, release_memory
 from st_prune.defaults import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
@@ -1066,6 +1066,7 @@ class RecipeRunner:
             self.log(f"[skip] {label}: done earlier")
             earlier = _read_json(self.marker(stage, variant))
             self.usage.append({"stage": label, "seconds": earlier.get("seconds"), "peak_rss_gb": earlier.get("peak_rss_gb"),
+                               **({"peak_gpu_gb": earlier["peak_gpu_gb"]} if "peak_gpu_gb" in earlier else {}),
                                "earlier": True})
             yield None
             return
@@ -1074,11 +1075,13 @@ class RecipeRunner:
         with measure_usage() as usage:
             yield info
         self.calls[stage] = self.calls.get(stage, 0) + 1
-        self.usage.append({"stage": label, "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2)})
+        gpu = {} if usage.peak_gpu_gb is None else {"peak_gpu_gb": round(usage.peak_gpu_gb, 2)}
+        self.usage.append({"stage": label, "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2),
+                           **gpu})
         write_json_atomic(
             self.marker(stage, variant),
             {"stage": stage, "variant": variant.name if variant else None, "key": key,
-             "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2),
+             "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2), **gpu,
              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info},
         )
         self.log(f"[done] {label} in {usage.seconds:.1f}s, peak memory {usage.peak_rss_gb:.2f} GB")
@@ -1099,6 +1102,8 @@ class RecipeRunner:
             else:
                 for variant in self.recipe.variants:
                     getattr(self, f"stage_{stage}")(variant)
+                    release_memory()  # the stage's model is unreferenced now: free it before the next one loads
+            release_memory()
         if not self.only or self.only in ("card", "publish"):
             self.update_zoo_index()
         total = time.perf_counter() - started
@@ -1120,10 +1125,14 @@ class RecipeRunner:
             return f"{value:.2f} GB" if unit == "GB" and value is not None else (
                 f"{value:.1f}s" if value is not None else "-")
 
-        lines = [f"{'stage':<18}{'wall':>10}{'peak memory':>14}"]
+        # On a GPU the table adds torch.cuda.max_memory_allocated per stage beside the process's RSS.
+        gpu = any("peak_gpu_gb" in row for row in self.usage)
+        lines = [f"{'stage':<18}{'wall':>10}{'peak memory':>14}" + (f"{'peak GPU':>12}" if gpu else "")]
         for row in self.usage:
             note = "  (done earlier)" if row.get("earlier") else ""
-            lines.append(f"{row['stage']:<18}{cell(row['seconds'], 's'):>10}{cell(row['peak_rss_gb'], 'GB'):>14}{note}")
+            gpu_cell = f"{cell(row.get('peak_gpu_gb'), 'GB'):>12}" if gpu else ""
+            lines.append(f"{row['stage']:<18}{cell(row['seconds'], 's'):>10}{cell(row['peak_rss_gb'], 'GB'):>14}"
+                         f"{gpu_cell}{note}")
         lines.append(f"{'total':<18}{total_seconds:>9.1f}s{peak:>11.2f} GB  (this process; {machine})")
         return "\n".join(lines)
 

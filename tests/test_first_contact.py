@@ -232,3 +232,54 @@ def test_every_package_st_prune_imports_is_declared():
                 if DISTRIBUTIONS.get(top, top).lower().replace("_", "-") not in {d.replace("_", "-") for d in declared}:
                     undeclared.add(f"{top} ({path.relative_to(ROOT)})")
     assert not undeclared, sorted(undeclared)
+
+
+# ----------------------------------------------------------------------------- memory between stages (issue 14.5)
+def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monkeypatch):
+    import weakref
+
+    from test_recipe import write_recipe
+    from tiny_models import make_tiny_llm
+
+    from st_prune.recipe import RecipeRunner, load_recipe
+
+    model_dir = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
+    path = write_recipe(tmp_path, model_dir, variants=[{"name": "small", "pick": "small"}])
+    original, alive_at_load, loaded = RecipeRunner._encoder, [], []
+
+    def recording_encoder(self, *args, **kwargs):
+        alive_at_load.append(sum(ref() is not None for ref in loaded))  # earlier stages' models still alive
+        model = original(self, *args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(RecipeRunner, "_encoder", recording_encoder)
+    RecipeRunner(load_recipe(path), tmp_path / "run", log=lambda _: None).run()
+    assert len(loaded) == 3  # scan, train, export
+    assert alive_at_load == [0, 0, 0]
+
+
+def test_on_a_gpu_each_stage_records_its_own_cuda_peak(monkeypatch):
+    from st_prune import resources
+
+    class FakeCuda:
+        def __init__(self):
+            self.peak, self.emptied = 0, 0
+
+        def reset_peak_memory_stats(self):
+            self.peak = 0
+
+        def max_memory_allocated(self):
+            return self.peak
+
+        def empty_cache(self):
+            self.emptied += 1
+
+    cuda = FakeCuda()
+    monkeypatch.setattr(resources, "_cuda", lambda: cuda)
+    cuda.peak = 9_000_000_000  # an earlier stage's peak must not count
+    with resources.measure_usage() as usage:
+        cuda.peak = 2_000_000_000
+    assert usage.peak_gpu_gb == 2.0
+    resources.release_memory()
+    assert cuda.emptied == 1
