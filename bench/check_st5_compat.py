@@ -6,7 +6,9 @@ and queries prompted with st-prune's one instruction format (``st_prune.data.ins
 versions must pool identically. The previous format (``"{instruction}:\n"``) is shown for contrast: ST 5.x
 strips the prompt before measuring it, so its trailing newline token was pooled with the query there.
 
-    python bench/check_st5_compat.py [--venv /opt/st5] [--st5 "sentence-transformers==5.1.2"]
+    python bench/check_st5_compat.py [--venv /opt/st5] [--st5 "sentence-transformers==5.1.2"] [--folders DIR ...]
+
+``--folders`` adds model folders that are already exported (e.g. a vocabulary-trimmed variant, issue 12).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> int:
     # 5.1.2 runs on transformers 4.57 (the legacy config keys matter there) and strips prompts before measuring them.
     parser.add_argument("--st5", default="sentence-transformers==5.1.2")
     parser.add_argument("--skip-real", action="store_true", help="only the tiny models")
+    parser.add_argument("--folders", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="exported model folders to check as they are (e.g. st-prune trim output)")
     args = parser.parse_args()
     python5 = ensure_venv(args.venv, args.st5)
     version = subprocess.run(
@@ -68,10 +72,17 @@ def main() -> int:
         print(f"sentence-transformers {version} (venv) vs this process; max |diff| of embeddings")
         print(f"prompt {PROMPT!r} (old format {OLD_PROMPT!r} for contrast)")
         print(f"{'model':<14} {'pooling':<14} {'documents':>10} {'queries':>10} {'old format':>10} {'old cos':>8}")
+        cases += [(str(folder.resolve()), "(as saved)") for folder in args.folders]
         for name, pooling in cases:
-            layers = 7 if name.startswith("smollm2") else 3
-            model = encoder_from_llm(str(sources[name]), layers=layers, pooling=pooling, max_seq_length=128)
-            folder = export_model(model, work / f"export-{name}", create_model_card=False)
+            if pooling == "(as saved)":
+                from sentence_transformers import SentenceTransformer
+
+                folder, model = Path(name), SentenceTransformer(name, device="cpu")
+                name = folder.name[:14]
+            else:
+                layers = 7 if name.startswith("smollm2") else 3
+                model = encoder_from_llm(str(sources[name]), layers=layers, pooling=pooling, max_seq_length=128)
+                folder = export_model(model, work / f"export-{name}", create_model_card=False)
             docs, _ = encode_in_plain_process(folder, TEXTS, work, python=str(python5))
             queries, _ = encode_in_plain_process(folder, TEXTS, work, prompt=PROMPT, python=str(python5))
             old, _ = encode_in_plain_process(folder, TEXTS, work, prompt=OLD_PROMPT, python=str(python5))
