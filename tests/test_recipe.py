@@ -328,7 +328,8 @@ def test_scan_json_and_cards_say_how_sure_each_pick_is(finished_run):
         entry = confidence[pick]
         assert entry["depth"] == scan[pick] and 0 < entry["share"] <= 1
         assert entry["runner_up"] == {"small": 3, "large": 7}[pick] - scan[pick]  # the other depth of its half (L=4)
-        phrases.append(f"*{pick}* is {scan[pick]} layers in {100 * entry['share']:.0f} % of the resamples")
+        layers = "layer" if scan[pick] == 1 else "layers"
+        phrases.append(f"*{pick}* is {scan[pick]} {layers} in {100 * entry['share']:.0f} % of the resamples")
     for entry in finished_run["summary"].values():
         card = (Path(entry["folder"]) / "README.md").read_text()
         assert "resampling the scan's 2 batches with replacement 1000 times" in card
