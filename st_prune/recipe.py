@@ -828,7 +828,7 @@ class RecipeRunner:
             for variant in targets:
                 key = None if stage == "publish" else self.stage_key(stage, variant)
                 done = self._is_done(stage, variant) if stage == "publish" else (
-                    key is not None and self._is_done(stage, variant, [self.repo_id(variant), key] if stage == "card" else key))
+                    key is not None and self._is_done(stage, variant, key))
                 state = "done, skipped" if done else "to run"
                 detail = ""
                 if variant is not None:
@@ -1003,7 +1003,7 @@ class RecipeRunner:
     def _local_task_path(self, task: LocalTaskSpec) -> Path:
         return recipe_relative(self.recipe, task.path)
 
-    def stage_key(self, stage: str, variant: VariantSpec | None = None) -> str | None:
+    def stage_key(self, stage: str, variant: VariantSpec | None = None) -> str | list[str] | None:
         """The key of what ``stage`` depends on (``st_prune.stage_keys``); None while it cannot be known yet (a
         variant's layers come from a scan that has to run again)."""
         from st_prune import stage_keys
@@ -1018,7 +1018,9 @@ class RecipeRunner:
         layers = self.layers_of(variant)
         if layers is None:
             return None
-        return stage_keys.VARIANT_KEYS[stage](self.recipe, variant, layers, self.zoo_dir(variant).name)
+        key = stage_keys.VARIANT_KEYS[stage](self.recipe, variant, layers, self.zoo_dir(variant).name)
+        # The card's marker also names its repo: publish refuses a card rendered for another one.
+        return [self.repo_id(variant), key] if stage == "card" else key
 
     def _is_done(self, stage: str, variant: VariantSpec | None, key: Any = None) -> bool:
         marker = self.marker(stage, variant)
@@ -1252,7 +1254,7 @@ class RecipeRunner:
     def stage_export(self, variant: VariantSpec) -> None:
         from st_prune.export import export_model, weight_bytes
 
-        layers = self._prune_info(variant)["layers"]
+        self._prune_info(variant)  # its input exists (else one line naming the stage to run)
         folder = self.export_dir(variant)
         with self._stage("export", variant, key=self.stage_key("export", variant)) as info:
             if info is None:
@@ -1394,7 +1396,7 @@ class RecipeRunner:
 
         repo_id = self.repo_id(variant)
         # stage_keys.card_key covers every stage the card shows: any of them redone re-renders it.
-        with self._stage("card", variant, key=[repo_id, self.stage_key("card", variant)]) as info:
+        with self._stage("card", variant, key=self.stage_key("card", variant)) as info:
             if info is None:
                 return
             context = card_context(self, variant)
