@@ -47,8 +47,6 @@ import json
 import logging
 import math
 import os
-import platform
-import random
 import re
 import shutil
 import time
@@ -65,6 +63,8 @@ import yaml
 from st_prune.errors import StPruneError
 from st_prune.files import read_json, write_json_atomic
 from st_prune.local_only import is_local, load_model_folder
+# Re-exported: benches and tests import the machine/speed helpers from here.
+from st_prune.machine import cpu_name, machine_description, measure_tokens_per_second, speed_texts  # noqa: F401
 from st_prune.resources import measure_usage, process_peak_rss_bytes, release_memory
 from st_prune.defaults import PAPER_LORA_TARGETS
 
@@ -661,51 +661,6 @@ def instruction_prompt(instruction: str) -> str:
     from st_prune.data import instruction_prompt as format_instruction
 
     return format_instruction(instruction) or ""
-
-
-# =====================================================================================================
-# Hardware and speed
-# =====================================================================================================
-def machine_description() -> str:
-    """E.g. 'NVIDIA H100 80GB HBM3 (CUDA, 1 GPU(s))' or 'Intel(R) Xeon(R) Processor @ 2.50GHz, 2 cores, torch
-    2.13.0+cpu on 2 threads': names hardware, never a host or path."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA, {torch.cuda.device_count()} GPU(s))"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_name()}, {cores} cores, torch {torch.__version__} on {torch.get_num_threads()} threads"
-
-
-def cpu_name() -> str:
-    """The processor's marketing name where the OS tells it (Linux), else its architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine() or 'unknown'} CPU"
-
-
-def measure_tokens_per_second(model, texts: list[str], batch_size: int = 16, repeats: int = 1) -> float:
-    """Non-padding tokens encoded per second (after one warm-up batch)."""
-    import torch
-
-    tokens = sum(int(model.tokenize(texts[i : i + batch_size])["attention_mask"].sum()) for i in range(0, len(texts), batch_size))
-    with torch.inference_mode():
-        model.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model.encode(texts, batch_size=batch_size, show_progress_bar=False)
-        elapsed = time.perf_counter() - start
-    return tokens * repeats / max(elapsed, 1e-9)
-
-
-def speed_texts(dataset, count: int = 64) -> list[str]:
-    """A fixed, reproducible set of documents for the tokens/s measurement."""
-    indices = random.Random(0).sample(range(len(dataset)), min(count, len(dataset)))
-    return [dataset[index]["positive"] for index in indices]
 
 
 def training_config(spec: TrainingSpec) -> Any:
