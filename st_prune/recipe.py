@@ -1131,20 +1131,20 @@ class RecipeRunner:
             if scan["pick_confidence"]:  # how sure: bootstrap over the scan's batches (in scan.json too)
                 self.log("       " + "; ".join(result.confidence_text(pick, scan["pick_confidence"]) for pick in ("small", "large")))
 
+    def _record(self, variant: VariantSpec, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Write a stage's record to ``work/<variant>/<name>.json``, the file later stages and the card read."""
+        write_json_atomic(self.work_dir(variant) / f"{name}.json", data)
+        return data
+
     def stage_prune(self, variant: VariantSpec) -> None:
-        from st_prune import architectures
+        from st_prune.stages.prune import prune_variant
 
         scan = self.scan_result()
         layers = self.layers_of(variant)
         assert layers is not None
-        architectures.layers_to_keep(scan["num_layers"], layers)
         with self._stage("prune", variant, key=self.stage_key("prune", variant)) as info:
-            if info is None:
-                return
-            data = {"layers": layers, "num_layers": scan["num_layers"], "parameters": scan["parameters"][layers - 1],
-                    "parameters_full": scan["parameters_full"]}
-            write_json_atomic(self.work_dir(variant) / "prune.json", data)
-            info.update(data)
+            if info is not None:
+                info.update(self._record(variant, "prune", prune_variant(scan, layers)))
 
     def stage_train(self, variant: VariantSpec) -> None:
         layers = self._prune_info(variant)["layers"]
@@ -1207,26 +1207,14 @@ class RecipeRunner:
         return model
 
     def stage_export(self, variant: VariantSpec) -> None:
-        from st_prune.export import export_model, weight_bytes
+        from st_prune.stages.export import export_variant
 
         self._prune_info(variant)  # its input exists (else one line naming the stage to run)
-        folder = self.export_dir(variant)
         with self._stage("export", variant, key=self.stage_key("export", variant)) as info:
-            if info is None:
-                return
-            model = self._load_trained(variant)
-            model.model_card_data.model_name = f"{self.recipe.base_short_name} L3Prune {variant.name}"
-            export_model(model, folder, overwrite=True, create_model_card=True)
-            exported = load_model_folder(folder)
-            data = {
-                "folder": folder.name,
-                "weight_bytes": weight_bytes(folder),
-                "tokens_per_second": round(measure_tokens_per_second(exported, speed_texts(self.rows())), 1),
-                "parameters": sum(parameter.numel() for parameter in exported.parameters()),
-                "machine": machine_description(),
-            }
-            write_json_atomic(self.work_dir(variant) / "export.json", data)
-            info.update(data)
+            if info is not None:
+                data = export_variant(self._load_trained(variant), self.export_dir(variant), texts=speed_texts(self.rows()),
+                                      model_name=f"{self.recipe.base_short_name} L3Prune {variant.name}")
+                info.update(self._record(variant, "export", data))
 
     def export_dir(self, variant: VariantSpec) -> Path:
         """Where export writes: the model folder itself, or the work folder when a trim makes the model folder."""
@@ -1243,6 +1231,7 @@ class RecipeRunner:
     def trim_corpus(self) -> list[str]:
         """The texts a trimmed model must embed exactly: the recipe's corpus file, or its training texts with the
         instruction prompts of training, queries and the evaluation tasks."""
+        from st_prune.stages.trim import training_corpus
         from st_prune.vocab_trim import read_corpus
 
         recipe = self.recipe
@@ -1251,61 +1240,39 @@ class RecipeRunner:
             if not path.is_file():
                 raise StPruneError(f"trim.corpus {recipe.trim.corpus} does not exist: fix it or --set trim.corpus=FILE")
             return read_corpus(path)
-        rows = self.rows()
-        texts = [text for column in ("anchor", "positive", "negative") if column in rows.column_names
-                 for text in rows[column] if text]
-        instructions = set(rows["instruction"]) if "instruction" in rows.column_names else set()
-        instructions |= {recipe.query_instruction} | {task.instruction for task in recipe.evaluation.local_tasks}
-        return texts + [instruction_prompt(text) for text in sorted(i for i in instructions if i)]
+        return training_corpus(self.rows(), {recipe.query_instruction} | {task.instruction for task in recipe.evaluation.local_tasks})
 
     def stage_trim(self, variant: VariantSpec) -> None:
         if not self.recipe.trims(variant):
             return
-        from st_prune.export import weight_bytes
-        from st_prune.vocab_trim import trim_vocabulary
+        from st_prune.stages.trim import trim_variant
 
         spec = self.recipe.trim
-        source, folder = self.export_dir(variant), self.zoo_dir(variant)
         export = self.work_dir(variant) / "export.json"
         if not export.is_file():
             raise StPruneError(f"{export} is missing: run the export stage first (--only export)")
         with self._stage("trim", variant, key=self.stage_key("trim", variant)) as info:
-            if info is None:
-                return
-            if folder.exists():  # an earlier trim's (or export's) output: the runner's own folder, rebuilt whole
-                shutil.rmtree(folder)
-            report = trim_vocabulary(source, self.trim_corpus(), folder, vocab_size=spec.vocab_size,
-                                     min_frequency=spec.min_frequency)
-            data = {"parameters": report.parameters_after, "weight_bytes": weight_bytes(folder),
-                    "report": report.to_dict()}
-            write_json_atomic(self.work_dir(variant) / "trim.json", data)
-            info.update(vocab_before=report.vocab_before, vocab_after=report.vocab_after,
-                        parameters=report.parameters_after)
-            self.log(f"       {report.summary().splitlines()[0]}")
+            if info is not None:
+                data = self._record(variant, "trim", trim_variant(
+                    self.export_dir(variant), self.zoo_dir(variant), self.trim_corpus(), vocab_size=spec.vocab_size,
+                    min_frequency=spec.min_frequency, log=self.log))
+                info.update(vocab_before=data["report"]["vocab_before"], vocab_after=data["report"]["vocab_after"],
+                            parameters=data["parameters"])
 
     def stage_deploy(self, variant: VariantSpec) -> None:
         if not self.recipe.deploys(variant):
             return
-        from st_prune.deploy import deploy, measure_backend_speed
+        from st_prune.stages.deploy import deploy_variant, shipped_files
 
         spec = self.recipe.deploy
-        folder = self.zoo_dir(variant)
         self.final_record(variant)  # its input exists (else one line naming the stage to run)
         with self._stage("deploy", variant, key=self.stage_key("deploy", variant)) as info:
-            if info is None:
-                return
-            # Checked on the recipe's own texts (queries carry their prompt in the check), not only the built-in sample.
-            texts = speed_texts(self.rows(), count=32)
-            report = deploy(folder, backends=spec.backends, quantize=spec.quantize, overwrite=True, texts=texts)
-            speed = measure_backend_speed(folder, report, speed_texts(self.rows()))
-            data = {"files": report["files"], "speed": speed, "machine": machine_description(),
-                    "versions": report["versions"]}
-            write_json_atomic(self.work_dir(variant) / "deploy.json", data)
-            shipped = [name for name, entry in report["files"].items() if entry.get("shipped")]
-            info.update(shipped=shipped)
-            best = max((entry for entry in speed.values()), key=lambda entry: entry["speedup"], default=None)
-            if best is not None:
-                self.log(f"       shipped {', '.join(shipped)}; fastest {best['file']}: {best['speedup']:.2f}x torch")
+            if info is not None:
+                # Checked on the recipe's own texts (queries carry their prompt in the check), not only the built-in sample.
+                data = self._record(variant, "deploy", deploy_variant(
+                    self.zoo_dir(variant), backends=spec.backends, quantize=spec.quantize, log=self.log,
+                    check_texts=speed_texts(self.rows(), count=32), speed_texts=speed_texts(self.rows())))
+                info.update(shipped=shipped_files(data))
 
     def evaluation_tasks(self) -> list[Any]:
         from st_prune.evaluation import load_local_task, resolve_tasks

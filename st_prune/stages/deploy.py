@@ -1,0 +1,33 @@
+"""The deploy stage: backend files (ONNX, OpenVINO; quantized where the recipe asks) beside the model folder's
+weights, each checked against torch and timed (``st_prune.deploy``).
+
+The record (``work/<variant>/deploy.json``) lists every file built, shipped or not (with why), its agreement with
+torch and its speed on this machine: the card's backend table is rendered from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def deploy_variant(folder: Path, *, backends: Sequence[str], quantize: Sequence[str],
+                   check_texts: list[str], speed_texts: list[str],
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build and check the backend files in ``folder``: agreement on ``check_texts``, speed on ``speed_texts``."""
+    from st_prune.deploy import deploy, measure_backend_speed
+    from st_prune.machine import machine_description
+
+    report = deploy(folder, backends=backends, quantize=quantize, overwrite=True, texts=check_texts)
+    speed = measure_backend_speed(folder, report, speed_texts)
+    record = {"files": report["files"], "speed": speed, "machine": machine_description(), "versions": report["versions"]}
+    best = max(speed.values(), key=lambda entry: entry["speedup"], default=None)
+    if best is not None:
+        log(f"       shipped {', '.join(shipped_files(record))}; fastest {best['file']}: {best['speedup']:.2f}x torch")
+    return record
+
+
+def shipped_files(record: dict[str, Any]) -> list[str]:
+    """The backend files a deploy record ships (the rest were built, checked and left out, with the reason)."""
+    return [name for name, entry in record["files"].items() if entry.get("shipped")]
