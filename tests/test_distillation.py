@@ -1,0 +1,86 @@
+"""Distillation of a stronger variant's embeddings alongside InfoNCE (st_prune.distillation), on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from st_prune import encoder_from_llm
+from st_prune.distillation import DistilledContrastiveLoss, add_teacher_embeddings, mean_distance
+from st_prune.errors import StPruneError
+from st_prune.training import TrainingConfig, build_loss, build_trainer, prepare_training_data
+from test_training import FAST, triplet_rows
+
+INSTRUCTION = "Retrieve semantically similar text"
+
+
+@pytest.fixture()
+def models(tiny_llm):
+    folder = str(tiny_llm("llama", layers=4))
+    teacher = encoder_from_llm(folder, layers=4, max_seq_length=64)
+    student = encoder_from_llm(folder, layers=2, max_seq_length=64)
+    return teacher, student
+
+
+def distill_data(teacher, rows: int = 16):
+    data = prepare_training_data(Dataset.from_list(triplet_rows(rows, INSTRUCTION)), batch_size=4)
+    return add_teacher_embeddings(teacher, data)
+
+
+def test_labels_are_the_teachers_embeddings_of_each_column_with_the_trainers_prompt(models):
+    teacher, _ = models
+    data = distill_data(teacher)
+    (name, dataset), = data.datasets.items()
+    assert dataset.column_names == ["anchor", "positive", "negative", "label"]
+    labels = torch.tensor(dataset["label"])
+    assert labels.shape == (16, 3, teacher.get_embedding_dimension())
+    prompt = data.prompts[name]["anchor"]
+    expected_anchor = teacher.encode(dataset["anchor"], prompt=prompt, convert_to_tensor=True)
+    expected_negative = teacher.encode(dataset["negative"], convert_to_tensor=True)
+    assert torch.allclose(labels[:, 0], expected_anchor, atol=1e-5)
+    assert torch.allclose(labels[:, 2], expected_negative, atol=1e-5)
+    plain_anchor = teacher.encode(dataset["anchor"], convert_to_tensor=True)
+    assert not torch.allclose(labels[:, 0], plain_anchor, atol=1e-3)  # the instruction was applied
+
+
+def test_loss_is_contrastive_plus_weighted_distance_from_one_forward_pass(models, tmp_path):
+    teacher, student = models
+    config = TrainingConfig(**FAST)
+    trainer = build_trainer(student, distill_data(teacher), config, output_dir=tmp_path / "run")
+    contrastive = trainer.loss
+    loss = DistilledContrastiveLoss(contrastive, weight=0.5)
+    batch = trainer.data_collator([trainer.train_dataset[index] for index in range(4)])
+    features, labels = trainer.collect_features(batch)
+    student.eval()
+    with torch.no_grad():
+        combined = float(loss(features, labels))
+        plain = float(contrastive(features, None))
+    parts = loss.last_parts
+    assert parts["contrastive"] == pytest.approx(plain, rel=1e-5)
+    assert parts["distill"] > 0
+    assert combined == pytest.approx(plain + 0.5 * parts["distill"], rel=1e-5)
+
+
+def test_training_with_distillation_moves_the_student_towards_the_teacher(models, tmp_path):
+    teacher, student = models
+    data = distill_data(teacher, rows=32)
+    before = mean_distance(student, data)
+    config = TrainingConfig(**{**FAST, "max_steps": 12, "learning_rate": 5e-3})
+    trainer = build_trainer(student, data, config, output_dir=tmp_path / "run")
+    trainer.loss = DistilledContrastiveLoss(trainer.loss, weight=4.0)
+    trainer.train()
+    after = mean_distance(student, data)
+    assert after < before * 0.9, (before, after)
+
+
+def test_bad_setups_fail_with_one_line(models, tmp_path):
+    teacher, student = models
+    contrastive = build_loss(student, TrainingConfig(**FAST))
+    with pytest.raises(StPruneError, match="weight must be above 0"):
+        DistilledContrastiveLoss(contrastive, weight=0)
+    with pytest.raises(StPruneError, match="distance must be one of"):
+        DistilledContrastiveLoss(contrastive, distance_metric="dot")
+    data = distill_data(teacher)
+    with pytest.raises(StPruneError, match="already has a 'label' column"):
+        add_teacher_embeddings(teacher, data)
