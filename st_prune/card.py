@@ -1,4 +1,4 @@
-"""Model cards for pruned encoders, and the zoo index.
+"""Model cards for pruned encoders.
 
 A card is rendered from ``st_prune/templates/model_card.md.j2`` (jinja2, ``StrictUndefined``: a missing
 value is an error, never an empty spot). It builds on sentence-transformers' own model-card data: the
@@ -19,17 +19,14 @@ import re
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 
 from st_prune.dtypes import saved_weights
 from st_prune.errors import StPruneError
-from st_prune.files import read_json, write_json_atomic, write_text_atomic
+from st_prune.files import read_json, write_text_atomic
 from st_prune.local_only import load_model_folder
-
-if TYPE_CHECKING:
-    from st_prune.recipe import RecipeRunner, VariantSpec
 
 TEMPLATE_NAME = "model_card.md.j2"
 CURVE_FILE = "l3prune.png"
@@ -120,11 +117,11 @@ def render_card(context: dict[str, Any], extra_forbidden: tuple[str, ...] = ()) 
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _mb(num_bytes: int) -> str:
+def megabytes(num_bytes: int) -> str:
     return f"{num_bytes / 1024**2:,.1f} MB"
 
 
-def _millions(count: int) -> str:
+def millions(count: int) -> str:
     if count < 1e6:
         return f"{count:,}"
     return f"{count / 1e6:,.1f}M" if count < 1e9 else f"{count / 1e9:,.2f}B"
@@ -135,20 +132,36 @@ def _public_name(path_text: str) -> str:
     return Path(path_text).name or path_text
 
 
-def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
-    """Everything the template shows for one variant, read from the run folder and the exported model."""
-    from st_prune.evaluation import PAPER_CITATION, PAPER_URL, results_table_markdown
-    from st_prune.recipe import speed_texts
+def stage_records(work: Path, *, trims: bool, deploys: bool) -> dict[str, dict[str, Any] | None]:
+    """The stage records a card is rendered from, read from a variant's work folder: prune, train
+    and export always; trim where the recipe trims; eval and deploy where they ran (else None)."""
+    return {
+        "prune": _load(work / "prune.json", "prune"),
+        "train": _load(work / "train.json", "train"),
+        "export": _load(work / "export.json", "export"),
+        "trim": _load(work / "trim.json", "trim") if trims else None,
+        "eval": _load_optional(work / "eval.json"),
+        "deploy": _load_optional(work / "deploy.json") if deploys else None,
+    }
 
-    recipe = runner.recipe
-    work = runner.work_dir(variant)
-    folder = runner.zoo_dir(variant)
-    scan = runner.scan_result()
-    prune = _load(work / "prune.json", "prune")
-    train = _load(work / "train.json", "train")
-    export = _load(work / "export.json", "export")
-    evaluation = _load_optional(work / "eval.json")
-    repo_id = runner.repo_id(variant)
+
+def final_record(records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The record of the folder as shipped: the trim's where the variant was trimmed, else the export's."""
+    final = records.get("trim") or records["export"]
+    assert final is not None
+    return final
+
+
+def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan: dict[str, Any],
+                 records: dict[str, dict[str, Any] | None], run_dir: Path, speed_documents: int) -> dict[str, Any]:
+    """Everything the template shows for one variant: ``recipe`` and ``variant`` are the recipe's specs, ``scan`` and
+    ``records`` the stage records (``stage_records``), ``folder`` the exported model folder, ``run_dir`` the run
+    folder the evaluation record's results path is relative to, ``speed_documents`` how many texts tokens/s timed."""
+    from st_prune.evaluation import PAPER_CITATION, PAPER_URL, results_table_markdown
+
+    prune, train, export = records["prune"], records["train"], records["export"]
+    assert prune is not None and train is not None and export is not None
+    evaluation = records.get("eval")
 
     # sentence-transformers' card data: set our fields on it, read the model facts it derives.
     model = load_model_folder(folder)
@@ -163,26 +176,24 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     st_facts = card_data.to_dict()
 
     full_layers, layers = scan["num_layers"], prune["layers"]
-    final = runner.final_record(variant)  # the folder as shipped: trimmed where the recipe trims
-    trim = _load_optional(work / "trim.json") if recipe.trims(variant) else None
-    deployed = _load_optional(work / "deploy.json") if recipe.deploys(variant) else None
-    full_params, params = scan["parameters_full"], final["parameters"]
+    trim, deployed = records.get("trim"), records.get("deploy")
+    full_params, params = scan["parameters_full"], final_record(records)["parameters"]
     speed_full, speed = scan["tokens_per_second_full"], export["tokens_per_second"]
     weights = saved_weights(folder)  # read back from the files that ship: their real dtype and size on disk
     pruning = {
         "layers": layers,
         "num_layers": full_layers,
         "layers_pct": 100 * layers / full_layers,
-        "parameters": _millions(params),
-        "parameters_full": _millions(full_params),
+        "parameters": millions(params),
+        "parameters_full": millions(full_params),
         "pruned_pct": 100 * (1 - params / full_params),
-        "weight_size": _mb(weights["bytes"]),
+        "weight_size": megabytes(weights["bytes"]),
         "weight_dtype": weights["dtype"],
         "tokens_per_second": f"{speed:,.0f}",
         "tokens_per_second_full": f"{speed_full:,.0f}",
         "speedup": speed / speed_full if speed_full else 0.0,
         "machine": export["machine"],
-        "speed_documents": len(speed_texts(runner.rows())),
+        "speed_documents": speed_documents,
         "how": (
             f"L3Prune's {variant.pick} pick" if variant.pick
             else f"a fixed {variant.layers}-layer cut" if variant.layers
@@ -213,7 +224,7 @@ def card_context(runner: RecipeRunner, variant: VariantSpec) -> dict[str, Any]:
     datasets = list(recipe.data.names)
     eval_context: dict[str, Any] = {"table": "", "rows": [], "average": None}
     if evaluation:
-        results_dir = runner.output / evaluation["results_dir"]
+        results_dir = run_dir / evaluation["results_dir"]
         eval_context["table"] = results_table_markdown(results_dir, task_types=evaluation["task_types"]).strip()
         eval_context["average"] = evaluation["average"]
         for task, score in evaluation["scores"].items():
@@ -332,79 +343,3 @@ def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None)
         shutil.copyfile(curve, folder / CURVE_FILE)
     write_text_atomic(folder / "README.md", text)
     return folder / "README.md"
-
-
-# ------------------------------------------------------------------------------------------ zoo index
-def zoo_entries(runner: RecipeRunner) -> list[dict[str, Any]]:
-    """One row per variant that has a card: repo id, base, layers, params, score, published or local."""
-    entries = []
-    for variant in runner.recipe.variants:
-        card = runner.marker("card", variant)
-        export = runner.work_dir(variant) / "export.json"
-        if not card.is_file() or not export.is_file():
-            continue
-        prune = _load(runner.work_dir(variant) / "prune.json", "prune")
-        evaluation = _load_optional(runner.work_dir(variant) / "eval.json") or {}
-        published = runner.marker("publish", variant).is_file() and runner.org is not None
-        entries.append({
-            "repo_id": runner.repo_id(variant),
-            "recipe": runner.recipe.name,
-            "variant": variant.name,
-            "base_model": runner.recipe.base_id,
-            "layers": prune["layers"],
-            "num_layers": prune["num_layers"],
-            "parameters": runner.final_record(variant)["parameters"],
-            "score": evaluation.get("average"),
-            "tasks": sorted(evaluation.get("scores", {})),
-            "published": published,
-            **_weights_entry(runner.zoo_dir(variant)),
-        })
-    return entries
-
-
-def _weights_entry(folder: Path) -> dict[str, Any]:
-    """The zoo row's ``dtype`` and ``weight_bytes``, read from the model folder's safetensors files (if it has them)."""
-    if not any(folder.glob("*.safetensors")):
-        return {}
-    weights = saved_weights(folder)
-    return {"dtype": weights["dtype"], "weight_bytes": weights["bytes"]}
-
-
-def update_zoo_index(folder: str | os.PathLike, entries: list[dict[str, Any]]) -> Path:
-    """Merge ``entries`` into ``folder/zoo.json`` (keyed by recipe + variant) and re-render ``folder/README.md``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    index_file = folder / "zoo.json"
-    existing = read_json(index_file, fix="repair or delete it (it lists every variant built with --zoo-index)") if index_file.is_file() else []
-    merged = {(entry["recipe"], entry["variant"]): entry for entry in existing}
-    for entry in entries:
-        merged[(entry["recipe"], entry["variant"])] = entry
-    rows = sorted(merged.values(), key=lambda entry: (entry["base_model"], -entry["layers"], entry["repo_id"]))
-    write_json_atomic(index_file, rows, sort_keys=False)
-    write_text_atomic(folder / "README.md", render_zoo_readme(rows))
-    return folder / "README.md"
-
-
-def render_zoo_readme(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "# st-prune model zoo",
-        "",
-        "Every variant that `st-prune run` has produced or published. Generated from `zoo.json`: do not edit by hand;",
-        "`st-prune run RECIPE --zoo-index model_cards` merges a run's variants and re-renders this file.",
-        "Score: mean main score ×100 over the recipe's evaluation tasks (listed per row), not comparable across",
-        "rows with different task lists.",
-        "",
-        "| Model | Base | Layers | Parameters | Score | Tasks | Weights | Where |",
-        "|---|---|---:|---:|---:|---|---|---|",
-    ]
-    for row in rows:
-        score = f"{100 * row['score']:.2f}" if row.get("score") is not None else "–"
-        where = f"[Hub](https://huggingface.co/{row['repo_id']})" if row.get("published") else "local"
-        tasks = ", ".join(row.get("tasks") or []) or "–"
-        # Rows written before the index recorded them have no dtype/size: "–", never a guess.
-        weights = f"{row['dtype']}, {_mb(row['weight_bytes'])}" if row.get("dtype") and row.get("weight_bytes") else "–"
-        lines.append(
-            f"| {row['repo_id']} | {row['base_model']} | {row['layers']}/{row['num_layers']} | "
-            f"{_millions(row['parameters'])} | {score} | {tasks} | {weights} | {where} |"
-        )
-    return "\n".join(lines) + "\n"

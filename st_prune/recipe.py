@@ -1274,59 +1274,42 @@ class RecipeRunner:
                     check_texts=speed_texts(self.rows(), count=32), speed_texts=speed_texts(self.rows())))
                 info.update(shipped=shipped_files(data))
 
-    def evaluation_tasks(self) -> list[Any]:
-        from st_prune.evaluation import load_local_task, resolve_tasks
-
-        tasks = list(resolve_tasks(self.recipe.evaluation.tasks)) if self.recipe.evaluation.tasks else []
-        for task in self.recipe.evaluation.local_tasks:
-            tasks.append(
-                load_local_task(self._local_task_path(task), task.type, name=task.name, instruction=task.instruction)
-            )
-        return tasks
-
     def stage_evaluate(self, variant: VariantSpec) -> None:
-        if not self.recipe.evaluation.tasks and not self.recipe.evaluation.local_tasks:
+        spec = self.recipe.evaluation
+        if not spec.tasks and not spec.local_tasks:
             return
-        from st_prune.evaluation import build_model_meta, evaluate_model
+        from st_prune.stages.evaluate import evaluate_variant, evaluation_tasks
 
-        folder = self.zoo_dir(variant)
         repo_id = self.repo_id(variant) if "/" in self.repo_id(variant) else f"local/{self.repo_id(variant)}"
         self.final_record(variant)  # its input exists (else one line naming the stage to run)
         with self._stage("evaluate", variant, key=self.stage_key("evaluate", variant)) as info:
-            if info is None:
-                return
-            tasks = self.evaluation_tasks()
-            model = load_model_folder(folder)
-            meta = build_model_meta(model, name=repo_id, revision="main", base_model=self.recipe.base_id,
-                                    license=self.recipe.card.license)
-            run = evaluate_model(model, tasks, meta=meta, output_dir=self.output / "results",
-                                 batch_size=self.recipe.evaluation.batch_size, overwrite=True)
-            scores = {name: round(score, 6) for name, score in run.main_scores.items()}
-            main_score_names = {task.metadata.name: task.metadata.main_score for task in tasks}
-            data = {
-                "scores": scores,
-                "task_types": run.task_types,
-                "main_score_names": main_score_names,
-                "average": round(sum(scores.values()) / len(scores), 6) if scores else None,
-                "results_dir": str(run.results_dir.relative_to(self.output)),
-            }
-            write_json_atomic(self.work_dir(variant) / "eval.json", data)
-            info.update(average=data["average"])
+            if info is not None:
+                tasks = evaluation_tasks(spec.tasks, [(self._local_task_path(task), task) for task in spec.local_tasks])
+                data = self._record(variant, "eval", evaluate_variant(
+                    self.zoo_dir(variant), tasks, repo_id=repo_id, base_model=self.recipe.base_id,
+                    license=self.recipe.card.license, batch_size=spec.batch_size, run_dir=self.output))
+                info.update(average=data["average"])
+
+    def card_inputs(self, variant: VariantSpec) -> dict[str, Any]:
+        """``st_prune.card.card_context``'s inputs beside the recipe and variant, read from the run folder."""
+        from st_prune.card import stage_records
+
+        return {"repo_id": self.repo_id(variant), "folder": self.zoo_dir(variant), "scan": self.scan_result(),
+                "records": stage_records(self.work_dir(variant), trims=self.recipe.trims(variant),
+                                         deploys=self.recipe.deploys(variant)),
+                "run_dir": self.output, "speed_documents": len(speed_texts(self.rows()))}
 
     def stage_card(self, variant: VariantSpec) -> None:
-        from st_prune.card import card_context, write_card
+        from st_prune.stages.card import card_variant
 
-        repo_id = self.repo_id(variant)
         # stage_keys.card_key covers every stage the card shows: any of them redone re-renders it.
         with self._stage("card", variant, key=self.stage_key("card", variant)) as info:
-            if info is None:
-                return
-            context = card_context(self, variant)
-            write_card(self.zoo_dir(variant), context, self.output / "scan" / "l3prune.png")
-            info.update(repo_id=repo_id)
+            if info is not None:
+                info.update(card_variant(self.recipe, variant, curve=self.output / "scan" / "l3prune.png",
+                                         **self.card_inputs(variant)))
 
     def stage_publish(self, variant: VariantSpec) -> None:
-        from st_prune.hub import publish_folder
+        from st_prune.stages.publish import folder_digest, publish_variant
 
         repo_id = self.repo_id(variant)
         card = self.marker("card", variant)
@@ -1334,25 +1317,28 @@ class RecipeRunner:
             raise StPruneError(f"the card of {variant.name} was written for another repo: run the card stage first")
         folder = self.zoo_dir(variant)
         # Re-publish when the folder changed (e.g. a re-rendered card); publish_folder itself skips no-op commits.
-        listing = [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.rglob("*"))
-                   if p.is_file()]
-        digest = hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
-        with self._stage("publish", variant, key=[repo_id, digest]) as info:
-            if info is None:
-                return
-            result = publish_folder(folder, repo_id, private=self.recipe.publish.private, token=self.token,
-                                    endpoint=self.endpoint,
-                                    commit_message=f"Publish {folder.name} ({self.recipe.name} recipe) with st-prune")
-            info.update(repo_id=repo_id, repo_url=result.repo_url, commit=result.commit_oid, changed=result.changed)
-            self.log(f"       published {repo_id} ({result.commit_url or 'unchanged'})")
+        with self._stage("publish", variant, key=[repo_id, folder_digest(folder)]) as info:
+            if info is not None:
+                info.update(publish_variant(
+                    folder, repo_id, private=self.recipe.publish.private, token=self.token, endpoint=self.endpoint,
+                    commit_message=f"Publish {folder.name} ({self.recipe.name} recipe) with st-prune", log=self.log))
 
     # --- zoo index ------------------------------------------------------------------------------------
     def update_zoo_index(self) -> None:
-        from st_prune.card import update_zoo_index, zoo_entries
+        """The zoo index rows of every variant with a card, into DIR/models/ and the --zoo-index folder."""
+        from st_prune.stages.zoo_index import update_zoo_index, zoo_entry
 
-        entries = zoo_entries(self)
-        if not entries:
-            return
-        update_zoo_index(self.models_dir, entries)
-        if self.zoo_index is not None:
-            update_zoo_index(self.zoo_index, entries)
+        entries = []
+        for variant in self.recipe.variants:
+            work = self.work_dir(variant)
+            if not self.marker("card", variant).is_file() or not (work / "export.json").is_file():
+                continue
+            evaluation = work / "eval.json"
+            entries.append(zoo_entry(
+                recipe=self.recipe.name, variant=variant.name, base_model=self.recipe.base_id,
+                repo_id=self.repo_id(variant), prune=self._prune_info(variant), final=self.final_record(variant),
+                evaluation=_read_json(evaluation) if evaluation.is_file() else None, folder=self.zoo_dir(variant),
+                published=self.marker("publish", variant).is_file() and self.org is not None))
+        for folder in (self.models_dir, self.zoo_index) if entries else ():
+            if folder is not None:
+                update_zoo_index(folder, entries)

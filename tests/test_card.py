@@ -12,7 +12,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_llm  # noqa: E402
 
-from st_prune.card import check_card, load_template, render_card, render_zoo_readme  # noqa: E402
+from st_prune.card import check_card, load_template, render_card  # noqa: E402
+from st_prune.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation import PAPER_CITATION  # noqa: E402
 from st_prune.recipe import RecipeRunner, load_recipe, machine_description  # noqa: E402
@@ -144,7 +145,8 @@ def test_render_card_refuses_a_local_path_in_any_field(card_run):
     from st_prune.card import card_context
 
     runner = card_run["runner"]
-    context = card_context(runner, runner.recipe.variants[0])
+    variant = runner.recipe.variants[0]
+    context = card_context(runner.recipe, variant, **runner.card_inputs(variant))
     context["training"]["data"] = str(card_run["folder"] / "data.jsonl")
     with pytest.raises(StPruneError, match="path"):
         render_card(context, extra_forbidden=(str(card_run["folder"]),))
