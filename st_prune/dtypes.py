@@ -24,27 +24,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+# The names and kwargs live apart so the loader (st_prune.truncated_llm) can use them without importing this module,
+# which imports the loader to read a checkpoint's config; re-exported here.
+from st_prune.dtype_names import DTYPE_CHOICES, check_dtype_name, model_kwargs_for  # noqa: F401
 from st_prune.errors import StPruneError
 
 logger = logging.getLogger(__name__)
 
-DTYPE_CHOICES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
 #: safetensors' dtype codes -> torch names (what cards say).
 SAFETENSORS_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
-
-
-def check_dtype_name(dtype: str, flag: str = "--dtype") -> str:
-    if dtype not in DTYPE_CHOICES:
-        raise StPruneError(f"{flag} {dtype!r} is not a load dtype; use one of {', '.join(DTYPE_CHOICES)}")
-    return dtype
-
-
-def model_kwargs_for(dtype: str | None) -> dict[str, Any]:
-    """``model_kwargs`` for ``from_pretrained`` (through sentence-transformers) that load in ``dtype``."""
-    import torch
-
-    name = check_dtype_name(dtype or "auto")
-    return {"dtype": "auto" if name == "auto" else getattr(torch, name)}
 
 
 def checkpoint_dtype(source: str, gguf_file: str | None = None) -> str | None:

@@ -360,7 +360,7 @@ def encoder_from_llm(
 
     check_device(device, "device")  # before minutes of loading, not at the final .to(device)
     if dtype is not None:
-        from st_prune.dtypes import model_kwargs_for
+        from st_prune.dtype_names import model_kwargs_for
 
         model_kwargs = {**(model_kwargs or {}), **model_kwargs_for(dtype)}
     module = TruncatedLLM(
