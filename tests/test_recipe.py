@@ -299,6 +299,117 @@ def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsy
     assert "variants.0.steps must be at least 1, got 0" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------- the schema's ranges (pydantic) and digests
+CPU_RECIPE = "smollm2-135m-instruct-cpu"
+# Recipe.digest() of every shipped recipe, computed with the hand-written schema before the move to pydantic: the
+# run folder's run.json holds it, so the same recipe must keep the same digest.
+SHIPPED_DIGESTS = {
+    "gemma-2-9b-it": "38d38a4ecd8f6f1e",
+    "gemma-3-270m-cpu": "d48df9bfef053940",
+    "llama-3-8b-instruct": "5e4fab1acef96964",
+    "llama-3.1-8b-instruct": "fe9dd7bac4363552",
+    "mistral-7b-instruct-v0.2": "dc70234704e94a10",
+    "phi-3-mini-4k-instruct": "5b25ddf067bc7ca8",
+    "qwen2-7b-instruct": "fd9119553b3d6efe",
+    "qwen2.5-7b-instruct": "4d20eb224f6ae969",
+    "qwen3-8b": "29cba672a596627d",
+    "smollm2-135m-instruct-cpu": "c75cd17c06fd9360",
+}
+
+
+def test_shipped_recipes_keep_their_digests():
+    assert {path.stem for path in RECIPES} == set(SHIPPED_DIGESTS)
+    digests = {path.stem: load_recipe(path).digest() for path in RECIPES}
+    assert digests == SHIPPED_DIGESTS  # a recipe edit that changes its models changes its digest: update it here
+
+
+@pytest.mark.parametrize("override, key", [
+    # the examples
+    ("training.learning_rate=-1", "training.learning_rate"),
+    ("training.lora.r=-3", "training.lora.r"),
+    ("scan.scale=0", "scan.scale"),
+    ("training.scale=0", "training.scale"),
+    ("training.warmup_steps=-5", "training.warmup_steps"),
+    ("training.lora.dropout=1.5", "training.lora.dropout"),
+    ("evaluation.batch_size=0", "evaluation.batch_size"),
+    # ranges the hand-written checks did not have
+    ("scan.seed=-1", "scan.seed"),
+    ("training.seed=4294967296", "training.seed"),
+    ("base.layers=0", "base.layers"),
+    ("data.max_rows=-1", "data.max_rows"),
+    ("card.license=", "card.license"),
+    ("training.learning_rate=.nan", "training.learning_rate"),
+])
+def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, monkeypatch, capsys, override, key):
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["run", CPU_RECIPE, "--output", str(tmp_path / "out"), "--dry-run", "--set", override])
+    captured = capsys.readouterr()
+    error = captured.err.strip()
+    assert status == 2 and len(error.splitlines()) == 1, error
+    assert f"error: {CPU_RECIPE}.yaml: {key} must " in error
+    assert f"--set {key}=VALUE" in error
+    assert list(tmp_path.iterdir()) == [] and captured.out == ""  # nothing written, no plan printed
+
+
+def test_several_problems_are_reported_together_on_one_line():
+    with pytest.raises(StPruneError) as error:
+        load_recipe(CPU_RECIPE, ["training.learning_rate=-1", "training.lora.dropout=1.5", "evaluation.batch_size=0"])
+    message = str(error.value)
+    assert "\n" not in message and message.count("; ") >= 2
+    for key in ("training.learning_rate must be", "training.lora.dropout must be in [0, 1)", "evaluation.batch_size must"):
+        assert key in message
+
+
+def test_set_suggests_the_full_key_path_and_reads_exponents():
+    # `lora.r` (the shorthand) names the real key; PyYAML reads `1e-4` as a string, the schema as a number.
+    with pytest.raises(StPruneError, match=r"--set lora: unknown key \(did you mean training.lora.r\?\)"):
+        load_recipe(CPU_RECIPE, ["lora.r=8"])
+    recipe = load_recipe(CPU_RECIPE, ["training.learning_rate=1e-4", "scan.scale=20"])
+    assert recipe.training.learning_rate == 1e-4 and isinstance(recipe.scan.scale, float)
+    with pytest.raises(StPruneError, match="'training.learning_rate' must be a number, got 'fast'"):
+        load_recipe(CPU_RECIPE, ["training.learning_rate=fast"])
+
+
+def test_source_is_not_a_recipe_key(tmp_path, tiny_model):
+    path = write_recipe(tmp_path, tiny_model, source="/somewhere/else.yaml")
+    with pytest.raises(StPruneError, match="unknown key 'source' in recipe; valid keys: name, base"):
+        load_recipe(path)
+    assert load_recipe(write_recipe(tmp_path, tiny_model)).source == str(tmp_path / "recipe.yaml")
+
+
+def test_specs_check_their_ranges_when_built_in_code_too():
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from st_prune.recipe import TrainingSpec, VariantSpec
+
+    training = TrainingSpec()
+    assert dataclasses.replace(training, steps=5).steps == 5
+    with pytest.raises(ValidationError):
+        dataclasses.replace(training, steps=0)  # Recipe.training_for builds per-variant sections this way
+    with pytest.raises(ValidationError):
+        TrainingSpec(learning_rate=-1.0)
+    with pytest.raises(ValidationError, match="exactly one of pick"):
+        VariantSpec("both", pick="small", layers=3)
+
+
+def test_every_numeric_recipe_value_has_a_range():
+    import dataclasses
+
+    from st_prune import recipe_schema
+
+    specs = [value for value in vars(recipe_schema).values() if isinstance(value, type) and hasattr(value, "__pydantic_fields__")]
+    numeric, unranged = [], []
+    for cls in specs:
+        for name, info in cls.__pydantic_fields__.items():
+            if info.init is not False and recipe_schema._unwrap(info.annotation) in (int, float):
+                numeric.append(f"{cls.__name__}.{name}")
+                if "range" not in (info.json_schema_extra or {}):
+                    unranged.append(f"{cls.__name__}.{name}")
+    assert len(specs) == 13 and len(numeric) >= 20 and unranged == []
+
+
 # ------------------------------------------------------------------------------------- the full run
 def test_full_run_produces_both_variants_and_stage_files(finished_run):
     output, summary = finished_run["output"], finished_run["summary"]
