@@ -13,6 +13,7 @@ bad value and the fix; ``parse_override`` types ``--set KEY=VALUE`` by the same 
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -38,8 +39,9 @@ from pydantic.fields import FieldInfo
 from st_prune.defaults import PAPER_LORA_TARGETS
 from st_prune.errors import StPruneError
 
-# Unknown keys are errors (a typo must not silently fall back to the default).
-spec = _pydantic_dataclass(config=ConfigDict(extra="forbid"))
+# Unknown keys are errors (a typo must not silently fall back to the default). defer_build: pydantic builds a spec's
+# validator when it is first used, not at import: every `st-prune` command imports this module, few load a recipe.
+spec = _pydantic_dataclass(config=ConfigDict(extra="forbid", defer_build=True))
 
 
 def _yaml_number(value: Any) -> Any:
@@ -345,8 +347,6 @@ class Recipe:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_RECIPE = TypeAdapter(Recipe)
-
 
 # =====================================================================================================
 # Walking the schema (error messages and --set)
@@ -501,10 +501,15 @@ def _missing_message(parent: tuple[Any, ...], names: list[str]) -> str:
             f"valid keys: {', '.join(recipe_keys(section))}")
 
 
+@functools.cache
+def _recipe_adapter() -> TypeAdapter:
+    return TypeAdapter(Recipe)
+
+
 def recipe_from_dict(data: Any) -> Recipe:
     """A validated Recipe from the YAML's mapping; any problem is one StPruneError line."""
     try:
-        return _RECIPE.validate_python(data)
+        return _recipe_adapter().validate_python(data)
     except ValidationError as error:
         raise StPruneError(describe_validation_error(error)) from None
 
