@@ -548,7 +548,20 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
         Path(output_dir, CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True))
         timer = getattr(self, "step_timer", None)
         if timer is not None:  # trainer_state.json keeps the loss history but not the time: a resume needs both
-            Path(output_dir, CHECKPOINT_PROGRESS_NAME).write_text(json.dumps({"train_seconds": timer.train_seconds()}))
+            progress: dict[str, float] = {"train_seconds": timer.train_seconds()}
+            loss_sum = self._loss_sum_so_far()
+            if loss_sum is not None:
+                progress["loss_sum"] = loss_sum
+            Path(output_dir, CHECKPOINT_PROGRESS_NAME).write_text(json.dumps(progress))
+
+    def _loss_sum_so_far(self) -> float | None:
+        """Sum of every step's loss up to now, earlier runs before a resume included: the trainer's own
+        ``train_loss`` averages only the steps of its ``train()`` call, so a resumed run's mean needs the rest."""
+        drained, pending = getattr(self, "_total_loss_scalar", None), getattr(self, "_tr_loss", None)
+        timer = getattr(self, "step_timer", None)
+        if drained is None or pending is None or timer is None or timer.earlier_loss_sum is None:
+            return None
+        return timer.earlier_loss_sum + drained + float(pending.detach().float().item())
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_checkpoint_weights(self.model, resume_from_checkpoint)
@@ -640,6 +653,7 @@ class _StepTimer(TrainerCallback):
         self.step_cpu_seconds: list[float] = []
         self._start: tuple[float, float] | None = None
         self.earlier_seconds = 0.0  # training time of the run(s) a resumed run continues (from the checkpoint)
+        self.earlier_loss_sum: float | None = 0.0  # their summed step losses (None: a checkpoint without the record)
         self._train_start: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -734,11 +748,7 @@ def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.P
         if not has_checkpoints(work_dir):
             raise StPruneError(f"no checkpoint in {work_dir} to resume from; drop --resume to start a new run")
         last, skipped = _newest_intact_checkpoint(work_dir)
-        if skipped:
-            # A kill during a save leaves a partial checkpoint-N; the one before it is whole and loses only N steps.
-            logger.warning("Skipping damaged checkpoint(s) %s (interrupted while being saved); %s",
-                           "; ".join(f"{Path(path).name}: {why}" for path, why in skipped),
-                           f"resuming from {Path(last).name}" if last else "none left to resume from")
+        _log_skipped(last, skipped)
         if last is None:
             raise StPruneError(
                 f"every checkpoint in {work_dir} is damaged ({skipped[0][1]} in {Path(skipped[0][0]).name}, ...); "
@@ -750,6 +760,23 @@ def resolve_resume(resume: bool | str | os.PathLike | None, work_dir: str | os.P
     if problem:
         raise StPruneError(f"checkpoint {resume} is damaged ({problem}); pass an intact checkpoint or --resume alone")
     return str(checkpoint)
+
+
+def resumable_checkpoint(work_dir: str | os.PathLike) -> str | None:
+    """The newest intact checkpoint in ``work_dir`` (damaged newer ones skipped with one warning), or None."""
+    if not has_checkpoints(work_dir):
+        return None
+    last, skipped = _newest_intact_checkpoint(work_dir)
+    _log_skipped(last, skipped)
+    return last
+
+
+def _log_skipped(last: str | None, skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        # A kill during a save leaves a partial checkpoint-N; the one before it is whole and loses only N steps.
+        logger.warning("Skipping damaged checkpoint(s) %s (interrupted while being saved); %s",
+                       "; ".join(f"{Path(path).name}: {why}" for path, why in skipped),
+                       f"resuming from {Path(last).name}" if last else "none left to resume from")
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
@@ -831,6 +858,9 @@ def train_pruned(
 ) -> SentenceTransformer:
     """Train a pruned LLM encoder with the paper's recipe and return it with the LoRA adapter merged.
 
+    Loads the model, applies the folder policy (``resume``, ``overwrite``), trains with ``train_encoder`` (the
+    training ``st-prune run`` uses too), merges and exports.
+
     Args:
         model_or_path: a SentenceTransformer from ``encoder_from_llm``, or a Hub id / folder / ``.gguf`` file
             that is loaded with ``encoder_from_llm(layers=..., fraction=..., pooling=...)``.
@@ -876,19 +906,9 @@ def train_pruned(
         )
 
     try:
-        trainer = build_trainer(model, data, config, work_dir, prompts=prompts, callbacks=callbacks)
-        start_step = _checkpoint_step(checkpoint)
-        trainer.step_timer.earlier_seconds = _checkpoint_seconds(checkpoint)
-        trainer.train(resume_from_checkpoint=checkpoint)
-        if checkpoint:
-            _carry_resumed_history(model, trainer)
-        if trainer.state.global_step <= start_step < config.max_steps:
-            raise StPruneError(
-                f"no training batch could be built (batch_size={config.batch_size} distinct texts per batch); "
-                "lower the batch size or remove duplicate texts"
-            )
+        train_encoder(model, data, config, work_dir, prompts=prompts, resume=checkpoint, callbacks=callbacks)
         merge_adapters(model)
-        if output_dir is not None and trainer.is_world_process_zero():
+        if output_dir is not None and is_main_process():
             export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
             if not keep_checkpoints:
                 shutil.rmtree(work_dir, ignore_errors=True)
@@ -899,21 +919,107 @@ def train_pruned(
     return model
 
 
+@dataclass
+class TrainingRun:
+    """What ``train_encoder`` did, counted over the whole training: a resumed run includes the run(s) it continues.
+
+    Attributes:
+        steps: optimizer steps in all.
+        seconds: wall seconds of training in all (each interrupted run up to its last checkpoint, plus this one).
+        train_loss: mean loss over all steps (the trainer's own ``train_loss`` covers only its last ``train()``).
+        loss_history: ``{"step", "loss"}`` of every logged step, the runs before a resume included.
+        resumed_from: the checkpoint this run continued, or None; ``resumed_step`` its step (0 for a fresh run).
+    """
+
+    steps: int
+    seconds: float
+    train_loss: float
+    loss_history: list[dict[str, float]]
+    resumed_from: str | None
+    resumed_step: int
+    lora_target_modules: list[str]
+    bf16: bool
+    datasets: int
+    triplets: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def train_encoder(
+    model: SentenceTransformer,
+    data: Any,
+    config: TrainingConfig,
+    work_dir: str | os.PathLike,
+    *,
+    prompts: Prompts = None,
+    resume: str | os.PathLike | None = None,
+    callbacks: Sequence[TrainerCallback] | None = None,
+) -> TrainingRun:
+    """Train ``model`` in place (LoRA left attached) with checkpoints in ``work_dir``; the core of ``train_pruned``
+    and of ``st-prune run``'s train stage, so both get the same checkpoints, resume, NaN guard and ranks.
+
+    ``resume`` is a checkpoint folder (``resolve_resume`` / ``last_intact_checkpoint`` find one): the adapter,
+    optimizer, scheduler, step, RNG state and data position continue from it. Choosing whether to resume, and
+    cleaning the folders, is the caller's policy; this only trains.
+    """
+    config.validate()
+    trainer = build_trainer(model, data, config, work_dir, prompts=prompts, callbacks=callbacks)
+    checkpoint = str(resume) if resume else None
+    start_step = _checkpoint_step(checkpoint)
+    earlier = _checkpoint_progress(checkpoint)
+    trainer.step_timer.earlier_seconds = float(earlier.get("train_seconds", 0.0))
+    trainer.step_timer.earlier_loss_sum = earlier.get("loss_sum", None if checkpoint else 0.0)
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint:
+        _carry_resumed_history(model, trainer)
+    steps = int(trainer.state.global_step)
+    if steps <= start_step < config.max_steps:
+        raise StPruneError(
+            f"no training batch could be built (batch_size={config.batch_size} distinct texts per batch); "
+            "lower the batch size or remove duplicate texts"
+        )
+    this_run = output.training_loss * (steps - start_step)
+    earlier_sum = trainer.step_timer.earlier_loss_sum
+    # A checkpoint from before the loss sum was recorded: the mean of this run's steps is the best left.
+    train_loss = (earlier_sum + this_run) / steps if earlier_sum is not None and steps else output.training_loss
+    history: dict[int, float] = {}
+    for entry in trainer.state.log_history:  # restored from the checkpoint's trainer_state.json, then extended
+        if "loss" in entry and "step" in entry:
+            history[int(entry["step"])] = round(float(entry["loss"]), 4)
+    module = model[0]
+    targets = sorted(next(iter(module.model.peft_config.values())).target_modules) if is_peft_wrapped(model) else []
+    return TrainingRun(
+        steps=steps,
+        seconds=round(trainer.step_timer.train_seconds(), 1),
+        train_loss=round(float(train_loss), 4),
+        loss_history=[{"step": step, "loss": loss} for step, loss in sorted(history.items())],
+        resumed_from=checkpoint,
+        resumed_step=start_step,
+        lora_target_modules=targets,
+        bf16=use_bf16(config),
+        datasets=len(trainer.training_data.datasets),
+        triplets=trainer.training_data.num_rows,
+    )
+
+
 def _layers_to_keep(model: SentenceTransformer, layers: int | None, fraction: float | None) -> int:
     from st_prune import architectures
 
     return architectures.layers_to_keep(model[0].num_layers, layers, fraction)
 
 
-def _checkpoint_seconds(checkpoint: str | None) -> float:
-    """Training seconds before ``checkpoint`` (0 for a fresh run or a checkpoint saved without the record)."""
+def _checkpoint_progress(checkpoint: str | None) -> dict[str, float]:
+    """Training seconds and summed step losses before ``checkpoint`` ({} for a fresh run or a checkpoint saved
+    without the record)."""
     path = Path(checkpoint, CHECKPOINT_PROGRESS_NAME) if checkpoint else None
     if path is None or not path.is_file():
-        return 0.0
+        return {}
     try:
-        return float(json.loads(path.read_text()).get("train_seconds", 0.0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
+        progress = json.loads(path.read_text())
+        return {key: float(progress[key]) for key in ("train_seconds", "loss_sum") if key in progress}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
 
 
 def _carry_resumed_history(model: SentenceTransformer, trainer: PrunedLLMTrainer) -> None:
