@@ -247,7 +247,7 @@ def training_config(spec: TrainingSpec) -> Any:
         gradient_checkpointing=spec.gradient_checkpointing,
         bf16=spec.bf16,
         seed=spec.seed,
-        save_steps=spec.steps,  # the stage is the unit of resumption; one checkpoint at the end is enough
+        save_steps=spec.save_steps,  # a killed run resumes inside the train stage from the last of these
         logging_steps=spec.logging_steps,
     )
 
@@ -601,6 +601,10 @@ class RecipeRunner:
         gpu = {} if usage.peak_gpu_gb is None else {"peak_gpu_gb": round(usage.peak_gpu_gb, 2)}
         self.usage.append({"stage": label, "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2),
                            **gpu})
+        from st_prune import distributed
+
+        if not distributed.is_main():  # the other ranks of a torchrun run train beside rank 0, which keeps the markers
+            return
         write_json_atomic(
             self.marker(stage, variant),
             {"stage": stage, "variant": variant.name if variant else None, "key": key,
@@ -612,14 +616,36 @@ class RecipeRunner:
     # --- run ------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run (or resume) every stage; returns a summary {variant: {repo_id, folder, layers, score}}."""
+        from st_prune import distributed
+
         if self.only == "publish" and not self.org:
             raise StPruneError("--only publish needs --push-to-hub ORG")
+        # Under torchrun / accelerate launch: join the process group now, so that the other ranks can wait at a
+        # barrier while rank 0 checks, scans and prunes (it alone writes outside training).
+        distributed.start()
+        if not distributed.is_main():
+            return self._run_beside_rank_0()
         self.preflight()
         self.output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         started = time.perf_counter()
-        for stage in self.stages():
+        stages = self.stages()
+        train_at = STAGES.index("train")
+        self._run_stages([stage for stage in stages if STAGES.index(stage) < train_at])
+        distributed.wait_for_everyone()  # the other ranks waited here: the scan's picks and prune records exist
+        self._run_stages([stage for stage in stages if stage == "train"])
+        distributed.finish()  # the other ranks exit after training; rank 0 goes on alone
+        self._run_stages([stage for stage in stages if STAGES.index(stage) > train_at])
+        if not self.only or self.only in ("card", "publish"):
+            self.update_zoo_index()
+        total = time.perf_counter() - started
+        self.log(self.usage_table(total))
+        self.log(f"st-prune run {self.recipe.name}: finished in {total:.0f}s -> {self.output}")
+        return self.summary()
+
+    def _run_stages(self, stages: list[str]) -> None:
+        for stage in stages:
             if stage == "scan":
                 self.stage_scan()
             else:
@@ -627,12 +653,20 @@ class RecipeRunner:
                     getattr(self, f"stage_{stage}")(variant)
                     release_memory()  # the stage's model is unreferenced now: free it before the next one loads
             release_memory()
-        if not self.only or self.only in ("card", "publish"):
-            self.update_zoo_index()
-        total = time.perf_counter() - started
-        self.log(self.usage_table(total))
-        self.log(f"st-prune run {self.recipe.name}: finished in {total:.0f}s -> {self.output}")
-        return self.summary()
+
+    def _run_beside_rank_0(self) -> dict[str, Any]:
+        """A rank other than 0: wait for rank 0's checks, scan and prune, train every variant beside it (DDP), exit.
+
+        Quiet, so that the run prints one progress log (rank 0's); errors still show."""
+        from st_prune import distributed
+
+        self.log = lambda _line: None
+        logging.getLogger("st_prune").setLevel(logging.ERROR)
+        distributed.wait_for_everyone()
+        if "train" in self.stages():
+            self._run_stages(["train"])
+        distributed.finish()
+        return {}
 
     def usage_table(self, total_seconds: float) -> str:
         """The per-stage summary README's time and memory figures are copied from (also in DIR/summary.json)."""
@@ -673,29 +707,16 @@ class RecipeRunner:
 
     # --- stages ---------------------------------------------------------------------------------------
     def stage_scan(self) -> None:
+        from st_prune.stages.scan import scan_base
+
         with self._stage("scan", key=self.stage_key("scan")) as info:
             if info is None:
                 return
-            recipe = self.recipe
-            model = self._encoder(None, recipe.scan.max_seq_length)
-            from st_prune.l3prune import L3Prune
-
-            settings = recipe.scan
-            result = L3Prune(
-                batch_size=settings.batch_size, num_batches=settings.num_batches, seed=settings.seed, scale=settings.scale
-            ).select(model, self.training_source().data, prompts=self.training_source().prompts)
-            scan = result.to_dict()
-            scan["tokens_per_second_full"] = round(measure_tokens_per_second(model, speed_texts(self.rows())), 1)
-            scan["parameters_full"] = scan["parameters"][-1]
-            scan["machine"] = machine_description()
-            scan["settings"] = dataclasses.asdict(recipe.scan)
-            folder = self.output / "scan"
-            result.plot(folder / "l3prune.png", title=f"L3Prune scan of {recipe.base_id}")
-            write_json_atomic(folder / "scan.json", scan)
+            recipe, source = self.recipe, self.training_source()
+            scan = scan_base(self._encoder(None, recipe.scan.max_seq_length), source.data, source.prompts,
+                             dataclasses.asdict(recipe.scan), self.output / "scan", texts=speed_texts(self.rows()),
+                             title=f"L3Prune scan of {recipe.base_id}", log=self.log)
             info.update(small=scan["small"], large=scan["large"])
-            self.log(f"       L3Prune picks: small = {scan['small']} layers, large = {scan['large']} of {scan['num_layers']}")
-            if scan["pick_confidence"]:  # how sure: bootstrap over the scan's batches (in scan.json too)
-                self.log("       " + "; ".join(result.confidence_text(pick, scan["pick_confidence"]) for pick in ("small", "large")))
 
     def _record(self, variant: VariantSpec, name: str, data: dict[str, Any]) -> dict[str, Any]:
         """Write a stage's record to ``work/<variant>/<name>.json``, the file later stages and the card read."""
@@ -713,46 +734,30 @@ class RecipeRunner:
                 info.update(self._record(variant, "prune", prune_variant(scan, layers)))
 
     def stage_train(self, variant: VariantSpec) -> None:
+        """``st_prune.stages.train`` on every rank (DDP); checkpoints every ``training.save_steps`` let a re-run
+        continue inside the stage, and rank 0 alone writes the adapter, the record and the marker."""
+        from st_prune import distributed
+        from st_prune.stages import train as train_stage
+
         layers = self._prune_info(variant)["layers"]
-        with self._stage("train", variant, key=self.stage_key("train", variant)) as info:
+        work, key = self.work_dir(variant), self.stage_key("train", variant)
+        with self._stage("train", variant, key=key) as info:
             if info is None:
                 return
+            if distributed.is_main():
+                train_stage.prepare_checkpoints(work, key, log=self.log)  # discards checkpoints of other settings
+            distributed.wait_for_everyone()  # ... before any rank picks the checkpoint to continue from
+            resume = train_stage.resume_point(work)
             spec = self.recipe.training_for(variant)
-            model = self._encoder(layers, spec.max_seq_length)
-            weights_dtype = str(model[0].auto_model.dtype).removeprefix("torch.")  # for the card's Precision row
-            log = self._train(model, spec, self.work_dir(variant))
-            adapter = self.work_dir(variant) / "adapter"
-            if adapter.exists():
-                shutil.rmtree(adapter)
-            model[0].model.save_pretrained(str(adapter))
-            log.update(machine=machine_description(), settings=dataclasses.asdict(spec), layers=layers, dtype=weights_dtype)
-            write_json_atomic(self.work_dir(variant) / "train.json", log)
-            info.update(steps=log["steps"], train_loss=log["train_loss"])
-
-    def _train(self, model, spec: TrainingSpec, work_dir: Path) -> dict[str, Any]:
-        """``st_prune.training.build_trainer`` (LoRA, paper loss, NO_DUPLICATES, instructions as prompts)."""
-        from st_prune.training import build_trainer, use_bf16
-
-        config = training_config(spec)
-        source = self.training_source()  # the data `st-prune train` would read from the same path
-        trainer = build_trainer(model, source.data, config, output_dir=work_dir / "trainer", prompts=source.prompts)
-        start = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - start
-        shutil.rmtree(work_dir / "trainer", ignore_errors=True)
-        history = [
-            {"step": entry["step"], "loss": round(entry["loss"], 4)} for entry in trainer.state.log_history if "loss" in entry
-        ]
-        return {
-            "seconds": round(seconds, 1),
-            "steps": int(output.global_step),
-            "train_loss": round(float(output.training_loss), 4),
-            "loss_history": history,
-            "lora_target_modules": sorted(model[0].model.peft_config["default"].target_modules),
-            "bf16": use_bf16(config),
-            "datasets": len(trainer.training_data.datasets),
-            "triplets": sum(len(dataset) for dataset in trainer.training_data.datasets.values()),
-        }
+            source = self.training_source()  # the data `st-prune train` would read from the same path
+            record = train_stage.train_variant(
+                self._encoder(layers, spec.max_seq_length), source.data, source.prompts, training_config(spec), work,
+                resume=resume, settings=dataclasses.asdict(spec), layers=layers, log=self.log,
+                is_main=distributed.is_main())
+            info.update(steps=record["steps"], train_loss=record["train_loss"])
+        distributed.wait_for_everyone()  # the adapter and marker are written before any rank moves on
+        if distributed.is_main() and self._is_done("train", variant, key):
+            train_stage.discard_checkpoints(work)
 
     def _prune_info(self, variant: VariantSpec) -> dict[str, Any]:
         path = self.work_dir(variant) / "prune.json"

@@ -170,6 +170,8 @@ class TrainingSpec:
     gradient_checkpointing: Bool = False
     lora: LoraSpec = field(default_factory=LoraSpec)
     logging_steps: Annotated[Int, limits(ge=1)] = 10
+    # A checkpoint (adapter, optimizer, scheduler, RNG, step) every N steps: a re-run resumes the stage from it.
+    save_steps: Annotated[Int, limits(ge=1)] = 100
 
 
 @spec
@@ -344,6 +346,7 @@ class Recipe:
         """Hash of everything that changes the produced models (publishing targets excluded)."""
         data = self.to_dict()
         data.pop("publish", None)
+        data["training"].pop("save_steps", None)  # how often training checkpoints changes no weight
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

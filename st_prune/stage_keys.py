@@ -44,8 +44,14 @@ def prune_key(recipe: Recipe, layers: int) -> str:
     return _hash("prune", scan_key(recipe), layers)
 
 
+# Training fields that do not change the trained weights: how often a checkpoint is saved.
+_TRAINING_EXCLUDED = ("save_steps",)
+
+
 def train_key(recipe: Recipe, variant: VariantSpec, layers: int) -> str:
-    return _hash("train", prune_key(recipe, layers), dataclasses.asdict(recipe.training_for(variant)))
+    training = {key: value for key, value in dataclasses.asdict(recipe.training_for(variant)).items()
+                if key not in _TRAINING_EXCLUDED}
+    return _hash("train", prune_key(recipe, layers), training)
 
 
 def export_key(recipe: Recipe, variant: VariantSpec, layers: int, folder_name: str) -> str:
