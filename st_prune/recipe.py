@@ -23,6 +23,7 @@ changed setting re-runs only the stages downstream of it::
     DIR/scan/scan.json, l3prune.png    per-layer losses, the picks, the curve; full-depth tokens/s
     DIR/work/<variant>/prune.json      layers and parameters kept
     DIR/work/<variant>/adapter/        the trained LoRA adapter (small); train.json: settings, time, losses
+    DIR/work/<variant>/checkpoints/    while training: a checkpoint every training.save_steps (a re-run resumes)
     DIR/work/<variant>/export.json     size on disk, tokens/s of the exported model
     DIR/work/<variant>/untrimmed/      the export, where a trim makes the model folder from it
     DIR/work/<variant>/trim.json       the trim's report, parameters and weight bytes of the trimmed folder
@@ -32,7 +33,7 @@ changed setting re-runs only the stages downstream of it::
     DIR/models/zoo.json, README.md     the index of the models in DIR/models/
     DIR/summary.json                   wall time and peak memory of every stage (also printed at the end)
 
-The stages call the library itself: ``st_prune.echo_data.load_training_source`` (as ``st-prune train``), ``L3Prune``, ``st_prune.training.build_trainer``,
+The stages call the library itself: ``st_prune.echo_data.load_training_source`` (as ``st-prune train``), ``L3Prune``, ``st_prune.training.train_encoder`` (as ``st-prune train``),
 ``export_model``, ``st_prune.evaluation`` and ``st_prune.hub.publish_folder``.
 """
 
