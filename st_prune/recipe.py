@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -77,7 +76,6 @@ from st_prune.recipe_schema import (  # re-exported: callers import the specs fr
     recipe_keys,
 )
 from st_prune.files import read_json, write_json_atomic
-from st_prune.local_only import is_local, load_model_folder
 # Re-exported: benches and tests import the machine/speed helpers from here.
 from st_prune.machine import cpu_name, machine_description, measure_tokens_per_second, speed_texts  # noqa: F401
 from st_prune.resources import measure_usage, process_peak_rss_bytes, release_memory
@@ -256,17 +254,6 @@ def training_config(spec: TrainingSpec) -> Any:
 # =====================================================================================================
 # The runner
 # =====================================================================================================
-def _is_hub_name(name: str) -> bool:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return bool(name)
-
-
 def _read_json(path: Path) -> Any:
     # Files the runner wrote itself (atomically); a damaged one only costs its stage a re-run.
     return read_json(path, fix="delete it and run again to redo that stage")
@@ -366,143 +353,26 @@ class RecipeRunner:
         return "\n".join(lines)
 
     def preflight(self) -> None:
-        """Every check that can fail fast, before any long work: data, base config, layer counts, DIR, token."""
-        resolve_data_path(self.recipe)
-        if self.recipe.deploy is not None and "deploy" in self.stages():
+        """Every check that can fail fast, before any long work (``st_prune.preflight``): data, deploy runtimes, Hub
+        access, DIR, base config and layer counts, precision, evaluation files."""
+        from st_prune import preflight as checks
+
+        recipe, stages = self.recipe, self.stages()
+        resolve_data_path(recipe)
+        if recipe.deploy is not None and "deploy" in stages:
             from st_prune.deploy import check_runtimes
 
-            check_runtimes(self.recipe.deploy.backends, self.recipe.deploy.quantize)  # before the scan, not after training
-        if "publish" in self.stages():
-            self._check_hub_access()
-        self._check_run_dir()
-        self._check_destinations()
-        total = self._base_num_layers()
-        self._check_precision()
-        from st_prune import architectures
-
-        for index, variant in enumerate(self.recipe.variants):
-            if variant.layers is not None and variant.layers > total:
-                raise StPruneError(
-                    f"variant {variant.name!r} keeps {variant.layers} layers but {self.recipe.base_id} has {total}: "
-                    f"use --set variants.{index}.layers=K with 1 <= K <= {total}"
-                )
-            if variant.fraction is not None:
-                architectures.layers_to_keep(total, fraction=variant.fraction)
-        for task in self.recipe.evaluation.local_tasks:
+            check_runtimes(recipe.deploy.backends, recipe.deploy.quantize)  # before the scan, not after training
+        if "publish" in stages:
+            checks.check_hub_access(recipe, self.source(), org_flag=self.org, token=self.token, endpoint=self.endpoint)
+        checks.check_run_dir(self.output, recipe.name, recipe.digest(), self.log)
+        checks.check_destinations(self.output, self.zoo_index)
+        total = checks.base_num_layers(recipe, *split_gguf(self.source()))
+        checks.check_precision(recipe, self.source(), training="train" in stages)
+        checks.check_variant_depths(recipe, total)
+        for task in recipe.evaluation.local_tasks:
             if not self._local_task_path(task).is_file():
                 raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
-
-    def _check_precision(self) -> None:
-        """base.dtype (auto: the checkpoint's) and training.bf16 this machine can run, or one line naming the fix."""
-        from st_prune.dtypes import check_load_dtype
-
-        training = "train" in self.stages()
-        check_load_dtype(self.source(), self.recipe.base.dtype, training=training,
-                         fix="pass --dtype float32 (or --set base.dtype=float32)")
-        if training and self.recipe.training.bf16:
-            import torch
-
-            if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
-                raise StPruneError(
-                    "training.bf16 is true (bfloat16 mixed precision), which needs a CUDA GPU with bfloat16 support and "
-                    "this machine has none: pass --set training.bf16=false"
-                )
-
-    def _base_num_layers(self) -> int:
-        """Decoder layers of the base, read from its config only (also refuses non-decoder models)."""
-        from st_prune import architectures
-        from st_prune.truncated_llm import load_base_config
-
-        folder, gguf = split_gguf(self.source())
-        try:
-            config = load_base_config(folder, gguf_file=gguf)
-        except OSError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise StPruneError(
-                f"base.model {self.recipe.base.model!r} cannot be loaded ({first}): use a Hub id (online or cached), "
-                "a local model folder or a .gguf file"
-            ) from None
-        total = architectures.num_layers(config)
-        if self.recipe.base.layers is not None and self.recipe.base.layers != total:
-            raise StPruneError(
-                f"base.layers is {self.recipe.base.layers} but {self.recipe.base_id} has {total} decoder layers: "
-                f"fix the recipe or pass --set base.layers={total}"
-            )
-        return total
-
-    def _check_run_dir(self) -> None:
-        run_file = self.output / "run.json"
-        if self.output.exists() and not self.output.is_dir():
-            raise StPruneError(f"--output {self.output} is a file: choose a folder")
-        if run_file.is_file():
-            previous = _read_json(run_file)
-            if previous.get("recipe") != self.recipe.name:
-                raise StPruneError(
-                    f"{self.output} holds a run of recipe {previous.get('recipe')!r}, not {self.recipe.name!r}: "
-                    "choose another --output"
-                )
-            if previous.get("hash") != self.recipe.digest():
-                # Each stage's marker keys what it depends on (st_prune.stage_keys): only the stages downstream of
-                # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
-                self.log(f"{self.output} holds a run of {self.recipe.name} with other settings: the stages that "
-                         "depend on the changed settings run again")
-        elif self.output.is_dir() and any(self.output.iterdir()):
-            raise StPruneError(f"{self.output} is not empty and holds no st-prune run: choose another --output")
-
-    def _check_destinations(self) -> None:
-        """The run folder and the --zoo-index folder can be written (else the zoo index fails after every stage)."""
-        from st_prune.writable import check_writable_folder
-
-        check_writable_folder(self.output, "--output")
-        if self.zoo_index is None:
-            return
-        if self.zoo_index.exists() and not self.zoo_index.is_dir():
-            raise StPruneError(
-                f"--zoo-index {self.zoo_index} is a file; pass the folder that holds (or will hold) zoo.json and "
-                "README.md, e.g. --zoo-index model_cards"
-            )
-        check_writable_folder(self.zoo_index, "--zoo-index")
-        if (self.zoo_index / "zoo.json").is_file():
-            read_json(self.zoo_index / "zoo.json", fix="repair or delete it (it lists every variant built with --zoo-index)")
-
-    def _check_hub_access(self) -> None:
-        """Token present and allowed to write (a read token or a bad one is refused now, not after training)."""
-        from huggingface_hub import HfApi
-
-        from st_prune.hub import _hub_errors, check_repo_id, resolve_endpoint, resolve_token
-
-        if self.recipe.base.id is None and is_local(self.source()):
-            # The card's base_model (and repo names) would name a folder on this machine on the Hub.
-            raise StPruneError(
-                f"base.model {self.recipe.base.model!r} is a local path and base.id is not set, so the published cards "
-                "would name it as the base model: set base.id to the base's Hub id (--set base.id=ORG/NAME)"
-            )
-        org = self.org or self.recipe.publish.org or ""
-        if "/" in org or not _is_hub_name(org):  # `run` has no --repo-id: name the flag (or key) the org came from
-            where = "--push-to-hub" if self.org else "publish.org"
-            raise StPruneError(
-                f"invalid {where} {org!r}: give a Hub user or organisation name (letters, digits, '-', '_' and '.'), "
-                "e.g. --push-to-hub my-org"
-            )
-        for variant in self.recipe.variants:
-            name = self.recipe.repo_name(variant, 1)
-            try:
-                check_repo_id(f"{org}/{name}")
-            except StPruneError:
-                raise StPruneError(
-                    f"publish.repo_name {self.recipe.publish.repo_name!r} gives the invalid repo name {name!r} for "
-                    f"variant {variant.name!r}: use letters, digits, '-', '_' and '.' (--set publish.repo_name=...)"
-                ) from None
-        token = resolve_token(self.token)
-        api = HfApi(endpoint=resolve_endpoint(self.endpoint), token=token)
-        with _hub_errors(self.org or "", token, "checking write access to", "log in with a write token"):
-            info = api.whoami()
-        role = (((info.get("auth") or {}).get("accessToken") or {}).get("role")) or "write"
-        if role == "read":
-            raise StPruneError(
-                f"the Hugging Face token is read-only, so nothing can be published to {self.org}: "
-                "log in with `hf auth login` or set HF_TOKEN with a write token"
-            )
 
     # --- helpers ----------------------------------------------------------------------------------------
     def source(self) -> str:
