@@ -313,7 +313,7 @@ SHIPPED_DIGESTS = {
     "qwen2-7b-instruct": "fd9119553b3d6efe",
     "qwen2.5-7b-instruct": "4d20eb224f6ae969",
     "qwen3-8b": "29cba672a596627d",
-    "smollm2-135m-instruct-cpu": "c75cd17c06fd9360",
+    "smollm2-135m-instruct-cpu": "34d16219dcc5dd64",  # the deploy section for `small` (issue 11)
 }
 
 

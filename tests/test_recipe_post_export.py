@@ -108,3 +108,13 @@ def test_deploy_without_its_runtimes_is_refused_before_the_scan(tmp_path, capsys
     err = capsys.readouterr().err
     assert status == 2 and "deploy needs openvino" in err and "pip install" in err
     assert not (tmp_path / "out" / "scan").exists()
+
+
+def test_the_main_jobs_small_variant_ships_onnx_and_openvino_files():
+    """README's main job (the shipped CPU recipe) must keep shipping backend files for `small`, int8 included."""
+    from st_prune.recipe import recipes_dir
+
+    recipe = load_recipe(recipes_dir() / "smollm2-135m-instruct-cpu.yaml")
+    small, large = recipe.variants
+    assert recipe.deploys(small) and not recipe.deploys(large)
+    assert set(recipe.deploy.backends) == {"onnx", "openvino"} and recipe.deploy.quantize == ["int8"]
