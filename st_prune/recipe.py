@@ -520,7 +520,9 @@ class RecipeRunner:
             if stage == "scan":
                 self.stage_scan()
             else:
-                for variant in self.recipe.variants:
+                # A distillation teacher trains before its students (they learn its embeddings).
+                variants = self.recipe.training_order() if stage == "train" else self.recipe.variants
+                for variant in variants:
                     getattr(self, f"stage_{stage}")(variant)
                     release_memory()  # the stage's model is unreferenced now: free it before the next one loads
             release_memory()
@@ -621,14 +623,41 @@ class RecipeRunner:
             resume = train_stage.resume_point(work)
             spec = self.recipe.training_for(variant)
             source = self.training_source()  # the data `st-prune train` would read from the same path
+            data, prompts, config = source.data, source.prompts, training_config(spec)
+            teacher = self.recipe.teacher_of(variant)
+            distillation = None
+            if teacher is not None:
+                data, distillation = self._distillation_data(teacher, spec, config.batch_size)
+                prompts = None  # the prepared data carries its prompts
+                config = config.replace(distill_weight=self.recipe.distill.weight,
+                                        distill_distance=self.recipe.distill.distance)
             record = train_stage.train_variant(
-                self._encoder(layers, spec.max_seq_length), source.data, source.prompts, training_config(spec), work,
+                self._encoder(layers, spec.max_seq_length), data, prompts, config, work,
                 resume=resume, settings=dataclasses.asdict(spec), layers=layers, log=self.log,
-                is_main=distributed.is_main())
+                is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
             info.update(steps=record["steps"], train_loss=record["train_loss"])
         distributed.wait_for_everyone()  # the adapter and marker are written before any rank moves on
         if distributed.is_main() and self._is_done("train", variant, key):
             train_stage.discard_checkpoints(work)
+
+    def _distillation_data(self, teacher: VariantSpec, spec: Any, batch_size: int) -> tuple[Any, dict[str, Any]]:
+        """The training data with the trained teacher's embeddings of every text (``st_prune.distillation``)."""
+        from st_prune.distillation import add_teacher_embeddings
+        from st_prune.training import prepare_training_data
+
+        start = time.perf_counter()
+        model = self._load_trained(teacher)
+        model.max_seq_length = spec.max_seq_length or self.recipe.base.max_seq_length  # the student's inputs
+        source = self.training_source()
+        data = add_teacher_embeddings(model, prepare_training_data(source.data, batch_size, source.prompts))
+        seconds = round(time.perf_counter() - start, 1)
+        self.log(f"       teacher {teacher.name} ({self.layers_of(teacher)} layers) embedded {3 * data.num_rows} "
+                 f"training texts in {seconds:.0f}s")
+        del model
+        release_memory()
+        return data, {"teacher": teacher.name, "teacher_layers": self.layers_of(teacher),
+                      "weight": self.recipe.distill.weight, "distance": self.recipe.distill.distance,
+                      "teacher_seconds": seconds}
 
     def _prune_info(self, variant: VariantSpec) -> dict[str, Any]:
         path = self.work_dir(variant) / "prune.json"

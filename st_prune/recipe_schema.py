@@ -251,6 +251,21 @@ class DeploySpec:
 
 
 @spec
+class DistillSpec:
+    """Beyond the paper: students also learn the teacher variant's embeddings (``st_prune.distillation``; off
+    unless the recipe has a ``distill`` section).
+
+    The teacher is a variant of this recipe, trained first; its embeddings of every training text are computed
+    once, and each student trains on InfoNCE + ``weight`` x the distance to them (one student forward for both).
+    """
+
+    teacher: Text
+    variants: list[Str] = field(default_factory=lambda: ["small"])
+    weight: Annotated[Number, limits(gt=0, note="1.0 weighs the two terms alike")] = 1.0
+    distance: Literal["cosine", "mse", "l2"] = "cosine"
+
+
+@spec
 class CardSpec:
     license: Text
     language: list[Str] = field(default_factory=lambda: ["en"])
@@ -276,6 +291,7 @@ class Recipe:
     publish: PublishSpec = field(default_factory=PublishSpec)
     trim: TrimSpec | None = None
     deploy: DeploySpec | None = None
+    distill: DistillSpec | None = None
     # The file the recipe came from: set by load_recipe, never a recipe key (init=False: a YAML `source:` is unknown).
     source: str | None = field(default=None, init=False, metadata={"internal": True})
 
@@ -297,6 +313,16 @@ class Recipe:
                     raise StPruneError(
                         f"{section}.variants names {name!r}, not a variant of this recipe ({', '.join(names)})"
                     )
+        if self.distill is not None:
+            if self.distill.teacher not in names:
+                raise StPruneError(f"distill.teacher names {self.distill.teacher!r}, not a variant of this recipe "
+                                   f"({', '.join(names)})")
+            for name in self.distill.variants:
+                if name not in names:
+                    raise StPruneError(f"distill.variants names {name!r}, not a variant of this recipe "
+                                       f"({', '.join(names)})")
+                if name == self.distill.teacher:
+                    raise StPruneError(f"distill.variants names the teacher {name!r}: a variant cannot learn from itself")
         if self.deploy is not None and not self.deploy.backends:
             raise StPruneError("deploy.backends is empty; list onnx and/or openvino, or remove the deploy section")
         for variant in self.variants:
@@ -319,6 +345,17 @@ class Recipe:
 
     def deploys(self, variant: VariantSpec) -> bool:
         return self.deploy is not None and (self.deploy.variants is None or variant.name in self.deploy.variants)
+
+    def teacher_of(self, variant: VariantSpec) -> VariantSpec | None:
+        """The variant whose embeddings ``variant`` learns alongside the contrastive loss, if any."""
+        if self.distill is None or variant.name not in self.distill.variants:
+            return None
+        return next(v for v in self.variants if v.name == self.distill.teacher)
+
+    def training_order(self) -> list[VariantSpec]:
+        """The variants in the order they train: a distillation teacher before its students."""
+        teachers = [v for v in self.variants if self.distill is not None and v.name == self.distill.teacher]
+        return teachers + [v for v in self.variants if v not in teachers]
 
     def training_for(self, variant: VariantSpec) -> TrainingSpec:
         """The training section with the variant's own ``steps``, where it has one."""
@@ -347,6 +384,8 @@ class Recipe:
         data = self.to_dict()
         data.pop("publish", None)
         data["training"].pop("save_steps", None)  # how often training checkpoints changes no weight
+        if data.get("distill") is None:
+            data.pop("distill", None)  # recipes without the (later) distill section keep their digests
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

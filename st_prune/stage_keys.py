@@ -48,10 +48,21 @@ def prune_key(recipe: Recipe, layers: int) -> str:
 _TRAINING_EXCLUDED = ("save_steps",)
 
 
+def _training_settings(recipe: Recipe, variant: VariantSpec) -> dict[str, Any]:
+    return {key: value for key, value in dataclasses.asdict(recipe.training_for(variant)).items()
+            if key not in _TRAINING_EXCLUDED}
+
+
 def train_key(recipe: Recipe, variant: VariantSpec, layers: int) -> str:
-    training = {key: value for key, value in dataclasses.asdict(recipe.training_for(variant)).items()
-                if key not in _TRAINING_EXCLUDED}
-    return _hash("train", prune_key(recipe, layers), training)
+    training = _training_settings(recipe, variant)
+    teacher = recipe.teacher_of(variant)
+    if teacher is None:
+        return _hash("train", prune_key(recipe, layers), training)
+    # A distilled student also depends on its teacher's training. The teacher is named by its spec, not its layer
+    # count: its depth follows from the scan (in scan_key) and the spec, so the key stays a function of the recipe.
+    distill = {key: value for key, value in dataclasses.asdict(recipe.distill).items() if key != "variants"}
+    teacher_part = (dataclasses.asdict(teacher), _training_settings(recipe, teacher), scan_key(recipe))
+    return _hash("train", prune_key(recipe, layers), training, distill, teacher_part)
 
 
 def export_key(recipe: Recipe, variant: VariantSpec, layers: int, folder_name: str) -> str:

@@ -133,6 +133,9 @@ class TrainingConfig:
         save_total_limit: checkpoints kept (older ones are deleted); ``None`` keeps all.
         logging_steps: log the loss every N steps.
         lr_scheduler_type, weight_decay: passed to the trainer (paper: linear, 0).
+        distill_weight: above 0, the loss adds this times the distance of the student's embeddings to the
+            teacher's, which the data carries in a ``label`` column (``st_prune.distillation``); 0: the paper's loss.
+        distill_distance: ``cosine`` (1 - cosine), ``mse`` or ``l2`` (``EmbedDistillLoss``'s metrics).
         training_arguments: any other ``SentenceTransformerTrainingArguments`` field, e.g.
             ``{"gradient_accumulation_steps": 4}``; these win over everything above.
     """
@@ -158,6 +161,8 @@ class TrainingConfig:
     logging_steps: int = 10
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
+    distill_weight: float = 0.0
+    distill_distance: str = "cosine"
     training_arguments: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -194,6 +199,11 @@ class TrainingConfig:
             raise StPruneError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.lora_r and not self.lora_target_modules:
             raise StPruneError("lora_target_modules is empty; name the projections to adapt, e.g. q_proj,v_proj")
+        if not (isinstance(self.distill_weight, (int, float)) and math.isfinite(self.distill_weight)
+                and self.distill_weight >= 0):
+            raise StPruneError(f"distill_weight must be 0 (off) or a positive number, got {self.distill_weight!r}")
+        if self.distill_weight and self.cached_loss:
+            raise StPruneError("distillation shares the student's embeddings with the plain loss: set cached_loss=False")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise StPruneError(f"save_total_limit must be at least 1 or None, got {self.save_total_limit!r}")
 
@@ -446,14 +456,20 @@ from st_prune.echo_data import (  # noqa: E402, F401  (re-exported: they lived h
 # Loss and trainer
 # =====================================================================================================
 def build_loss(model: SentenceTransformer, config: TrainingConfig) -> torch.nn.Module:
-    """Hard-negative InfoNCE with scale ``config.scale`` (MNRL; its GradCache variant with ``cached_loss``)."""
+    """Hard-negative InfoNCE with scale ``config.scale`` (MNRL; its GradCache variant with ``cached_loss``), plus
+    ``distill_weight`` x the distance to the teacher's embeddings where that is above 0."""
     # Asked for in a single process, the gather only warns that there is nothing to gather.
     gather = config.gather_across_devices and _world_size() > 1
     if config.cached_loss:
         return CachedMultipleNegativesRankingLoss(
             model, scale=config.scale, mini_batch_size=config.cached_mini_batch_size, gather_across_devices=gather
         )
-    return MultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+    loss = MultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+    if config.distill_weight:
+        from st_prune.distillation import DistilledContrastiveLoss
+
+        return DistilledContrastiveLoss(loss, weight=config.distill_weight, distance_metric=config.distill_distance)
+    return loss
 
 
 def _world_size() -> int:
@@ -701,6 +717,12 @@ def build_trainer(
     config.validate()
     prepared = prepare_training_data(data, config.batch_size, prompts)
     check_prompts_fit(model, prepared, config.max_seq_length)
+    if config.distill_weight:
+        from st_prune.distillation import LABEL_COLUMN
+
+        if any(LABEL_COLUMN not in dataset.column_names for dataset in prepared.datasets.values()):
+            raise StPruneError("distill_weight needs the teacher's embeddings in the data: build it with "
+                               "st_prune.distillation.add_teacher_embeddings(teacher, data)")
     if config.lora_r:
         attach_lora(model, config)
     if use_gradient_checkpointing(config):

@@ -66,9 +66,9 @@ def test_training_with_distillation_moves_the_student_towards_the_teacher(models
     teacher, student = models
     data = distill_data(teacher, rows=32)
     before = mean_distance(student, data)
-    config = TrainingConfig(**{**FAST, "max_steps": 12, "learning_rate": 5e-3})
+    config = TrainingConfig(**{**FAST, "max_steps": 12, "learning_rate": 5e-3, "distill_weight": 4.0})
     trainer = build_trainer(student, data, config, output_dir=tmp_path / "run")
-    trainer.loss = DistilledContrastiveLoss(trainer.loss, weight=4.0)
+    assert isinstance(trainer.loss, DistilledContrastiveLoss) and trainer.loss.weight == 4.0
     trainer.train()
     after = mean_distance(student, data)
     assert after < before * 0.9, (before, after)
@@ -84,3 +84,62 @@ def test_bad_setups_fail_with_one_line(models, tmp_path):
     data = distill_data(teacher)
     with pytest.raises(StPruneError, match="already has a 'label' column"):
         add_teacher_embeddings(teacher, data)
+    plain = prepare_training_data(Dataset.from_list(triplet_rows(16, INSTRUCTION)), batch_size=4)
+    with pytest.raises(StPruneError, match="needs the teacher's embeddings in the data"):
+        build_trainer(student, plain, TrainingConfig(**FAST, distill_weight=1.0), output_dir=tmp_path / "x")
+    with pytest.raises(StPruneError, match="distill_weight must be 0"):
+        TrainingConfig(distill_weight=-1.0)
+
+
+# ------------------------------------------------------------------------------ the recipe option
+def distill_recipe(folder, tiny_model, **distill):
+    from test_recipe import write_recipe
+
+    return write_recipe(folder, tiny_model, distill={"teacher": "large", "variants": ["small"], **distill})
+
+
+def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path, tiny_llm):
+    from st_prune import stage_keys
+    from st_prune.recipe import load_recipe
+
+    path = distill_recipe(tmp_path, tiny_llm("llama", layers=4))
+    recipe = load_recipe(path)
+    small, large = recipe.variants
+    assert recipe.teacher_of(small) == large and recipe.teacher_of(large) is None
+    assert [v.name for v in recipe.training_order()] == ["large", "small"]
+
+    def train_keys(overrides):
+        changed = load_recipe(path, overrides)
+        return [stage_keys.train_key(changed, variant, 2) for variant in changed.variants]
+
+    small_key, large_key = train_keys([])
+    # The teacher's own training changes the student's key; the distillation weight changes the student's only.
+    assert train_keys(["variants.1.steps=7"]) [0] != small_key
+    assert train_keys(["distill.weight=2.0"]) == [train_keys(["distill.weight=2.0"])[0], large_key]
+    assert train_keys(["distill.weight=2.0"])[0] != small_key
+    without = load_recipe(path, ["distill=null"])
+    assert stage_keys.train_key(without, without.variants[0], 2) != small_key
+    for override, message in [("distill.teacher=huge", "distill.teacher names 'huge'"),
+                              ("distill.variants=[large]", "cannot learn from itself"),
+                              ("distill.weight=-1", "distill.weight must be a positive number")]:
+        with pytest.raises(StPruneError, match=message):
+            load_recipe(path, [override])
+
+
+def test_run_trains_the_teacher_first_and_the_student_on_its_embeddings(tmp_path, tiny_llm):
+    import json
+
+    from st_prune.recipe import RecipeRunner, load_recipe
+
+    path = distill_recipe(tmp_path, tiny_llm("llama", layers=4), weight=2.0)
+    lines: list[str] = []
+    runner = RecipeRunner(load_recipe(path), tmp_path / "run", log=lines.append)
+    runner.run()
+    trained = [line for line in lines if "train" in line and ("[small]" in line or "[large]" in line)]
+    order = [("large" if "[large]" in line else "small") for line in trained]
+    assert order and order[0] == "large", lines
+    assert any("teacher large" in line and "embedded" in line for line in lines), lines
+    record = json.loads((tmp_path / "run" / "work" / "small" / "train.json").read_text())
+    assert record["distillation"]["teacher"] == "large" and record["distillation"]["weight"] == 2.0
+    assert record["distillation"]["teacher_layers"] == runner.layers_of(runner.recipe.variants[1])
+    assert "distillation" not in json.loads((tmp_path / "run" / "work" / "large" / "train.json").read_text())

@@ -66,11 +66,13 @@ def train_variant(
     layers: int,
     log: Callable[[str], None] = print,
     is_main: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (a pruned encoder, trained in place) on ``data``/``prompts`` with ``config`` (a
     ``TrainingConfig``), continuing from ``resume`` (``resume_point``); saves the adapter and returns the record.
 
-    ``settings`` are the recipe's training settings as written to the record (the card reads them).
+    ``settings`` are the recipe's training settings as written to the record (the card reads them); ``extra``
+    adds entries to the record (the distillation's teacher and cost).
     """
     from st_prune.files import write_json_atomic
     from st_prune.machine import machine_description
@@ -83,7 +85,7 @@ def train_variant(
     weights_dtype = str(model[0].auto_model.dtype).removeprefix("torch.")  # for the card's Precision row
     run = train_encoder(model, data, config, folder, prompts=prompts, resume=resume)
     record = {**run.to_dict(), "machine": machine_description(), "settings": settings, "layers": layers,
-              "dtype": weights_dtype}
+              "dtype": weights_dtype, **(extra or {})}
     record["resumed_from"] = Path(resume).name if resume else None  # the folder name only: no local path in records
     if not is_main:
         return record
