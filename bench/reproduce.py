@@ -36,7 +36,7 @@ depth, 75 %, 50 %, 25 % pruned), then Gemma (scan, untrained, small, large, full
 exists (``states/<model>-<depth>L-<untrained|trained>.json``) and a re-run skips what is there, so a killed run
 continues; the table, JSON, plot and verdicts are rewritten after every result.
 
-    nohup nice -n 19 python bench/reproduce.py --data /work/shared/data --output bench/out/reproduce \\
+    nohup nice -n 19 python bench/reproduce.py --data ../shared/data --output bench/out/reproduce \\
         > bench/out/reproduce/run.log 2>&1 &
     python bench/reproduce.py --output bench/out/reproduce --report-only   # table, plot, verdicts of what exists
     python bench/reproduce.py --quick --output /tmp/reproduce-quick         # 2 steps, tiny subsets: a smoke test

@@ -1,0 +1,160 @@
+"""Does distilling the trained ``large`` variant into ``small`` beat the paper's plain recipe? (issue 13, item 3)
+
+The CPU recipe's ``small`` cut (SmolLM2-135M-Instruct, 5 of 30 layers) is trained on the recipe's own 2,000
+triplets with its own settings (batch 8, 64 tokens, lr 2e-4, LoRA r16/a32, InfoNCE scale 50), three ways:
+
+- ``plain``: the paper's recipe, ``--steps`` steps;
+- ``distilled, equal time``: the teacher (a trained ``large`` variant, ``--teacher``) embeds every training text once,
+  then the student trains with InfoNCE + ``--weight`` x (1 - cosine to the teacher's embedding) for as many steps as
+  fit in the plain run's wall time minus the teacher's encoding time (the step costs the same: one student forward
+  serves both terms);
+- ``distilled, equal steps``: the same with ``--steps`` steps (costs the teacher's encoding time more).
+
+All three, and the untrained cut, are scored on the five shared dev tasks with ``bench/reproduce.py``'s subsets (STS-B,
+SICK-R, Banking77, Debian retrieval, Debian clustering), as is the teacher for reference.
+
+    python bench/bench_distill.py --data ../shared/data \\
+        --teacher DIR/models/SmolLM2-135M-Instruct-l3prune-large [--steps 80] [--weight 1.0] [--json out.json]
+
+``--teacher`` is the ``large`` variant a main-job run writes (``st-prune run smollm2-135m-instruct-cpu --output DIR``).
+About 12 minutes on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import add_data_argument, data_file, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from reproduce import FULL, METRICS, ReproDevSets, evaluate_all, log, release  # noqa: E402
+
+from st_prune import encoder_from_llm
+from st_prune.distillation import DistilledContrastiveLoss, add_teacher_embeddings
+from st_prune.export import merge_adapters
+from st_prune.machine import machine_description
+from st_prune.recipe import find_recipe, load_recipe, load_recipe_data, training_config
+from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
+
+
+def config_for(recipe, steps: int) -> TrainingConfig:
+    """The recipe's own training settings for its ``small`` variant, at ``steps`` steps (warm-up kept in proportion)."""
+    spec = recipe.training_for(next(v for v in recipe.variants if v.name == "small"))
+    warmup = max(1, round(spec.warmup_steps * steps / spec.steps))
+    return dataclasses.replace(training_config(spec), max_steps=steps, warmup_steps=warmup, save_steps=10**6,
+                               max_seq_length=spec.max_seq_length or recipe.base.max_seq_length)
+
+
+def train(layers: int, data, config: TrainingConfig, weight: float | None, max_seq_length: int):
+    """A trained (adapter-merged) student and its training seconds / median step seconds."""
+    torch.manual_seed(config.seed)
+    model = encoder_from_llm(smollm2_gguf(), layers=layers, max_seq_length=max_seq_length)
+    if weight is not None:
+        config = config.replace(distill_weight=weight)  # the recipe's `distill` section does the same
+    with tempfile.TemporaryDirectory(prefix="bench-distill-") as work:
+        trainer = build_trainer(model, data, config, work)
+        assert isinstance(trainer.loss, DistilledContrastiveLoss) == (weight is not None)
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+    steps = trainer.step_timer.step_seconds
+    merge_adapters(model)
+    return model, {"train_seconds": round(seconds, 1), "steps": int(output.global_step),
+                   "train_loss": round(float(output.training_loss), 4),
+                   "step_seconds_median": round(float(np.median(steps[1:] or steps)), 3)}
+
+
+def scored(name: str, model, dev, extra: dict) -> dict:
+    start = time.perf_counter()
+    scores = evaluate_all(model, dev)
+    record = {"run": name, **extra, "scores": scores, "mean": round(float(np.mean([scores[m] for m in METRICS])), 2),
+              "eval_seconds": round(time.perf_counter() - start, 1)}
+    log(f"{name}: mean {record['mean']:.2f} {scores} {extra}")
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_argument(parser)
+    parser.add_argument("--teacher", type=Path, required=True, help="a trained large variant's folder")
+    parser.add_argument("--recipe", default="smollm2-135m-instruct-cpu")
+    parser.add_argument("--layers", type=int, default=5, help="the student's depth (the CPU recipe's small pick)")
+    parser.add_argument("--steps", type=int, default=80, help="the plain run's steps (the CPU recipe's small: 80)")
+    parser.add_argument("--weight", type=float, default=1.0)
+    parser.add_argument("--json", type=Path, default=Path("bench/out/distill.json"))
+    args = parser.parse_args()
+    if not (args.teacher / "modules.json").is_file():
+        parser.error(f"--teacher {args.teacher} is not a sentence-transformers folder: pass a trained large variant "
+                     "(DIR/models/<name>-l3prune-large from `st-prune run smollm2-135m-instruct-cpu --output DIR`)")
+    from sentence_transformers import SentenceTransformer
+
+    recipe = load_recipe(find_recipe(args.recipe))
+    max_len = recipe.base.max_seq_length
+    source = load_recipe_data(recipe)
+    config = config_for(recipe, args.steps)
+    data = prepare_training_data(source.data, config.batch_size, source.prompts)
+    dev = ReproDevSets(data_file(args.data, "dev"), FULL)
+    log(f"machine: {machine_description()}; student {args.layers} layers, {data.num_rows} triplets, "
+        f"dev: {dev.describe()}")
+    records = []
+
+    teacher_start = time.perf_counter()
+    teacher = SentenceTransformer(str(args.teacher), device="cpu")
+    teacher.max_seq_length = max_len
+    distill_data = add_teacher_embeddings(teacher, data)
+    teacher_seconds = round(time.perf_counter() - teacher_start, 1)
+    log(f"teacher embeddings of {3 * data.num_rows} texts: {teacher_seconds} s")
+    records.append(scored("teacher (large)", teacher, dev,
+                          {"layers": teacher[0].auto_model.config.num_hidden_layers}))
+    del teacher
+    release()
+
+    untrained = encoder_from_llm(smollm2_gguf(), layers=args.layers, max_seq_length=max_len)
+    records.append(scored("untrained", untrained, dev, {"steps": 0}))
+    del untrained
+    release()
+
+    model, plain = train(args.layers, data, config, None, max_len)
+    records.append(scored("plain", model, dev, plain))
+    del model
+    release()
+
+    budget = plain["train_seconds"] - teacher_seconds
+    equal_time_steps = max(1, int(budget / plain["step_seconds_median"]))
+    model, info = train(args.layers, distill_data, config_for(recipe, equal_time_steps), args.weight, max_len)
+    info["wall_seconds"] = round(info["train_seconds"] + teacher_seconds, 1)
+    records.append(scored("distilled, equal time", model, dev, info))
+    del model
+    release()
+
+    model, info = train(args.layers, distill_data, config, args.weight, max_len)
+    info["wall_seconds"] = round(info["train_seconds"] + teacher_seconds, 1)
+    records.append(scored("distilled, equal steps", model, dev, info))
+    del model
+
+    plain_mean = records[2]["mean"]
+    lines = ["| run | steps | wall s | " + " | ".join(METRICS) + " | mean | vs plain |",
+             "|---" * (len(METRICS) + 5) + "|"]
+    for record in records:
+        steps = record.get("steps", "-")
+        wall = record.get("wall_seconds", record.get("train_seconds", "-"))
+        delta = f"{record['mean'] - plain_mean:+.2f}" if record["run"] not in ("teacher (large)",) else "-"
+        lines.append(f"| {record['run']} | {steps} | {wall} | " + " | ".join(f"{record['scores'][m]:.1f}" for m in METRICS)
+                     + f" | {record['mean']:.2f} | {delta} |")
+    table = "\n".join(lines)
+    print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": machine_description(), "teacher_seconds": teacher_seconds,
+                                     "weight": args.weight, "records": records, "table": table}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
