@@ -220,6 +220,12 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         ("Seed", settings["seed"]),
         ("Final training loss", train["train_loss"]),
     ]
+    distillation = train.get("distillation")
+    if distillation:  # beyond the paper: the recipe's `distill` section (st_prune.distillation)
+        hyper.insert(7, ("Distillation", (
+            f"+ {distillation['weight']:g} × {distillation['distance']} distance to the embeddings of the trained "
+            f"`{distillation['teacher']}` variant ({distillation['teacher_layers']} layers), computed once in "
+            f"{distillation['teacher_seconds']:.0f} s (EmbedDistillLoss)")))
     scan_settings = scan["settings"]
     datasets = list(recipe.data.names)
     eval_context: dict[str, Any] = {"table": "", "rows": [], "average": None}

@@ -143,3 +143,7 @@ def test_run_trains_the_teacher_first_and_the_student_on_its_embeddings(tmp_path
     assert record["distillation"]["teacher"] == "large" and record["distillation"]["weight"] == 2.0
     assert record["distillation"]["teacher_layers"] == runner.layers_of(runner.recipe.variants[1])
     assert "distillation" not in json.loads((tmp_path / "run" / "work" / "large" / "train.json").read_text())
+    small, large = runner.recipe.variants
+    card = (runner.zoo_dir(small) / "README.md").read_text()
+    assert "| Distillation | + 2 × cosine distance to the embeddings of the trained `large` variant" in card
+    assert "| Distillation |" not in (runner.zoo_dir(large) / "README.md").read_text()
