@@ -197,7 +197,7 @@ def test_run_zoo_index_that_is_a_file_is_refused_before_any_stage(tiny_llm, tmp_
 @pytest.mark.parametrize("override, rule", [
     ("evaluation.batch_size=0", "evaluation.batch_size must be at least 1, got 0"),
     ("training.learning_rate=-1", "training.learning_rate must be a positive number"),
-    ("training.lora.r=-3", "training.lora.r must be 0 (train all weights) or more"),
+    ("training.lora.r=-3", "training.lora.r must be 0 or more (0 trains all weights"),
     ("scan.scale=0", "scan.scale must be a positive number"),
     ("training.warmup_steps=-5", "training.warmup_steps must be 0 or more, got -5"),
     ("training.lora.dropout=1.5", "training.lora.dropout must be in [0, 1)"),
