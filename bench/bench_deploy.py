@@ -6,7 +6,10 @@ retrieval task of the shared data (one-line summaries -> package descriptions). 
 directly (onnxruntime, openvino) around the model's own tokenizer and pooling, as sentence-transformers'
 backends run them; OpenVINO with the runtime's default precision (what a user gets).
 
-    python bench/bench_deploy.py --model /tmp/smollm2-small [--data DIR] [--pairs 300] [--timing-texts 128]
+    nice -n 10 python bench/bench_deploy.py --model /tmp/smollm2-small [--data DIR] [--pairs 300] [--timing-texts 128]
+
+A --model folder that already has deploy files (deploy.json) is timed as it is (nothing is re-exported); the
+machine's load average is printed before and after, since timings on a shared machine move with it.
 
 Without --model, SmolLM2-135M-Instruct cut to 5 layers (the main job's `small` variant, untrained) is built.
 The model folder is copied; the deploy files are written to the copy.
@@ -15,7 +18,9 @@ The model folder is copied; the deploy files are written to the copy.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -62,14 +67,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as work:
         folder = Path(work) / "model"
-        if args.model:
-            shutil.copytree(args.model, folder)
+        if args.model and (args.model / "deploy.json").is_file():
+            folder = args.model  # already deployed (e.g. by the recipe's stage): time what ships
+            report = json.loads((folder / "deploy.json").read_text())
         else:
-            from st_prune import encoder_from_llm, export_model
+            if args.model:
+                shutil.copytree(args.model, folder)
+            else:
+                from st_prune import encoder_from_llm, export_model
 
-            export_model(encoder_from_llm(smollm2_gguf(), layers=5), folder)
-        # The quantized files are checked on the dev texts themselves (prompted queries and documents).
-        report = deploy(folder, quantize=["int8"], texts=queries[:100] + documents[:100])
+                export_model(encoder_from_llm(smollm2_gguf(), layers=5), folder)
+            # The quantized files are checked on the dev texts themselves (prompted queries and documents).
+            report = deploy(folder, quantize=["int8"], texts=queries[:100] + documents[:100])
+        load_before = os.getloadavg()
         model = SentenceTransformer(str(folder), device="cpu")
         model.eval()
 
@@ -91,6 +101,16 @@ def main() -> None:
     torch_queries, torch_documents = embeddings["torch"]
     torch_ndcg = ndcg_at_10(torch_queries, torch_documents)
     print(f"{args.model or 'SmolLM2-135M-Instruct 5/30 layers (untrained)'}; {machine_description()}")
+    print("load average (1, 5, 15 min) before timing: %.1f %.1f %.1f, after: %.1f %.1f %.1f"
+          % (*load_before, *os.getloadavg()))
+    print("versions: " + ", ".join(f"{name} {importlib.metadata.version(name)}" for name in
+                                   ("torch", "sentence-transformers", "onnxruntime", "openvino", "nncf")))
+    import openvino
+
+    # The runtime's default precision (what optimum-intel / sentence-transformers' backend gets): bf16 only on
+    # CPUs with AVX512-BF16 or AMX, else f32 - then the OpenVINO rows below are fp32 arithmetic.
+    print("OpenVINO CPU default inference precision here:",
+          openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
     print(f"timing: {len(timing_texts)} Debian descriptions, batch {args.batch_size}, median of {args.rounds} "
           f"round-robin rounds; quality: {len(rows)} Debian dev queries vs their {len(rows)} descriptions")
     print(f"{'file':<42} {'seconds':>8} {'speedup':>8} {'cos min':>8} {'cos mean':>9} {'nDCG@10':>8} {'Δ nDCG':>7}")

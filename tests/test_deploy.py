@@ -350,3 +350,23 @@ def st_prune_deploy():
     import st_prune.deploy
 
     return st_prune.deploy
+
+
+def test_backend_speed_is_timed_in_interleaved_rounds(tiny_llm, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    import st_prune.backend_runtime
+    from st_prune.deploy import measure_backend_speed
+
+    folder = _model_folder(tiny_llm, tmp_path / "model")
+    report = deploy(folder, backends=["onnx"])
+    calls = []
+    real_graph, real_encode = st_prune.backend_runtime.encode_with_graph, SentenceTransformer.encode
+    monkeypatch.setattr(st_prune.backend_runtime, "encode_with_graph",
+                        lambda *args, **kwargs: calls.append("onnx") or real_graph(*args, **kwargs))
+    monkeypatch.setattr(SentenceTransformer, "encode",
+                        lambda self, *args, **kwargs: calls.append("torch") or real_encode(self, *args, **kwargs))
+    speed = measure_backend_speed(folder, report, TEXTS, batch_size=2, rounds=3)
+    assert calls == ["torch", "onnx"] * 4  # one warm-up, then three rounds, each backend once per round
+    assert speed["torch"]["speedup"] == 1.0 and speed["onnx/model.onnx"]["rounds"] == 3
+    assert speed["onnx/model.onnx"]["texts_per_second"] > 0
