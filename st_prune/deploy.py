@@ -52,6 +52,11 @@ FILES: dict[tuple[str, str | None], str] = {
     ("openvino", "int8"): "openvino/openvino_model_int8_weights.xml",
 }
 
+#: Try every MatMul in int8 after SmoothQuant first (the fastest ONNX int8 file). Off: on the main job's SmolLM2
+#: small it passed the check on the recipe's 32 training texts it was calibrated on (worst cosine 0.9968) but gave
+#: 0.9882 and -1.72 Debian nDCG@10 on the held-out dev texts (bench/bench_deploy.py), below the issue's bar.
+SMOOTH_ALL_MATMULS = False
+
 #: Texts of varied length and topic that every shipped file is checked on when no texts are given.
 SAMPLE_TEXTS = (
     "How do I reset my online banking password?",
@@ -262,7 +267,7 @@ def _build_onnx_int8(model, staging: Path, onnx_fp32: Path, example, files: dict
         for text in checks.texts:
             features = model.preprocess([text], prompt=prompt)
             samples.append({key: features[key] for key in ("input_ids", "attention_mask")})
-    smoothed = smooth_down_projections(model[0].model, samples)
+    smoothed = smooth_down_projections(model[0].model, samples) if SMOOTH_ALL_MATMULS else None
     if smoothed is not None:
         scratch = staging / ".smoothed"
         scratch.mkdir()
