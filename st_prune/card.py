@@ -317,7 +317,10 @@ def _deployment(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
             "speedup": f"{speed['speedup']:.2f}×" if speed else "–",
         })
     torch_speed = deployed["speed"]["torch"]["texts_per_second"]
-    return {"rows": rows, "torch_texts_per_second": f"{torch_speed:,.1f}", "machine": deployed["machine"]}
+    checked = deployed.get("checked_on") or {}
+    checked_on = f"{checked['texts']} {checked['source']}" if checked.get("texts") and checked.get("source") else ""
+    return {"rows": rows, "torch_texts_per_second": f"{torch_speed:,.1f}", "machine": deployed["machine"],
+            "checked_on": checked_on}
 
 
 def _precision(train: dict[str, Any]) -> str:

@@ -739,10 +739,17 @@ class RecipeRunner:
         self.final_record(variant)  # its input exists (else one line naming the stage to run)
         with self._stage("deploy", variant, key=self.stage_key("deploy", variant)) as info:
             if info is not None:
-                # Checked on the recipe's own texts (queries carry their prompt in the check), not only the built-in sample.
+                # Checked on held-out dev texts (the recipe's local evaluation tasks) with each prompt and without,
+                # else on the recipe's own training texts: a quantized file must hold on texts it was not fitted to.
+                from st_prune.stages.deploy import held_out_texts
+
+                check_texts = held_out_texts([self._local_task_path(task) for task in self.recipe.evaluation.local_tasks])
+                source = "held-out dev texts of the evaluation tasks"
+                if not check_texts:
+                    check_texts, source = speed_texts(self.rows(), count=32), "the recipe's training texts"
                 data = self._record(variant, "deploy", deploy_variant(
                     self.zoo_dir(variant), backends=spec.backends, quantize=spec.quantize, log=self.log,
-                    check_texts=speed_texts(self.rows(), count=32), speed_texts=speed_texts(self.rows())))
+                    check_texts=check_texts, check_source=source, speed_texts=speed_texts(self.rows())))
                 info.update(shipped=shipped_files(data))
 
     def stage_evaluate(self, variant: VariantSpec) -> None:

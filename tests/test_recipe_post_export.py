@@ -65,6 +65,24 @@ def test_card_and_zoo_index_describe_the_folder_as_shipped(post_export_run):
     assert index["small"]["parameters"] == trim["parameters_after"] < index["large"]["parameters"]
     deploy = json.loads((runner.work_dir(runner.recipe.variants[0]) / "deploy.json").read_text())
     assert deploy["speed"]["torch"]["speedup"] == 1.0 and deploy["speed"]["onnx/model.onnx"]["texts_per_second"] > 0
+    # The files were checked on the evaluation task's dev sentences (24 distinct ones), not the training texts.
+    assert deploy["checked_on"]["source"] == "held-out dev texts of the evaluation tasks"
+    assert deploy["checked_on"]["texts"] == 24
+    assert "on 24 held-out dev texts of the evaluation tasks (with each prompt and without)" in " ".join(card.split())
+
+
+def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp_path):
+    from st_prune.stages.deploy import held_out_texts
+
+    sts, retrieval = tmp_path / "sts.jsonl", tmp_path / "retrieval.jsonl"
+    sts.write_text("".join(json.dumps({"sentence1": f"s{i}", "sentence2": "same", "score": 1.0}) + "\n"
+                           for i in range(50)))
+    retrieval.write_text(json.dumps({"query": "q", "document": "d"}) + "\n\n")
+    texts = held_out_texts([sts, retrieval], count=40)
+    assert len(texts) == 40 and len(set(texts)) == 40
+    assert texts == held_out_texts([sts, retrieval], count=40)  # the same every run
+    assert set(held_out_texts([sts, retrieval], count=1000)) == {f"s{i}" for i in range(50)} | {"same", "q", "d"}
+    assert held_out_texts([]) == []
 
 
 def test_trimmed_variant_loads_with_plain_sentence_transformers_and_onnx_agrees(post_export_run, tmp_path):
