@@ -42,6 +42,9 @@ def add_teacher_embeddings(teacher: SentenceTransformer, data: TrainingData, bat
     """
     datasets = {}
     for name, dataset in data.datasets.items():
+        # A trainer that already ran on these datasets left its transform on them (sentence-transformers'
+        # set_transform adds a dataset_name column in place): read and extend plain copies.
+        dataset = dataset.with_format(None)
         if LABEL_COLUMN in dataset.column_names:
             raise StPruneError(f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
                                "teacher's embeddings there: rename or drop that column")
