@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from st_prune import training
 from st_prune.recipe import RecipeRunner, load_recipe
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_resume import StopAt  # noqa: E402  (the Ctrl-C-at-step callback of the st-prune train resume tests)
 
 WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
 
@@ -121,17 +123,6 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
 
 
 # --- a checkpoint damaged by the kill, and checkpoints of other settings ------------------------------------
-class StopAt(TrainerCallback):
-    """Ctrl-C after optimizer step ``step`` (after that step's checkpoint, if it is a save step)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
-
-
 def interrupt_training_at(monkeypatch, step: int) -> None:
     real = training.build_trainer
     monkeypatch.setattr(training, "build_trainer", lambda *a, callbacks=None, **k: real(
