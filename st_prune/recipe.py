@@ -651,7 +651,8 @@ class RecipeRunner:
         source = self.training_source()
         data = add_teacher_embeddings(model, prepare_training_data(source.data, batch_size, source.prompts))
         seconds = round(time.perf_counter() - start, 1)
-        self.log(f"       teacher {teacher.name} ({self.layers_of(teacher)} layers) embedded {3 * data.num_rows} "
+        texts = sum(len(dataset) * (len(dataset.column_names) - 1) for dataset in data.datasets.values())  # not label
+        self.log(f"       teacher {teacher.name} ({self.layers_of(teacher)} layers) embedded {texts} "
                  f"training texts in {seconds:.0f}s")
         del model
         release_memory()
