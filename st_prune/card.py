@@ -275,6 +275,8 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
             "data": recipe.data.description or (", ".join(datasets) if datasets else _public_name(recipe.data.path)),
             "triplets": train["triplets"],
             "instruction_groups": train["datasets"],
+            "budget": _budget(train["steps"], settings["batch_size"], settings["max_seq_length"]
+                              or recipe.base.max_seq_length, train["triplets"]),
         },
         "evaluation": eval_context,
         "trim_section": _trim_section(trim),
@@ -321,6 +323,13 @@ def _deployment(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
     checked_on = f"{checked['texts']} {checked['source']}" if checked.get("texts") and checked.get("source") else ""
     return {"rows": rows, "torch_texts_per_second": f"{torch_speed:,.1f}", "machine": deployed["machine"],
             "checked_on": checked_on}
+
+
+def _budget(steps: int, batch_size: int, max_seq_length: int, triplets: int) -> str:
+    """What the training cost, in the terms runs are compared by (issue 13): steps × batch × tokens per text."""
+    seen = steps * batch_size
+    return (f"{steps} steps × {batch_size} triplets × at most {max_seq_length} tokens per text: {seen:,} triplets "
+            f"seen, {seen / triplets:.2f} passes over the {triplets:,}")
 
 
 def _precision(train: dict[str, Any]) -> str:

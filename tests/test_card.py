@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def test_card_has_every_section_and_the_run_facts(card_run):
                 "| Seed | 42 |", "r=16, alpha=32, dropout=0.05"):
         assert row in body, row
     assert "Training time:" in body and "Hardware:" in body and "8 triplets" in body
+    assert re.search(r"- Budget: 2 steps × 4 triplets × at most \d+ tokens per text: 8 triplets seen, 1\.00 passes "
+                     r"over the 8\.", body)
     assert "| CatSTS | STS |" in body and "**Average (1 task)**" in body
     assert 'model = SentenceTransformer("st-prune-test/tiny-qwen2-l3prune-three")' in body
     assert "model.encode_query(" in body and "model.encode_document(" in body
