@@ -173,6 +173,23 @@ def test_every_newer_recipe_says_why():
             assert path.read_text().startswith("# Why: "), path.name
 
 
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"])
+def test_cpu_recipes_evaluation_files_load_as_their_tasks(name):
+    from st_prune.evaluation import load_local_task
+    from st_prune.recipe import recipe_relative
+
+    recipe = load_recipe(recipes_dir() / f"{name}.yaml")
+    types = {}
+    for spec in recipe.evaluation.local_tasks:
+        task = load_local_task(recipe_relative(recipe, spec.path), spec.type, name=spec.name, instruction=spec.instruction)
+        task.load_data()
+        types[spec.name] = task.metadata.type
+        assert spec.instruction, spec.name  # the paper's set-up: every task carries its instruction
+    # The cards report the shared data's five dev task kinds (issue 13).
+    assert types == {"STSBDev300": "STS", "DebianDev300": "Retrieval", "SICKDev300": "STS",
+                     "Banking77Dev300": "Classification", "DebianClustering300": "Clustering"}
+
+
 def test_cpu_recipe_models_resolve_from_pypi_packages_without_import():
     recipe = load_recipe(recipes_dir() / "smollm2-135m-instruct-cpu.yaml")
     before = set(sys.modules)
@@ -305,7 +322,7 @@ CPU_RECIPE = "smollm2-135m-instruct-cpu"
 # run folder's run.json holds it, so the same recipe must keep the same digest.
 SHIPPED_DIGESTS = {
     "gemma-2-9b-it": "38d38a4ecd8f6f1e",
-    "gemma-3-270m-cpu": "d48df9bfef053940",
+    "gemma-3-270m-cpu": "50a03a22c35c3aa9",  # five dev tasks (issue 13)
     "llama-3-8b-instruct": "5e4fab1acef96964",
     "llama-3.1-8b-instruct": "fe9dd7bac4363552",
     "mistral-7b-instruct-v0.2": "dc70234704e94a10",
@@ -313,7 +330,7 @@ SHIPPED_DIGESTS = {
     "qwen2-7b-instruct": "fd9119553b3d6efe",
     "qwen2.5-7b-instruct": "4d20eb224f6ae969",
     "qwen3-8b": "29cba672a596627d",
-    "smollm2-135m-instruct-cpu": "34d16219dcc5dd64",  # the deploy section for `small` (issue 11)
+    "smollm2-135m-instruct-cpu": "f06bc09dddf7e690",  # five dev tasks (issue 13)
 }
 
 
