@@ -69,6 +69,7 @@ def test_card_and_zoo_index_describe_the_folder_as_shipped(post_export_run):
     assert deploy["checked_on"]["source"] == "held-out dev texts of the evaluation tasks"
     assert deploy["checked_on"]["texts"] == 24
     assert "on 24 held-out dev texts of the evaluation tasks (with each prompt and without)" in " ".join(card.split())
+    assert "torch embeddings on 24 held-out dev texts" in card.replace("\n", " ")  # not "embeddingson"
 
 
 def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp_path):
