@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--teacher", type=Path, required=True, help="a trained large variant's folder")
     parser.add_argument("--recipe", default="smollm2-135m-instruct-cpu")
     parser.add_argument("--layers", type=int, default=5, help="the student's depth (the CPU recipe's small pick)")
-    parser.add_argument("--steps", type=int, default=80, help="the plain run's steps (the CPU recipe's small: 80)")
+    parser.add_argument("--steps", type=int, default=80, help="the plain run's steps (the CPU recipe's small trains 300)")
     parser.add_argument("--weight", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=0, help="triplets sampled for every run (default: steps x batch)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny dev subsets")
