@@ -47,16 +47,12 @@ from st_prune.l3prune import L3Prune
 from st_prune.recipe import machine_description
 from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
 
-from common import TASK_INSTRUCTIONS, add_data_argument, data_file, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, read_jsonl, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 SMOLLM2 = smollm2_gguf()
 
 STS_INSTRUCTION = TASK_INSTRUCTIONS["stsb"]  # both sides, as mteb-style evaluation does for STS
 BANKING_INSTRUCTION = TASK_INSTRUCTIONS["banking77"]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class DevSets:

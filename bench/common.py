@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -36,6 +37,11 @@ def data_file(data: Path, *parts: str) -> Path:
         print(f"bench: {path} not found: pass --data DIR, the folder holding train/triplets.jsonl and dev/", file=sys.stderr)
         sys.exit(2)
     return path
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every JSON object of a JSONL file (blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
 
 #: The query instructions of the shared data's README, by the triplets' task column.
 TASK_INSTRUCTIONS = {

@@ -24,15 +24,10 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from common import add_data_argument, data_file
+from common import add_data_argument, data_file, read_jsonl
 
 OUT = Path(__file__).resolve().parent.parent / "st_prune" / "recipes" / "data"
 SEED = 42
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -70,35 +65,10 @@ def debian_clusters(data: Path, sections: int, per_section: int) -> list[dict]:
     return [{"text": text, "label": section} for section in common for text in rng.sample(by_section[section], per_section)]
 
 
-#: The shipped triplets' mix (as in triplets-small.jsonl): the dev tasks' kinds, Debian and Banking77 weighed most.
-TRIPLET_SHARES = {"debian": 0.40, "banking77": 0.30, "sick": 0.15, "stsb": 0.15}
-
-
-def triplets(data: Path, total: int) -> list[dict]:
-    """``total`` training triplets in TRIPLET_SHARES, each with its task's instruction, in a seeded random order."""
-    from common import TASK_INSTRUCTIONS
-
-    by_task: dict[str, list[dict]] = {}
-    for row in read_jsonl(data_file(data, "train", "triplets.jsonl")):
-        by_task.setdefault(row["task"], []).append(row)
-    rng = random.Random(SEED)
-    rows = []
-    for task, share in TRIPLET_SHARES.items():
-        count = min(round(total * share), len(by_task[task]))
-        rows += [{"task": task, "instruction": TASK_INSTRUCTIONS[task], "anchor": r["anchor"], "positive": r["positive"],
-                  "negative": r["negative"]} for r in rng.sample(by_task[task], count)]
-    rng.shuffle(rows)
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_argument(parser)
-    parser.add_argument("--triplets", type=int, metavar="N",
-                        help="also write triplets-<N/1000>k.jsonl: N training triplets in the shipped mix")
     args = parser.parse_args()
-    if args.triplets:
-        write_jsonl(OUT / f"triplets-{args.triplets // 1000}k.jsonl", triplets(args.data, args.triplets))
     write_jsonl(OUT / "sick-dev-300.jsonl", sick_pairs(args.data, 300))
     write_jsonl(OUT / "banking77-dev-classification.jsonl", banking_classification(args.data, 8, 300))
     write_jsonl(OUT / "debian-clustering-300.jsonl", debian_clusters(args.data, 12, 25))

@@ -99,7 +99,7 @@ def main() -> int:
     if not args.report_only:
         for name, sets in trials:
             folder = args.output / name
-            if trials and name != trials[0][0]:
+            if name != trials[0][0]:
                 seed_scan(args.output / trials[0][0], folder)
             command = [sys.executable, "-m", "st_prune.cli", "run", args.recipe, "--output", str(folder),
                        "--set", "deploy=null"] + [part for item in sets for part in ("--set", item)]

@@ -204,6 +204,7 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
     }
     settings = train["settings"]
     lora = settings["lora"]
+    max_seq_length = settings["max_seq_length"] or recipe.base.max_seq_length
     hyper = [
         ("Steps", train["steps"]),
         ("Batch size", settings["batch_size"]),
@@ -213,7 +214,7 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         ("Optimizer", "AdamW (transformers default)"),
         ("Loss", f"MultipleNegativesRankingLoss (InfoNCE with hard negatives), scale {settings['scale']:g}"),
         ("LoRA", f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, on {', '.join(train['lora_target_modules'])}"),
-        ("Max sequence length", settings["max_seq_length"] or recipe.base.max_seq_length),
+        ("Max sequence length", max_seq_length),
         ("Pooling", f"{recipe.base.pooling.replace('_', ' ')} (instruction tokens excluded)"),
         ("Precision", _precision(train)),
         ("Gradient checkpointing", "yes" if settings["gradient_checkpointing"] else "no"),
@@ -275,8 +276,7 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
             "data": recipe.data.description or (", ".join(datasets) if datasets else _public_name(recipe.data.path)),
             "triplets": train["triplets"],
             "instruction_groups": train["datasets"],
-            "budget": _budget(train["steps"], settings["batch_size"], settings["max_seq_length"]
-                              or recipe.base.max_seq_length, train["triplets"]),
+            "budget": _budget(train["steps"], settings["batch_size"], max_seq_length, train["triplets"]),
         },
         "evaluation": eval_context,
         "trim_section": _trim_section(trim),
