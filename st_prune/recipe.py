@@ -370,9 +370,28 @@ class RecipeRunner:
         total = checks.base_num_layers(recipe, *split_gguf(self.source()))
         checks.check_precision(recipe, self.source(), training="train" in stages)
         checks.check_variant_depths(recipe, total)
+        self._check_scan_is_current(stages)
         for task in recipe.evaluation.local_tasks:
             if not self._local_task_path(task).is_file():
                 raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+
+    def _check_scan_is_current(self, stages: list[str]) -> None:
+        """``--only STAGE`` for a variant whose depth is a scan's pick: that scan must be the one of these settings.
+
+        Without it the stage's key cannot be known: a stale marker would read as "done earlier", a fresh run would
+        cut the model at a depth picked with other settings."""
+        from st_prune import stage_keys
+
+        if not self.only or "scan" in stages:
+            return
+        if all(variant.layers is not None for variant in self.recipe.variants):
+            return
+        marker = self.marker("scan")
+        if marker.is_file() and _read_json(marker).get("key") == stage_keys.scan_key(self.recipe):
+            return
+        state = "was made with other settings" if marker.is_file() else "has not run"
+        raise StPruneError(f"--only {self.only}: the scan in {self.output} {state}, and the variants' depths come from "
+                           f"it: run --only scan first, or run without --only")
 
     # --- helpers ----------------------------------------------------------------------------------------
     def source(self) -> str:

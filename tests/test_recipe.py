@@ -7,6 +7,7 @@ publish to the in-process fake Hub) happens once per module; the tests below rea
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -478,6 +479,19 @@ def test_only_one_stage_reruns_when_its_marker_is_gone(finished_run):
     runner.run()
     assert runner.calls == {"card": 1}
     assert (output / "stages" / "card.small.json").is_file()
+
+
+def test_only_a_stage_after_a_scan_of_other_settings_is_refused(finished_run, tmp_path, capsys):
+    # A new scan setting makes the saved scan stale: --only evaluate used to say "done earlier" for every variant.
+    run = tmp_path / "run"
+    shutil.copytree(finished_run["output"], run)
+    markers = sorted((path.name, path.read_bytes()) for path in (run / "stages").iterdir())
+    assert cli.main(["run", str(finished_run["recipe_path"]), "--output", str(run), "--only", "evaluate",
+                     "--set", "scan.seed=7"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--only evaluate: the scan in" in error and "was made with other settings" in error
+    assert "run --only scan first, or run without --only" in error and len(error.splitlines()) == 1
+    assert sorted((path.name, path.read_bytes()) for path in (run / "stages").iterdir()) == markers
 
 
 def test_no_local_folder_name_reaches_the_hub(finished_run, tiny_model):
