@@ -276,7 +276,8 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
             "data": recipe.data.description or (", ".join(datasets) if datasets else _public_name(recipe.data.path)),
             "triplets": train["triplets"],
             "instruction_groups": train["datasets"],
-            "budget": _budget(train["steps"], settings["batch_size"], max_seq_length, train["triplets"]),
+            "budget": _budget(train["steps"], settings["batch_size"], max_seq_length, train["triplets"],
+                              processes=train.get("processes", 1)),  # records before 2026-11-30 ran on one
         },
         "evaluation": eval_context,
         "trim_section": _trim_section(trim),
@@ -325,10 +326,13 @@ def _deployment(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
             "checked_on": checked_on}
 
 
-def _budget(steps: int, batch_size: int, max_seq_length: int, triplets: int) -> str:
-    """What the training cost, in the terms runs are compared by (issue 13): steps × batch × tokens per text."""
-    seen = steps * batch_size
-    return (f"{steps} steps × {batch_size} triplets × at most {max_seq_length} tokens per text: {seen:,} triplets "
+def _budget(steps: int, batch_size: int, max_seq_length: int, triplets: int, processes: int = 1) -> str:
+    """What the training cost, in the terms runs are compared by (issue 13): steps × batch × tokens per text.
+
+    Under DDP every process trains on its own batch each step: ``processes`` of them multiply what was seen."""
+    seen = steps * batch_size * processes
+    per_step = f"{batch_size} triplets × {processes} processes" if processes > 1 else f"{batch_size} triplets"
+    return (f"{steps} steps × {per_step} × at most {max_seq_length} tokens per text: {seen:,} triplets "
             f"seen, {seen / triplets:.2f} passes over the {triplets:,}")
 
 

@@ -13,7 +13,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_llm  # noqa: E402
 
-from st_prune.card import check_card, load_template, render_card  # noqa: E402
+from st_prune.card import _budget, check_card, load_template, render_card  # noqa: E402
 from st_prune.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation import PAPER_CITATION  # noqa: E402
@@ -97,12 +97,21 @@ def test_card_has_every_section_and_the_run_facts(card_run):
     assert "Training time:" in body and "Hardware:" in body and "8 triplets" in body
     assert re.search(r"- Budget: 2 steps × 4 triplets × at most \d+ tokens per text: 8 triplets seen, 1\.00 passes "
                      r"over the 8\.", body)
+    assert json.loads((card_run["output"] / "work" / "three" / "train.json").read_text())["processes"] == 1
     assert "| CatSTS | STS |" in body and "**Average (1 task)**" in body
     assert 'model = SentenceTransformer("st-prune-test/tiny-qwen2-l3prune-three")' in body
     assert "model.encode_query(" in body and "model.encode_document(" in body
     assert '"Given a question, retrieve passages that answer it →"' in body  # as written, not "\\u2192"
     assert PAPER_CITATION in body
     assert "Keep the licence notice." in body and "`apache-2.0`" in body
+
+
+def test_budget_counts_the_batch_of_every_process():
+    # Under torchrun each process trains on its own batch per step: 4 GPUs see 4 times the triplets.
+    assert _budget(300, 8, 64, 2000) == ("300 steps × 8 triplets × at most 64 tokens per text: 2,400 triplets seen, "
+                                         "1.20 passes over the 2,000")
+    assert _budget(300, 8, 64, 2000, processes=4) == ("300 steps × 8 triplets × 4 processes × at most 64 tokens per "
+                                                      "text: 9,600 triplets seen, 4.80 passes over the 2,000")
 
 
 def test_card_leaks_no_local_path_token_or_placeholder(card_run):

@@ -78,11 +78,13 @@ def test_torchrun_runs_a_recipe_with_two_processes_end_to_end(tiny_llm, tmp_path
 
     summary = json.loads((output / "summary.json").read_text())
     trained = {variant: json.loads((output / "work" / variant / "train.json").read_text()) for variant in ("small", "large")}
-    assert all(record["steps"] == STEPS for record in trained.values())
+    assert all(record["steps"] == STEPS and record["processes"] == 2 for record in trained.values())
     assert not list((output / "work").glob("*/checkpoints"))  # spent once rank 0 wrote the train markers
     zoo = json.loads((tmp_path / "index" / "zoo.json").read_text())
     folders = sorted((output / "models").glob("*/modules.json"))
     assert len(folders) == 2 and len(zoo) == 2
+    for modules in folders:  # the card's budget counts both processes' batches
+        assert f"- Budget: {STEPS} steps × {BATCH} triplets × 2 processes × " in (modules.parent / "README.md").read_text()
     texts = ["the cat and dog", "a bank with money"]
     for modules in folders:
         embeddings, _ = encode_in_plain_process(modules.parent, texts, tmp_path)  # st_prune not importable there

@@ -74,6 +74,7 @@ def train_variant(
     ``settings`` are the recipe's training settings as written to the record (the card reads them); ``extra``
     adds entries to the record (the distillation's teacher and cost).
     """
+    from st_prune.distributed import world_size
     from st_prune.files import write_json_atomic
     from st_prune.machine import machine_description
     from st_prune.training import train_encoder
@@ -84,8 +85,9 @@ def train_variant(
         log(f"       resuming from {Path(resume).name} (step {step} of {config.max_steps})")
     weights_dtype = str(model[0].auto_model.dtype).removeprefix("torch.")  # for the card's Precision row
     run = train_encoder(model, data, config, folder, prompts=prompts, resume=resume)
+    # "processes": each one draws its own batch of ``batch_size`` triplets per step (DDP), the card's budget counts all
     record = {**run.to_dict(), "machine": machine_description(), "settings": settings, "layers": layers,
-              "dtype": weights_dtype, **(extra or {})}
+              "dtype": weights_dtype, "processes": world_size(), **(extra or {})}
     record["resumed_from"] = Path(resume).name if resume else None  # the folder name only: no local path in records
     if not is_main:
         return record
