@@ -1,7 +1,7 @@
 """Does distilling the trained ``large`` variant into ``small`` beat the paper's plain recipe? (issue 13, item 3)
 
 The CPU recipe's ``small`` cut (SmolLM2-135M-Instruct, 5 of 30 layers) is trained with the recipe's own settings
-(batch 8, 64 tokens, lr 2e-4, LoRA r16/a32, InfoNCE scale 50) on one seeded sample of ``--rows`` of the recipe's
+(batch 8, 64 tokens, lr 2e-3, LoRA r16/a32, InfoNCE scale 50) on one seeded sample of ``--rows`` of the recipe's
 triplets (default: ``--steps`` x batch, one pass), four ways:
 
 - ``untrained``: the cut as it is;

@@ -9,9 +9,10 @@ recipes' scan settings (8 batches of 8, seed 42, scale 50) on the training sampl
 Every variant is trained with ``st_prune.training`` at ONE equal budget, the CPU recipe's settings: ``--steps``
 (default 64) x batch 8 triplets x 64 tokens per text (64 x 8 = 512 triplets, each text cut at 64 tokens), lr 2e-3
 (``--learning-rate``; the tuned CPU recipes' rate: at a few dozen steps the paper's 2e-4, meant for 1000, barely
-moves the model -- bench/results/tune-cpu-recipe.md), linear with 10 % warm-up, LoRA r16/a32, InfoNCE scale 50 with the hard negative, seed 42, on one balanced sample of the
-shared training triplets (``--steps * 8 / 4`` rows of each of the four tasks, drawn once with seed 0; written to
-``train-sample.jsonl`` in the output folder). Anchors carry their task's instruction as an excluded prompt.
+moves the model -- bench/results/tune-cpu-recipe.md), linear with 10 % warm-up, LoRA r16/a32, InfoNCE scale 50
+with the hard negative, seed 42, on one balanced sample of the shared training triplets (``--steps * 8 / 4`` rows of
+each of the four tasks, drawn once with seed 0; written to ``train-sample.jsonl`` in the output folder). Anchors
+carry their task's instruction as an excluded prompt.
 
 Each variant is scored before and after training on fixed seeded subsets of the five shared dev tasks, the same for
 every model (scores x 100), with the evaluation pieces of ``bench_training.py``:
@@ -75,6 +76,7 @@ from st_prune.training import TrainingConfig, build_trainer, prepare_training_da
 
 REPO = Path(__file__).resolve().parent.parent
 FIGURE_COPY = REPO / "docs" / "figures" / "reproduce.png"
+RESULTS_COPY = REPO / "bench" / "results"  # reproduce.md and reproduce.json, committed beside the other benches'
 
 #: mteb-style clustering instruction (cf. "Identify the main category of Biorxiv papers based on the titles"): the
 #: dev data has no clustering instruction of its own; symmetric tasks carry it on every text.
@@ -398,6 +400,8 @@ class Runner:
             if not self.args.quick and self.args.copy_figure:
                 FIGURE_COPY.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self.output / "reproduce.png", FIGURE_COPY)
+                for name in ("results.md", "results.json"):
+                    shutil.copyfile(self.output / name, RESULTS_COPY / name.replace("results", "reproduce"))
         if not quiet:
             print("\n" + "\n".join(lines), flush=True)
 
@@ -496,7 +500,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 steps, tiny dev subsets, 32 tokens")
     parser.add_argument("--report-only", action="store_true", help="rebuild table, plot and verdicts from what exists")
     parser.add_argument("--no-copy-figure", dest="copy_figure", action="store_false",
-                        help=f"do not copy the plot to {FIGURE_COPY.relative_to(REPO)}")
+                        help=f"do not copy the plot to {FIGURE_COPY.relative_to(REPO)} and the table and JSON to "
+                             f"{RESULTS_COPY.relative_to(REPO)}/reproduce.md, .json")
     args = parser.parse_args()
     bases = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = [name for name in bases if name not in BASES]
