@@ -386,7 +386,13 @@ class Runner:
         settings_path = self.output / "settings.json"
         settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
         verdicts = {base: verdicts_for(records, base) for base in BASES if any(r["base"] == base for r in records)}
-        write_json(self.output / "results.json", {"settings": settings, "results": records, "verdicts": verdicts})
+        # The scans' picks and how sure each is (bootstrap over the scan's batches): the table's depths come from them.
+        scans = {path.name.removesuffix("-scan.json"): json.loads(path.read_text())
+                 for path in sorted((self.output / "states").glob("*-scan.json"))}
+        scans = {base: {key: scan.get(key) for key in ("num_layers", "small", "large", "losses", "pick_confidence",
+                                                       "seconds")} for base, scan in scans.items()}
+        write_json(self.output / "results.json", {"settings": settings, "scans": scans, "results": records,
+                                                  "verdicts": verdicts})
         table = markdown_table(records)
         budget = (f"Budget per variant: {settings.get('steps')} steps x batch {settings.get('batch_size')} triplets x "
                   f"{settings.get('max_seq_length')} tokens per text ({settings.get('triplets_seen')} triplets), "
