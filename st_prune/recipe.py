@@ -380,16 +380,11 @@ class RecipeRunner:
 
         Without it the stage's key cannot be known: a stale marker would read as "done earlier", a fresh run would
         cut the model at a depth picked with other settings."""
-        from st_prune import stage_keys
-
         if not self.only or "scan" in stages:
             return
-        if all(variant.layers is not None for variant in self.recipe.variants):
+        if all(variant.layers is not None for variant in self.recipe.variants) or self._scan_is_current():
             return
-        marker = self.marker("scan")
-        if marker.is_file() and _read_json(marker).get("key") == stage_keys.scan_key(self.recipe):
-            return
-        state = "was made with other settings" if marker.is_file() else "has not run"
+        state = "was made with other settings" if self.marker("scan").is_file() else "has not run"
         raise StPruneError(f"--only {self.only}: the scan in {self.output} {state}, and the variants' depths come from "
                            f"it: run --only scan first, or run without --only")
 
@@ -422,16 +417,20 @@ class RecipeRunner:
         if stage == "scan":
             return stage_keys.scan_key(self.recipe)
         assert variant is not None
-        if variant.layers is None:  # a pick or a fraction: known from a scan of these settings only
-            marker = self.marker("scan")
-            if not marker.is_file() or _read_json(marker).get("key") != stage_keys.scan_key(self.recipe):
-                return None
+        if variant.layers is None and not self._scan_is_current():  # a pick or a fraction: known from that scan only
+            return None
         layers = self.layers_of(variant)
         if layers is None:
             return None
         key = stage_keys.VARIANT_KEYS[stage](self.recipe, variant, layers, self.zoo_dir(variant).name)
         # The card's marker also names its repo: publish refuses a card rendered for another one.
         return [self.repo_id(variant), key] if stage == "card" else key
+
+    def _scan_is_current(self) -> bool:
+        """The run folder holds a finished scan of this recipe's scan settings (its picks hold for these settings)."""
+        from st_prune import stage_keys
+
+        return self._is_done("scan", None, stage_keys.scan_key(self.recipe))
 
     def _is_done(self, stage: str, variant: VariantSpec | None, key: Any = None) -> bool:
         marker = self.marker(stage, variant)
