@@ -76,6 +76,7 @@ from st_prune.data import (
     load_triplets,
     split_by_instruction,
 )
+from st_prune.distributed import world_size
 from st_prune.errors import StPruneError
 
 logger = logging.getLogger(__name__)
@@ -459,7 +460,7 @@ def build_loss(model: SentenceTransformer, config: TrainingConfig) -> torch.nn.M
     """Hard-negative InfoNCE with scale ``config.scale`` (MNRL; its GradCache variant with ``cached_loss``), plus
     ``distill_weight`` x the distance to the teacher's embeddings where that is above 0."""
     # Asked for in a single process, the gather only warns that there is nothing to gather.
-    gather = config.gather_across_devices and _world_size() > 1
+    gather = config.gather_across_devices and world_size() > 1
     if config.cached_loss:
         return CachedMultipleNegativesRankingLoss(
             model, scale=config.scale, mini_batch_size=config.cached_mini_batch_size, gather_across_devices=gather
@@ -470,11 +471,6 @@ def build_loss(model: SentenceTransformer, config: TrainingConfig) -> torch.nn.M
 
         return DistilledContrastiveLoss(loss, weight=config.distill_weight, distance_metric=config.distill_distance)
     return loss
-
-
-def _world_size() -> int:
-    """Processes of this run as torchrun / accelerate launch announce them (1 when started plainly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def training_arguments(
@@ -503,7 +499,7 @@ def training_arguments(
         "ddp_find_unused_parameters": False,
         "report_to": "none",
     }
-    if _world_size() > 1 and not torch.cuda.is_available():
+    if world_size() > 1 and not torch.cuda.is_available():
         # Several CPU processes (torchrun on a machine without GPUs): accelerate runs DDP over gloo only
         # when told the processes are CPU ones; otherwise each would train alone.
         arguments["use_cpu"] = True
