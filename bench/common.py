@@ -38,6 +38,7 @@ def data_file(data: Path, *parts: str) -> Path:
         sys.exit(2)
     return path
 
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every JSON object of a JSONL file (blank lines skipped)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
