@@ -41,10 +41,18 @@ def seed_scan(first: Path, trial: Path) -> None:
     shutil.copy2(first / "run.json", trial / "run.json")  # marks the folder as a run of the recipe
 
 
-def trial_sets(folder: Path) -> list[str]:
-    """The overrides a trial ran with (its trial.json, written before it starts)."""
-    path = folder / "trial.json"
-    return json.loads(path.read_text())["sets"] if path.exists() else []
+def trial_file(out: Path, name: str) -> Path:
+    """Where a trial's overrides are kept: beside its run folder, not in it (the runner refuses a non-empty folder
+    that holds no run of its own)."""
+    return out / f"{name}.trial.json"
+
+
+def trial_sets(out: Path, name: str) -> list[str]:
+    """The overrides a trial ran with (written before it starts; older trials kept them in their folder)."""
+    for path in (trial_file(out, name), out / name / "trial.json"):
+        if path.exists():
+            return json.loads(path.read_text())["sets"]
+    return []
 
 
 def collect(out: Path, name: str, sets: list[str]) -> list[dict]:
@@ -104,15 +112,14 @@ def main() -> int:
             command = [sys.executable, "-m", "st_prune.cli", "run", args.recipe, "--output", str(folder),
                        "--set", "deploy=null"] + [part for item in sets for part in ("--set", item)]
             print(f"tune: {name}: {' '.join(command[2:])}", flush=True)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "trial.json").write_text(json.dumps({"recipe": args.recipe, "sets": sets}) + "\n")
+            trial_file(args.output, name).write_text(json.dumps({"recipe": args.recipe, "sets": sets}) + "\n")
             with (args.output / f"{name}.log").open("w") as log:
                 if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                     print(f"tune: {name} failed: see {args.output / f'{name}.log'}", file=sys.stderr)
                     return 1
     names = [name for name, _ in trials] or sorted(p.name for p in args.output.iterdir() if (p / "summary.json").exists())
     rows = [row for name in names if (args.output / name / "summary.json").exists()
-            for row in collect(args.output, name, trial_sets(args.output / name))]
+            for row in collect(args.output, name, trial_sets(args.output, name))]
     print(report(args.output, rows))
     return 0
 
