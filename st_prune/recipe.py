@@ -344,6 +344,8 @@ class RecipeRunner:
                     depth = variant.pick or (f"{variant.layers} layers" if variant.layers else f"fraction {variant.fraction}")
                     if stage == "train":
                         depth += f", {recipe.training_for(variant).steps} steps"
+                        if variant.learning_rate is not None:
+                            depth += f", lr {variant.learning_rate:g}"
                     detail = f" [{variant.name}: {depth}]"
                     if stage in ("card", "publish"):
                         detail += f" -> {self.repo_id(variant)}"

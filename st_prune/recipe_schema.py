@@ -114,7 +114,9 @@ class VariantSpec:
     """One model to produce: exactly one of ``pick`` (L3Prune small/large), ``layers`` or ``fraction``.
 
     ``steps`` overrides ``training.steps`` for this variant alone: a step of a 5-layer cut costs a sixth of a
-    28-layer one, so a fixed time budget buys the small variant more steps.
+    28-layer one, so a fixed time budget buys the small variant more steps. ``learning_rate`` overrides
+    ``training.learning_rate`` alike: a deep cut that already embeds well is harmed by the rate a shallow cut needs
+    (Gemma-3-270M's CPU recipe).
     """
 
     name: Str
@@ -122,6 +124,7 @@ class VariantSpec:
     layers: Annotated[Int | None, limits(ge=1, note="decoder layers kept")] = None
     fraction: Annotated[Number | None, limits(ge=0, lt=1, note="the share of layers dropped")] = None
     steps: Annotated[Int | None, limits(ge=1)] = None
+    learning_rate: Annotated[Number | None, limits(gt=0, note="it overrides training.learning_rate")] = None
 
     @model_validator(mode="after")
     def _one_choice(self) -> "VariantSpec":
@@ -358,10 +361,9 @@ class Recipe:
         return teachers + [v for v in self.variants if v not in teachers]
 
     def training_for(self, variant: VariantSpec) -> TrainingSpec:
-        """The training section with the variant's own ``steps``, where it has one."""
-        if variant.steps is None:
-            return self.training
-        return dataclasses.replace(self.training, steps=variant.steps)
+        """The training section with the variant's own ``steps`` and ``learning_rate``, where it has them."""
+        own = {key: getattr(variant, key) for key in ("steps", "learning_rate") if getattr(variant, key) is not None}
+        return dataclasses.replace(self.training, **own) if own else self.training
 
     @property
     def base_id(self) -> str:
@@ -386,6 +388,9 @@ class Recipe:
         data["training"].pop("save_steps", None)  # how often training checkpoints changes no weight
         if data.get("distill") is None:
             data.pop("distill", None)  # recipes without the (later) distill section keep their digests
+        for variant in data["variants"]:
+            if variant.get("learning_rate") is None:
+                variant.pop("learning_rate", None)  # ... and so do those without a (later) per-variant rate
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -317,13 +317,33 @@ def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsy
     assert "variants.0.steps must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, capsys):
+    from st_prune.stage_keys import train_key
+
+    variants = [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}]
+    plain = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
+    variants[0]["learning_rate"] = 2e-3
+    own = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
+    assert [own.training_for(v).learning_rate for v in own.variants] == [2e-3, plain.training.learning_rate]
+    assert own.training.learning_rate == plain.training.learning_rate  # the shared section is not changed
+    # Only the variant with its own rate retrains; the digest of a recipe without one is as before the field.
+    assert train_key(own, own.variants[0], 2) != train_key(plain, plain.variants[0], 2)
+    assert train_key(own, own.variants[1], 2) == train_key(plain, plain.variants[1], 2)
+    assert own.digest() != plain.digest()
+    status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run"])
+    assert status == 0 and "[small: small, 3 steps, lr 0.002]" in capsys.readouterr().out
+    status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run",
+                       "--set", "variants.1.learning_rate=0"])
+    assert status == 2 and "variants.1.learning_rate must be" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------- the schema's ranges (pydantic) and digests
 CPU_RECIPE = "smollm2-135m-instruct-cpu"
 # Recipe.digest() of every shipped recipe, computed with the hand-written schema before the move to pydantic: the
 # run folder's run.json holds it, so the same recipe must keep the same digest.
 SHIPPED_DIGESTS = {
     "gemma-2-9b-it": "38d38a4ecd8f6f1e",
-    "gemma-3-270m-cpu": "50a03a22c35c3aa9",  # five dev tasks (issue 13)
+    "gemma-3-270m-cpu": "446685c175c87c25",  # five dev tasks; small at lr 2e-3 for 300 steps (issue 13)
     "llama-3-8b-instruct": "5e4fab1acef96964",
     "llama-3.1-8b-instruct": "fe9dd7bac4363552",
     "mistral-7b-instruct-v0.2": "dc70234704e94a10",
