@@ -13,11 +13,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_llm  # noqa: E402
 
-from st_prune.card import _budget, check_card, load_template, render_card  # noqa: E402
-from st_prune.stages.zoo_index import render_zoo_readme  # noqa: E402
+from st_prune.card.render import _budget, check_card, load_template, render_card  # noqa: E402
+from st_prune.pipeline.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.evaluation import PAPER_CITATION  # noqa: E402
-from st_prune.recipe import RecipeRunner, load_recipe, machine_description  # noqa: E402
+from st_prune.evaluation.evaluate import PAPER_CITATION  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner, load_recipe, machine_description  # noqa: E402
 
 SECTIONS = ("## Pruning", "### L3Prune layer selection", "## Training", "## Evaluation", "## Usage",
             "## Model details", "## License", "## Citation")
@@ -154,7 +154,7 @@ def test_check_card_accepts_dict_reprs_and_the_template_is_strict():
 
 
 def test_render_card_refuses_a_local_path_in_any_field(card_run):
-    from st_prune.card import card_context
+    from st_prune.card.render import card_context
 
     runner = card_run["runner"]
     variant = runner.recipe.variants[0]

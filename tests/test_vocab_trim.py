@@ -18,7 +18,7 @@ from plain_st import encode_in_plain_process
 from tiny_models import CORPUS, FAMILIES
 from st_prune import StPruneError, encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
-from st_prune.vocab_trim import REPORT_FILE, read_corpus, trim_vocabulary
+from st_prune.trim.vocab import REPORT_FILE, read_corpus, trim_vocabulary
 
 # What the trim sees, and texts made only of tokens it keeps (a subset of the corpus).
 TRIM_CORPUS = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar on the street.",
@@ -195,7 +195,7 @@ def test_untied_lm_head_of_a_plain_transformers_folder_is_sliced(tiny_llm, tmp_p
 
 
 def test_trimmed_model_stays_trainable(encoders, tmp_path):
-    from st_prune.training import TrainingConfig, train_pruned
+    from st_prune.training.trainer import TrainingConfig, train_pruned
 
     trim_vocabulary(encoders["byte-level"], TRIM_CORPUS, tmp_path / "trimmed", held_out=[])
     rows = [{"anchor": f"the {a} dog", "positive": f"a {a} fox", "negative": f"{b} guitar street"}

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.vocab_trim import REPORT_FILE, check_output_folder, read_corpus, trim_vocabulary
+    from st_prune.trim.vocab import REPORT_FILE, check_output_folder, read_corpus, trim_vocabulary
 
     check_output_folder(args.output)  # before reading the corpus
     texts = read_corpus(args.corpus)
