@@ -22,7 +22,7 @@ def deploy_variant(folder: Path, *, backends: Sequence[str], quantize: Sequence[
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build and check the backend files in ``folder``: agreement on ``check_texts`` (``check_source`` says what
     they are, for the card), speed on ``speed_texts``."""
-    from st_prune.deploy import deploy, measure_backend_speed
+    from st_prune.deploy.deploy import deploy, measure_backend_speed
     from st_prune.util.machine import machine_description
 
     report = deploy(folder, backends=backends, quantize=quantize, overwrite=True, texts=check_texts)
