@@ -67,7 +67,7 @@ def check_card(text: str, extra_forbidden: tuple[str, ...] = ()) -> str:
 # --------------------------------------------------------------------------------------------- render
 def load_template() -> jinja2.Template:
     """The card template shipped inside the package (``st_prune/card/templates``)."""
-    source = resources.files("st_prune.card").joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
+    source = resources.files(__package__).joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
     environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
         autoescape=False,
@@ -157,7 +157,7 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
     """Everything the template shows for one variant: ``recipe`` and ``variant`` are the recipe's specs, ``scan`` and
     ``records`` the stage records (``stage_records``), ``folder`` the exported model folder, ``run_dir`` the run
     folder the evaluation record's results path is relative to, ``speed_documents`` how many texts tokens/s timed."""
-    from st_prune.evaluation.evaluate import PAPER_CITATION, PAPER_URL, results_table_markdown
+    from st_prune.evaluation.evaluate import PAPER_CITATION, PAPER_URL
 
     prune, train, export = records["prune"], records["train"], records["export"]
     assert prune is not None and train is not None and export is not None
@@ -229,19 +229,7 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
             f"{distillation['teacher_seconds']:.0f} s (EmbedDistillLoss)")))
     scan_settings = scan["settings"]
     datasets = list(recipe.data.names)
-    eval_context: dict[str, Any] = {"table": "", "rows": [], "average": None}
-    if evaluation:
-        results_dir = run_dir / evaluation["results_dir"]
-        eval_context["table"] = results_table_markdown(results_dir, task_types=evaluation["task_types"]).strip()
-        eval_context["average"] = evaluation["average"]
-        for task, score in evaluation["scores"].items():
-            eval_context["rows"].append({
-                "task": task,
-                "type": evaluation["task_types"].get(task, "Custom"),
-                "dataset_type": task if "/" in task else f"mteb/{task}" if task not in _local_names(recipe) else task,
-                "metric": evaluation["main_score_names"].get(task, "main_score"),
-                "score": round(100 * score, 2),
-            })
+    eval_context = evaluation_context(evaluation, run_dir, _local_names(recipe))
     prompts = {key: value for key, value in model.prompts.items() if value}
     return {
         "repo_id": repo_id,
@@ -292,6 +280,29 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
             "versions": st_facts.get("version") or {},
         },
     }
+
+
+def evaluation_context(evaluation: dict[str, Any] | None, run_dir: Path, local_names: set[str]) -> dict[str, Any]:
+    """The card's results table and model-index rows, from the evaluate stage's record (``eval.json``): its tasks
+    only. The results folder also keeps the files of earlier evaluations, whose task list may have been another."""
+    from st_prune.evaluation.evaluate import results_table_markdown
+
+    context: dict[str, Any] = {"table": "", "rows": [], "average": None}
+    if not evaluation:
+        return context
+    results_dir = run_dir / evaluation["results_dir"]
+    context["table"] = results_table_markdown(results_dir, task_types=evaluation["task_types"],
+                                              task_names=list(evaluation["scores"])).strip()
+    context["average"] = evaluation["average"]
+    for task, score in evaluation["scores"].items():
+        context["rows"].append({
+            "task": task,
+            "type": evaluation["task_types"].get(task, "Custom"),
+            "dataset_type": task if "/" in task else f"mteb/{task}" if task not in local_names else task,
+            "metric": evaluation["main_score_names"].get(task, "main_score"),
+            "score": round(100 * score, 2),
+        })
+    return context
 
 
 def _trim_section(trim: dict[str, Any] | None) -> str:

@@ -826,8 +826,12 @@ def _main_score(scores: Mapping[str, Sequence[Mapping[str, Any]]]) -> float:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def read_main_scores(results_dir: str | Path) -> dict[str, float]:
-    """Main score per task from a `<org>__<model>/<revision>` results folder, in task-name order."""
+def read_main_scores(results_dir: str | Path, task_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Main score per task from a `<org>__<model>/<revision>` results folder, in task-name order.
+
+    `task_names` keeps only those tasks (each must have a result): the folder also holds the files of every earlier
+    evaluation into it, whose task list may have been another.
+    """
     results_dir = Path(results_dir)
     scores = {}
     for path in sorted(results_dir.glob("*.json")):
@@ -836,6 +840,11 @@ def read_main_scores(results_dir: str | Path) -> dict[str, float]:
         scores[path.stem] = _main_score(json.loads(path.read_text())["scores"])
     if not scores:
         raise StPruneError(f"no task results in {results_dir}: run `st-prune eval` with --output pointing above it")
+    if task_names is not None:
+        missing = [name for name in task_names if name not in scores]
+        if missing:
+            raise StPruneError(f"{results_dir} lacks results for {missing}: evaluate the variant on them first")
+        scores = {name: score for name, score in scores.items() if name in set(task_names)}
     return scores
 
 
@@ -843,12 +852,14 @@ def results_table_markdown(
     results_dir: str | Path,
     *,
     task_types: Mapping[str, str] | None = None,
+    task_names: Sequence[str] | None = None,
 ) -> str:
     """A markdown table for the model card: task, type, main score (×100) per task, then the average.
 
-    Types come from `task_types` (e.g. `EvaluationRun.task_types`, needed for local tasks) or mteb's registry.
+    Types come from `task_types` (e.g. `EvaluationRun.task_types`, needed for local tasks) or mteb's registry;
+    `task_names` limits the table to those tasks (see `read_main_scores`).
     """
-    scores = read_main_scores(results_dir)
+    scores = read_main_scores(results_dir, task_names)
     lines = ["| Task | Type | Main score |", "|---|---|---:|"]
     for task_name, score in scores.items():
         task_type = (task_types or {}).get(task_name) or _registered_task_type(task_name) or "Custom"
@@ -888,12 +899,7 @@ def load_variant_score(
     `task_names` fixes the tasks averaged over, so variants are compared on the same tasks.
     """
     results_dir = Path(results_dir)
-    scores = read_main_scores(results_dir)
-    if task_names is not None:
-        missing = [name for name in task_names if name not in scores]
-        if missing:
-            raise StPruneError(f"{results_dir} lacks results for {missing}: evaluate the variant on them first")
-        scores = {name: scores[name] for name in task_names}
+    scores = read_main_scores(results_dir, task_names)
     meta_path = results_dir / "model_meta.json"
     if not meta_path.is_file():
         raise StPruneError(f"{results_dir} has no model_meta.json: evaluate with `st-prune eval --model-name ORG/NAME`")

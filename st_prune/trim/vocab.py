@@ -42,7 +42,9 @@ from st_prune.util.staging import MARKER, commit_staging, new_staging_dir
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 #: Held-out texts for the "tokenization changed" share when no held-out file is given: this share of the
-#: corpus, at most MAX_HELD_OUT texts, set aside before counting (so they measure texts the trim never saw).
+#: corpus, at most MAX_HELD_OUT texts. They are left out only of a second vocabulary built to measure the share
+#: (texts that vocabulary never saw); the vocabulary that ships counts every corpus text, because the user named
+#: them as texts the model will embed, and each must embed exactly as before.
 HELD_OUT_SHARE = 0.1
 MAX_HELD_OUT = 1000
 
@@ -169,7 +171,8 @@ def _table_texts(path: Path, fmt: str) -> list[str]:
 
 
 def split_held_out(texts: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
-    """(texts to count, held-out texts): HELD_OUT_SHARE of the texts, at most MAX_HELD_OUT, seeded."""
+    """(the rest, held-out texts): HELD_OUT_SHARE of the texts, at most MAX_HELD_OUT, seeded. Used only to measure
+    the "tokenization changed" share; the shipped vocabulary counts every text."""
     count = min(MAX_HELD_OUT, int(len(texts) * HELD_OUT_SHARE))
     if count == 0:
         return list(texts), []
@@ -464,8 +467,10 @@ def trim_vocabulary(
     """Write ``model_dir`` with a vocabulary trimmed to ``texts`` into ``output`` (new or empty) and return the
     report (also written to ``output/trim.json`` and appended to its model card).
 
-    ``held_out`` texts measure how often tokenization changes on texts the trim did not see; without them,
-    HELD_OUT_SHARE of ``texts`` (at most MAX_HELD_OUT) is set aside for that and not counted.
+    Every text of ``texts`` is counted, so each tokenizes and embeds exactly as before (below a ``vocab_size`` or
+    ``min_frequency`` limit, those made of kept tokens). ``held_out`` texts measure how often tokenization changes
+    on texts the trim did not see; without them, HELD_OUT_SHARE of ``texts`` (at most MAX_HELD_OUT) measures it
+    against a second vocabulary built the same way from the other texts only, which is not written anywhere.
     """
     import torch
     from safetensors import safe_open
@@ -502,25 +507,22 @@ def trim_vocabulary(
     family = tokenizer_family(tokenizer_json, str(tokenizer_path))
     original = Tokenizer.from_str(json.dumps(tokenizer_json))
 
-    if held_out is None:
-        counted, held_out = split_held_out(texts, seed)
-        held_out_source = f"{HELD_OUT_SHARE:.0%} of the corpus, set aside before counting"
-    else:
-        counted, held_out = list(texts), [text for text in held_out if text.strip()]
-        held_out_source = "a held-out file"
     # Prompts are prepended to texts at encode time: their tokens must be kept too.
     st_config = model_dir / "config_sentence_transformers.json"
     prompts = []
     if st_config.is_file():
         prompts = [p for p in (json.loads(st_config.read_text(encoding="utf-8")).get("prompts") or {}).values()
                    if isinstance(p, str) and p.strip()]
-    encodings = original.encode_batch(counted + prompts, add_special_tokens=False)
-    counts = Counter(i for encoding in encodings for i in encoding.ids)
-
     embedding_keys, rows = _embedding_tensors(weight_files, configs["config.json"])
     required = set().union(*(_config_ids(c) for conf in configs.values() for c in _all_config_dicts(conf)))
-    selection = select_tokens(tokenizer_json, family, counts, required=required, vocab_size=vocab_size,
-                              min_frequency=min_frequency, id_limit=rows)
+
+    def select(counted: Sequence[str]) -> Selection:
+        encodings = original.encode_batch(list(counted) + prompts, add_special_tokens=False)
+        counts = Counter(i for encoding in encodings for i in encoding.ids)
+        return select_tokens(tokenizer_json, family, counts, required=required, vocab_size=vocab_size,
+                             min_frequency=min_frequency, id_limit=rows)
+
+    selection = select(texts)
     kept = selection.kept
     new_id = {old: new for new, old in enumerate(kept)}
     notes = []
@@ -533,7 +535,25 @@ def trim_vocabulary(
 
     trimmed_json = trim_tokenizer_json(tokenizer_json, kept)
     trimmed = Tokenizer.from_str(json.dumps(trimmed_json, ensure_ascii=False))
-    verified = _verify(original, trimmed, counted, set(kept))
+    verified = _verify(original, trimmed, texts, set(kept))
+
+    # The share of unseen texts whose tokenization changes. The shipped vocabulary has seen every corpus text, so
+    # without a held-out file the split's texts are measured against a second vocabulary built without them.
+    measured = trimmed
+    if held_out is None:
+        rest, held_out = split_held_out(texts, seed)
+        held_out_source = (f"{HELD_OUT_SHARE:.0%} of the corpus, measured on a vocabulary built without them; the "
+                           "shipped vocabulary counts every corpus text")
+        if held_out:
+            measured = Tokenizer.from_str(json.dumps(trim_tokenizer_json(tokenizer_json, select(rest).kept)))
+    else:
+        held_out = [text for text in held_out if text.strip()]
+        held_out_source = "a held-out file"
+    changed = None
+    if held_out:
+        before = original.encode_batch(held_out, add_special_tokens=False)
+        after = measured.encode_batch(held_out, add_special_tokens=False)
+        changed = sum(a.tokens != b.tokens for a, b in zip(before, after)) / len(held_out)
 
     staging = new_staging_dir(output)  # also removes what a trim killed earlier left beside ``output``
     try:
@@ -567,18 +587,13 @@ def trim_vocabulary(
             (target / name).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
         _rewrite_tokenizer_config(target / "tokenizer_config.json", new_id)
 
-        changed = None
-        if held_out:
-            before = original.encode_batch(held_out, add_special_tokens=False)
-            after = trimmed.encode_batch(held_out, add_special_tokens=False)
-            changed = sum(a.tokens != b.tokens for a, b in zip(before, after)) / len(held_out)
         report = TrimReport(
             tokenizer=family, vocab_before=original.get_vocab_size(with_added_tokens=True),
             vocab_after=len(kept), kept_special=len(selection.special), kept_alphabet=len(selection.alphabet),
             kept_corpus=len(selection.corpus - selection.special - selection.alphabet),
             kept_closure_only=len(set(kept) - selection.corpus - selection.special - selection.alphabet),
             corpus_tokens_seen=selection.corpus_seen, corpus_tokens_left_out=selection.corpus_left_out,
-            corpus_texts=len(counted), vocab_size_requested=vocab_size, min_frequency=min_frequency,
+            corpus_texts=len(texts), vocab_size_requested=vocab_size, min_frequency=min_frequency,
             parameters_before=_parameter_count(model_dir), parameters_after=_parameter_count(staging),
             disk_bytes_before=_disk_bytes(model_dir), disk_bytes_after=0, held_out_texts=len(held_out),
             held_out_changed_share=changed, held_out_source=held_out_source, verified_texts=verified, notes=notes,
