@@ -105,9 +105,7 @@ def embedder_prompts(model: str, data, prompts):
     if prompts is not None or "instruction" in (getattr(data, "column_names", None) or []):
         return prompts
     from st_prune.model import embedder
-    from st_prune.model.truncated_llm import resolve_source
 
-    source = resolve_source(model)
-    if not embedder.is_sentence_transformer(source):
+    if not embedder.is_sentence_transformer(model):
         return None
-    return embedder.column_prompts(embedder.read_embedder(source).prompts)
+    return embedder.column_prompts(embedder.read_embedder(model).prompts)
