@@ -98,9 +98,10 @@ def test_embedder_width_cut_keeps_its_modules(tmp_path, data, capsys):
     assert model.prompts["query"].startswith("Instruct:")
 
 
+@pytest.mark.parametrize("verb", ["prune", "train"])
 @pytest.mark.parametrize("keep", ["0", "1.5", "-0.2", "nan"])
-def test_width_fraction_outside_zero_one_is_refused(llama, data, tmp_path, capsys, keep):
-    status, err = run_cli(["prune", llama, "--layers", 2, "--mlp-keep", keep, "--data", data,
+def test_width_fraction_outside_zero_one_is_refused(llama, data, tmp_path, capsys, keep, verb):
+    status, err = run_cli([verb, llama, "--layers", 2, "--mlp-keep", keep, "--data", data,
                            "--output", tmp_path / "out"], capsys)
     assert status == 2 and len(err.splitlines()) == 1, err
     assert "must be in (0, 1]" in err and "--mlp-keep 0.5" in err, err
@@ -111,3 +112,18 @@ def test_width_without_data_is_refused(llama, tmp_path, capsys):
     status, err = run_cli(["prune", llama, "--layers", 2, "--mlp-keep", 0.5, "--output", tmp_path / "out"], capsys)
     assert status == 2 and len(err.splitlines()) == 1 and "give --data FILE" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_an_embedder_with_width(tmp_path, data, capsys):
+    """`st-prune train` on a trained embedder with --mlp-keep: the export is that embedder, shallower and narrower."""
+    source = make_tiny_embedder(tmp_path / "dense", "llama_mean_dense")
+    status, err = run_cli(["train", source, "--data", data, "--layers", 2, "--mlp-keep", 0.5, "--max-steps", 2,
+                           "--batch-size", 4, "--save-steps", 100, "--output", tmp_path / "out"], capsys)
+    assert status == 0, err
+    assert "MLP width 32/64" in run_cli.out
+    model = SentenceTransformer(str(tmp_path / "out"))
+    config = model[0].auto_model.config
+    assert (config.num_hidden_layers, config.intermediate_size) == (2, 32)
+    assert type(model[2]).__name__ == "Dense" and model[1].pooling_mode == "mean"
+    assert model.similarity_fn_name == "dot"
+    assert model.encode(TEXTS).shape == (3, 16)

@@ -194,6 +194,8 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         "speedup": speed / speed_full if speed_full else 0.0,
         "machine": export["machine"],
         "speed_documents": speed_documents,
+        # A width cut (issue 25.4): channels of every kept layer's MLP; None at full width.
+        "mlp": prune.get("width"),
         "how": (
             f"L3Prune's {variant.pick} pick" if variant.pick
             else f"a fixed {variant.layers}-layer cut" if variant.layers

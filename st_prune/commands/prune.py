@@ -73,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
     data = prompts = None
     if args.data:
         from st_prune.data.echo import load_training_source
+        from st_prune.model.embedder import embedder_prompts
 
         source = load_training_source(args.data)
-        data, prompts = source.data, source.prompts
-        prompts = embedder_prompts(args.model, data, prompts)
+        # An embedder's channels are ranked on texts as it embeds them: its own query/document prompts.
+        data, prompts = source.data, embedder_prompts(args.model, source.data, source.prompts)
     from st_prune.l3prune.shrink import shrink
 
     model, record = shrink(args.model, layers=args.layers, fraction=args.fraction, mlp_keep=args.mlp_keep, data=data,
@@ -96,16 +97,3 @@ def run(args: argparse.Namespace) -> int:
         + f" -> {output}"
     )
     return 0
-
-
-def embedder_prompts(model: str, data, prompts):
-    """The prompts to scan, rank or train ``data`` with: the data's own (an instruction column, an E5 mix), else, for a
-    sentence-transformers embedder, its own query/document prompts on anchors/documents, so the texts are embedded the
-    way that model embeds them (``encode_query``/``encode_document``). Read from its files, before any weights load."""
-    if prompts is not None or "instruction" in (getattr(data, "column_names", None) or []):
-        return prompts
-    from st_prune.model import embedder
-
-    if not embedder.is_sentence_transformer(model):
-        return None
-    return embedder.column_prompts(embedder.read_embedder(model).prompts)

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
     # The loader `st-prune train` and `run` use: an echo-data folder is read as the paper's E5 mix.
     source = load_training_source(args.data, instructions=instructions, default_instruction=args.instruction)
-    from st_prune.commands.prune import embedder_prompts
+    from st_prune.model.embedder import embedder_prompts
 
     batches = selector.sample(source.data, embedder_prompts(args.model, source.data, source.prompts))
     print(f"data: {len(source.rows)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")

@@ -16,7 +16,7 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 from st_prune.errors import StPruneError
-from st_prune.l3prune.scan import L3Prune, Prompts, TrainingData
+from st_prune.l3prune.scan import L3Prune, Prompts, TrainingData, _prepare_data
 from st_prune.model import width
 from st_prune.model.truncated_llm import encoder_from_llm
 
@@ -29,7 +29,10 @@ def importance_texts(
     data: TrainingData, prompts: Prompts = None, *, num_batches: int = IMPORTANCE_BATCHES,
     batch_size: int = IMPORTANCE_BATCH_SIZE, seed: int = 42,
 ) -> list[tuple[list[str], str | None]]:
-    """``(texts, prompt)`` batches from training data, drawn and prompted exactly as the L3Prune scan draws them."""
+    """``(texts, prompt)`` batches from training data, drawn and prompted exactly as the L3Prune scan draws them
+    (smaller batches when no dataset fills one: the importance needs texts, not in-batch negatives)."""
+    largest = max(len(dataset) for dataset in _prepare_data(data, prompts)[0].values())
+    batch_size = max(2, min(batch_size, largest))
     selector = L3Prune(batch_size=batch_size, num_batches=num_batches, seed=seed, show_progress_bar=False)
     batches = []
     for batch in selector.sample(data, prompts):

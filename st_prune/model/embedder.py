@@ -155,5 +155,16 @@ def column_prompts(prompts: dict[str, str] | None) -> dict[str, str] | None:
     return mapped or None
 
 
+def embedder_prompts(model: str | os.PathLike, data: Any, prompts: Any) -> Any:
+    """The prompts to scan, rank or train ``data`` with: the data's own (an instruction column, an E5 mix), else, for a
+    sentence-transformers embedder, its own query/document prompts on anchors/documents (``column_prompts``), so the
+    texts are embedded the way that model embeds them. Read from its files, before any weights load."""
+    if prompts is not None or "instruction" in (getattr(data, "column_names", None) or []):
+        return prompts
+    if not is_sentence_transformer(model):
+        return None
+    return column_prompts(read_embedder(model).prompts)
+
+
 def _class_name(module_type: Any) -> str:
     return str(module_type or "").rsplit(".", 1)[-1]

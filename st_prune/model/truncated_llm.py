@@ -129,7 +129,13 @@ def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
 
 
 def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **config_kwargs: Any) -> PretrainedConfig:
-    """The base model's config, with clear errors for unreadable GGUF files and non-decoder models."""
+    """The base model's config, with clear errors for unreadable GGUF files and non-decoder models.
+
+    For a sentence-transformers model, the config of its first module (the Transformer, wherever it is saved)."""
+    from st_prune.model import embedder
+
+    if gguf_file is None and embedder.is_sentence_transformer(model_name_or_path):
+        model_name_or_path = embedder.read_embedder(model_name_or_path).transformer_dir
     if gguf_file is not None:
         # transformers' own message ("Please install torch and gguf>=0.10.0") is a traceback without the command.
         require("gguf", f"reading {gguf_file}")

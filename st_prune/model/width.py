@@ -90,24 +90,42 @@ def channel_importance(
     return [total / tokens for total in sums]
 
 
+def select_channels(importance: Sequence[torch.Tensor], keep: float) -> list[list[int]]:
+    """Per layer, the ``round(keep * I)`` most important channels, in their original order."""
+    keep = check_mlp_keep(keep)
+    original = len(importance[0])
+    kept = max(1, round(keep * original))
+    return [sorted(torch.topk(scores, kept).indices.tolist()) for scores in importance]
+
+
 def prune_mlp_width(model: SentenceTransformer, keep: float, importance: Sequence[torch.Tensor]) -> dict[str, Any]:
     """Keep the ``round(keep * I)`` most important channels of every layer's MLP, in place; returns the record.
 
     ``keep == 1`` changes nothing. The record (``mlp_keep``, ``intermediate_size``, ``original_intermediate_size``,
-    ``importance``) is also stored in the model's config under ``st_prune.width``, so an export carries it.
+    ``importance``) is also stored in the model's config under ``st_prune.width``, so an export carries it; its
+    ``channels`` (kept channels per layer) are left out of the config, and ``apply_channels`` repeats the cut.
     """
-    keep = check_mlp_keep(keep)
     layers = mlps(model)
     if len(importance) != len(layers):
         raise StPruneError(f"importance covers {len(importance)} layers, the model has {len(layers)}; measure it again")
+    return apply_channels(model, keep, select_channels(importance, keep))
+
+
+def apply_channels(model: SentenceTransformer, keep: float, channels: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Cut every layer's MLP to its listed ``channels`` (as ``select_channels`` returns them); returns the record."""
+    keep = check_mlp_keep(keep)
+    layers = mlps(model)
     original = layers[0].down_proj.in_features
-    kept = max(1, round(keep * original))
+    kept = len(channels[0]) if channels else original
+    if len(channels) != len(layers) or any(len(c) != kept for c in channels):
+        raise StPruneError(f"the kept MLP channels name {len(channels)} layers of unequal width for a "
+                           f"{len(layers)}-layer model; measure the importance again")
     if kept < original:
-        for mlp, scores in zip(layers, importance):
-            channels = torch.topk(scores, kept).indices.sort().values  # original order: nothing else moves
-            mlp.gate_proj = _rows(mlp.gate_proj, channels)
-            mlp.up_proj = _rows(mlp.up_proj, channels)
-            mlp.down_proj = _columns(mlp.down_proj, channels)
+        for mlp, chosen in zip(layers, channels):
+            index = torch.tensor(list(chosen), dtype=torch.long)
+            mlp.gate_proj = _rows(mlp.gate_proj, index)
+            mlp.up_proj = _rows(mlp.up_proj, index)
+            mlp.down_proj = _columns(mlp.down_proj, index)
             if hasattr(mlp, "intermediate_size"):
                 mlp.intermediate_size = kept
         owner = architectures.base_model(model[0].auto_model)
@@ -119,7 +137,7 @@ def prune_mlp_width(model: SentenceTransformer, keep: float, importance: Sequenc
     provenance = dict(getattr(config, "st_prune", None) or {})
     provenance["width"] = record
     config.st_prune = provenance
-    return record
+    return {**record, "channels": [list(map(int, c)) for c in channels]}
 
 
 def _rows(linear: nn.Linear, channels: torch.Tensor) -> nn.Linear:

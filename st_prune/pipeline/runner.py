@@ -405,6 +405,11 @@ class RecipeRunner:
         scan and the trainer, ``rows`` for plain texts."""
         if self._rows is None:
             self._rows = load_recipe_data(self.recipe)
+            if self.is_embedder():  # an embedder sees its texts as it embeds them: its own query/document prompts
+                from st_prune.model.embedder import embedder_prompts
+
+                prompts = embedder_prompts(self.source(), self._rows.data, self._rows.prompts)
+                self._rows = dataclasses.replace(self._rows, prompts=prompts)
         return self._rows
 
     def _local_task_path(self, task: LocalTaskSpec) -> Path:
@@ -456,17 +461,59 @@ class RecipeRunner:
         from st_prune.model import architectures
         return architectures.layers_to_keep(scan["num_layers"], fraction=variant.fraction)
 
-    def _encoder(self, layers: int | None, max_seq_length: int | None = None):
+    def is_embedder(self) -> bool:
+        """The base is a trained sentence-transformers embedder (``base.kind``, else its modules.json; issue 25)."""
+        from st_prune.model.embedder import is_sentence_transformer
+
+        found = is_sentence_transformer(self.source())
+        kind = self.recipe.base.kind
+        if kind is not None and (kind == "sentence-transformers") != found:
+            what = "a sentence-transformers model (it has a modules.json)" if found else "no sentence-transformers model"
+            raise StPruneError(f"base.kind is {kind} but {self.recipe.base.model} is {what}; fix base.kind or drop it")
+        return found
+
+    def _encoder(self, layers: int | None, max_seq_length: int | None = None, variant: VariantSpec | None = None):
+        """The base cut to ``layers`` (and, for ``variant``, to its MLP width); an embedder keeps its own pooling,
+        modules and prompts."""
         from st_prune.model.truncated_llm import encoder_from_llm
 
-        return encoder_from_llm(
-            self.source(),
-            layers=layers,
-            pooling=self.recipe.base.pooling,
-            max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
-            prompts={"query": instruction_prompt(self.recipe.query_instruction), "document": ""},
-            dtype=self.recipe.base.dtype,
-        )
+        if self.is_embedder():
+            model = encoder_from_llm(self.source(), layers=layers, dtype=self.recipe.base.dtype,
+                                     max_seq_length=max_seq_length or self.recipe.base.max_seq_length)
+        else:
+            model = encoder_from_llm(
+                self.source(),
+                layers=layers,
+                pooling=self.recipe.base.pooling,
+                max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
+                prompts={"query": instruction_prompt(self.recipe.query_instruction), "document": ""},
+                dtype=self.recipe.base.dtype,
+            )
+        if variant is not None and self.recipe.mlp_keep_of(variant) < 1:
+            self._cut_width(model, variant)
+        return model
+
+    def _cut_width(self, model, variant: VariantSpec) -> None:
+        """Cut ``model``'s MLP width to the variant's ``mlp_keep``: channels ranked on the training data once, kept
+        in ``work/<variant>/width.json`` so training, export and a teacher all cut the very same channels."""
+        from st_prune.l3prune.shrink import importance_texts
+        from st_prune.model import width
+
+        keep, layers = self.recipe.mlp_keep_of(variant), len(width.mlps(model))
+        path = self.work_dir(variant) / "width.json"
+        saved = _read_json(path) if path.is_file() else None
+        if saved and saved.get("mlp_keep") == keep and len(saved.get("channels") or []) == layers:
+            width.apply_channels(model, keep, saved["channels"])
+            return
+        source = self.training_source()
+        texts = importance_texts(source.data, source.prompts, seed=self.recipe.training_for(variant).seed)
+        record = width.prune_mlp_width(model, keep, width.channel_importance(model, texts))
+        from st_prune.util import distributed
+
+        if distributed.is_main():
+            write_json_atomic(path, record)
+        self.log(f"       MLP width {record['intermediate_size']}/{record['original_intermediate_size']} channels "
+                 f"per layer (mlp_keep {keep:g})")
 
     @contextmanager
     def _stage(self, stage: str, variant: VariantSpec | None = None, key: Any = None) -> Iterator[dict[str, Any] | None]:
@@ -617,7 +664,18 @@ class RecipeRunner:
         assert layers is not None
         with self._stage("prune", variant, key=self.stage_key("prune", variant)) as info:
             if info is not None:
-                info.update(self._record(variant, "prune", prune_variant(scan, layers)))
+                info.update(self._record(variant, "prune", prune_variant(scan, layers, self._width_plan(variant))))
+
+    def _width_plan(self, variant: VariantSpec) -> dict[str, Any] | None:
+        """The base config's MLP sizes for a width cut (no weights loaded); None at full width."""
+        keep = self.recipe.mlp_keep_of(variant)
+        if keep >= 1:
+            return None
+        from st_prune.model import architectures
+        from st_prune.model.truncated_llm import load_base_config
+
+        config = architectures.text_config(load_base_config(self.source()))
+        return {"mlp_keep": keep, "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size}
 
     def stage_train(self, variant: VariantSpec) -> None:
         """``st_prune.pipeline.stages.train`` on every rank (DDP); checkpoints every ``training.save_steps`` let a re-run
@@ -645,7 +703,7 @@ class RecipeRunner:
                 config = config.replace(distill_weight=self.recipe.distill.weight,
                                         distill_distance=self.recipe.distill.distance)
             record = train_stage.train_variant(
-                self._encoder(layers, spec.max_seq_length), data, prompts, config, work,
+                self._encoder(layers, spec.max_seq_length, variant), data, prompts, config, work,
                 resume=resume, settings=dataclasses.asdict(spec), layers=layers, log=self.log,
                 is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
             info.update(steps=record["steps"], train_loss=record["train_loss"])
@@ -686,7 +744,7 @@ class RecipeRunner:
         adapter = self.work_dir(variant) / "adapter"
         if not adapter.is_dir():
             raise StPruneError(f"{adapter} is missing: run the train stage first (--only train)")
-        model = self._encoder(layers)
+        model = self._encoder(layers, variant=variant)
         module = model[0]
         module.model = PeftModel.from_pretrained(module.auto_model, str(adapter))
         return model

@@ -36,11 +36,15 @@ def _asdict(spec: Any) -> Any:
 
 def scan_key(recipe: Recipe) -> str:
     base = {name: getattr(recipe.base, name, None) for name in _LOAD_FIELDS}
+    if getattr(recipe.base, "kind", None) is not None:  # only when set, so the keys of earlier runs stay the same
+        base["kind"] = recipe.base.kind
     data = {key: value for key, value in dataclasses.asdict(recipe.data).items() if key not in _DATA_EXCLUDED}
     return _hash("scan", base, dataclasses.asdict(recipe.scan), data, recipe.query_instruction)
 
 
-def prune_key(recipe: Recipe, layers: int) -> str:
+def prune_key(recipe: Recipe, layers: int, mlp_keep: float = 1.0) -> str:
+    if mlp_keep != 1:  # a width cut (issue 25.4); full width hashes as before, so earlier runs stay done
+        return _hash("prune", scan_key(recipe), layers, {"mlp_keep": mlp_keep})
     return _hash("prune", scan_key(recipe), layers)
 
 
@@ -57,12 +61,12 @@ def train_key(recipe: Recipe, variant: VariantSpec, layers: int) -> str:
     training = _training_settings(recipe, variant)
     teacher = recipe.teacher_of(variant)
     if teacher is None:
-        return _hash("train", prune_key(recipe, layers), training)
+        return _hash("train", prune_key(recipe, layers, recipe.mlp_keep_of(variant)), training)
     # A distilled student also depends on its teacher's training. The teacher is named by its spec, not its layer
     # count: its depth follows from the scan (in scan_key) and the spec, so the key stays a function of the recipe.
     distill = {key: value for key, value in dataclasses.asdict(recipe.distill).items() if key != "variants"}
     teacher_part = (dataclasses.asdict(teacher), _training_settings(recipe, teacher), scan_key(recipe))
-    return _hash("train", prune_key(recipe, layers), training, distill, teacher_part)
+    return _hash("train", prune_key(recipe, layers, recipe.mlp_keep_of(variant)), training, distill, teacher_part)
 
 
 def export_key(recipe: Recipe, variant: VariantSpec, layers: int, folder_name: str) -> str:
@@ -99,7 +103,7 @@ def card_key(recipe: Recipe, variant: VariantSpec, layers: int, folder_name: str
 
 #: stage -> key function taking (recipe, variant, layers, folder_name); scan takes the recipe alone.
 VARIANT_KEYS = {
-    "prune": lambda recipe, variant, layers, folder: prune_key(recipe, layers),
+    "prune": lambda recipe, variant, layers, folder: prune_key(recipe, layers, recipe.mlp_keep_of(variant)),
     "train": lambda recipe, variant, layers, folder: train_key(recipe, variant, layers),
     "export": export_key,
     "trim": trim_key,
