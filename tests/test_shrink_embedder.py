@@ -137,3 +137,27 @@ def test_pooling_flag_on_an_embedder_is_refused(embedders, tmp_path, capsys):
     status, err = run_cli(["prune", embedders["llama_mean_dense"], "--layers", 2, "--pooling", "last_token",
                            "--output", tmp_path / "out"], capsys)
     assert_refused(status, err, tmp_path / "out", "leave out --pooling")
+
+
+def test_legacy_layout_with_the_transformer_in_a_subfolder(embedders, tmp_path, capsys):
+    """Older sentence-transformers models keep the Transformer in 0_Transformer/ and name modules by their legacy
+    types; the cut reads the Transformer there (config, weights, tokenizer, sentence_bert_config)."""
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(embedders["llama_mean_dense"], legacy)
+    (legacy / "0_Transformer").mkdir()
+    for path in legacy.iterdir():
+        if path.is_file() and path.name not in ("modules.json", "config_sentence_transformers.json", "README.md"):
+            path.rename(legacy / "0_Transformer" / path.name)
+    modules = json.loads((legacy / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    for entry in modules:
+        entry["type"] = "sentence_transformers.models." + entry["type"].rsplit(".", 1)[-1]
+    (legacy / "modules.json").write_text(json.dumps(modules))
+    reference = SentenceTransformer(str(legacy))
+    assert not (legacy / "config.json").exists()
+    status, err = run_cli(["prune", legacy, "--layers", 3, "--output", tmp_path / "cut"], capsys)
+    assert status == 0, err
+    architectures.cut_model(reference[0].auto_model, 3)
+    assert_same_embeddings(SentenceTransformer(str(tmp_path / "cut")), reference)

@@ -70,18 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.model.dtypes import check_load_dtype
 
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
-    data = prompts = None
-    if args.data:
-        from st_prune.data.echo import load_training_source
-        from st_prune.model.embedder import embedder_prompts
-
-        source = load_training_source(args.data)
-        # An embedder's channels are ranked on texts as it embeds them: its own query/document prompts.
-        data, prompts = source.data, embedder_prompts(args.model, source.data, source.prompts)
     from st_prune.l3prune.shrink import shrink
 
-    model, record = shrink(args.model, layers=args.layers, fraction=args.fraction, mlp_keep=args.mlp_keep, data=data,
-                           prompts=prompts, pooling=args.pooling, max_seq_length=args.max_seq_length, dtype=args.dtype)
+    model, record = shrink(args.model, layers=args.layers, fraction=args.fraction, mlp_keep=args.mlp_keep,
+                           data=args.data if args.mlp_keep < 1 else None, pooling=args.pooling,
+                           max_seq_length=args.max_seq_length, dtype=args.dtype)
     module = model[0]
     output = export_model(model, args.output, overwrite=args.overwrite)
     parameters = sum(parameter.numel() for parameter in model.parameters())

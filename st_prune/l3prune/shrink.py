@@ -15,9 +15,11 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
+from st_prune.data.echo import load_training_source
 from st_prune.errors import StPruneError
 from st_prune.l3prune.scan import L3Prune, Prompts, TrainingData, _prepare_data
 from st_prune.model import width
+from st_prune.model.embedder import embedder_prompts
 from st_prune.model.truncated_llm import encoder_from_llm
 
 #: Texts the MLP channel importance is measured on: a few batches are enough for a stable ranking of means.
@@ -69,7 +71,13 @@ def shrink(
             "MLP width pruning ranks channels by their activations on training texts; give the training data "
             "(--data FILE)"
         )
-    batches = importance_texts(data, prompts, seed=seed) if keep < 1 else None  # data errors before the load
+    batches = None
+    if keep < 1:  # data errors before the load
+        if isinstance(data, (str, os.PathLike)):  # read as `st-prune prune --data` reads it (an E5-mix folder too)
+            source = load_training_source(data)
+            data, prompts = source.data, prompts if prompts is not None else source.prompts
+        # An embedder's channels are ranked on texts as it embeds them: its own query/document prompts.
+        batches = importance_texts(data, embedder_prompts(str(model_name_or_path), data, prompts), seed=seed)
     model = encoder_from_llm(str(model_name_or_path), layers=layers, fraction=fraction, **encoder_kwargs)
     module = model[0]
     provenance = module.provenance

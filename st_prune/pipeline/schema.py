@@ -405,6 +405,12 @@ class Recipe:
         for variant in data["variants"]:
             if variant.get("learning_rate") is None:
                 variant.pop("learning_rate", None)  # ... and so do those without a (later) per-variant rate
+            if variant.get("mlp_keep") is None:
+                variant.pop("mlp_keep", None)  # ... or width (issue 25.4)
+        if data["base"].get("kind") is None:
+            data["base"].pop("kind", None)  # ... and those on a detected kind of base
+        if data["base"].get("mlp_keep") == 1:
+            data["base"].pop("mlp_keep", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
