@@ -42,6 +42,7 @@ def test_recipe_on_an_embedder_with_a_width_variant(tmp_path):
     card = next(path for path in runner.export_dir(narrow).parent.rglob("README.md")
                 if "MLP channels" in path.read_text())
     assert "| MLP channels per layer (width) | 32 (50 %" in card.read_text()
+    assert "text encoder made from the sentence-transformers embedder" in card.read_text()
 
 
 @pytest.mark.parametrize(("override", "message"), [

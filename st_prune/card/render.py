@@ -238,6 +238,8 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         "title": f"{recipe.base_short_name} L3Prune {variant.name} ({layers}/{full_layers} layers)",
         "variant": variant.name,
         "base_model": recipe.base_id,
+        # A trained sentence-transformers embedder as the base (issue 25): its config says so (st_prune.cut_from).
+        "base_kind": "sentence-transformers embedder" if _cut_from_embedder(folder) else "decoder LLM",
         "base_short_name": recipe.base_short_name,
         "recipe_name": recipe.name,
         "license": recipe.card.license,
@@ -357,6 +359,11 @@ def _precision(train: dict[str, Any]) -> str:
 
 def _local_names(recipe) -> set[str]:
     return {task.name or Path(task.path).stem for task in recipe.evaluation.local_tasks}
+
+
+def _cut_from_embedder(folder: Path) -> bool:
+    config = _load_optional(folder / "config.json") or {}
+    return (config.get("st_prune") or {}).get("cut_from", {}).get("kind") == "sentence-transformers"
 
 
 def _load(path: Path, stage: str) -> dict[str, Any]:
