@@ -128,10 +128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed inference forwards, best kept (2)")
     parser.add_argument("--keep-exports", action="store_true", help="keep the exported folders in --work-dir")
     args = parser.parse_args(argv)
-    gpu = dict(budget_s=480.0, scan_batches=3, llama_large=25, llama_small=7, large_steps=10, small_steps=10,
-               cached_steps=3, cached_mini_batch=32, other_steps=5, other_batch=8, infer_batch=64, repeats=2)
-    tiny = dict(budget_s=600.0, seq_len=48, batch=4, scan_batch=4, scan_batches=2, large_steps=2, small_steps=2,
-                cached_steps=1, cached_mini_batch=2, other_steps=2, other_batch=4, infer_batch=4, repeats=1)
+    gpu = {"budget_s": 480.0, "scan_batches": 3, "llama_large": 25, "llama_small": 7, "large_steps": 10,
+           "small_steps": 10, "cached_steps": 3, "cached_mini_batch": 32, "other_steps": 5, "other_batch": 8,
+           "infer_batch": 64, "repeats": 2}
+    tiny = {"budget_s": 600.0, "seq_len": 48, "batch": 4, "scan_batch": 4, "scan_batches": 2, "large_steps": 2,
+            "small_steps": 2, "cached_steps": 1, "cached_mini_batch": 2, "other_steps": 2, "other_batch": 4,
+            "infer_batch": 4, "repeats": 1}
     for name, value in {**gpu, **(tiny if args.tiny else {})}.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
@@ -157,6 +159,7 @@ class Report:
             "mode": "tiny (CPU)" if args.tiny else "real shapes",
             "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)",
             "versions": versions(),
+            "environment_problems": environment_problems(),
             "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
             "architectures": {},
             "total_s": 0.0,
@@ -240,6 +243,35 @@ def versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def environment_problems() -> list[str]:
+    """pyproject.toml's dependencies, and theirs one level down, that are missing here or outside their range: what
+    a carried wheel did not cover on the GPU machine (bench/gpu_carry.sh), said before anything fails on it."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: no TOML reader in the standard library; nothing to check against
+        return []
+    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    problems: list[str] = []
+    checks = [(Requirement(text), "st-prune") for text in direct]
+    for index, (requirement, wanted_by) in enumerate(checks):
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            problems.append(f"{requirement} (for {wanted_by}): not installed")
+            continue
+        if installed not in requirement.specifier.filter([installed], prereleases=True):
+            problems.append(f"{requirement} (for {wanted_by}): {installed} installed")
+        if index < len(direct):  # one level down: what the installed dependency itself needs
+            checks += [(Requirement(text), requirement.name) for text in requires(requirement.name) or []]
+    return problems
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -701,8 +733,8 @@ def markdown(data: dict[str, Any]) -> str:
     versions_text = ", ".join(f"{key} {value}" for key, value in data["versions"].items() if value)
     lines = [f"# st-prune GPU check: {data['mode']}", "",
              f"Device: {data['device']}. {versions_text}. Total {data['total_s']:.0f} s.", "",
-             "| architecture | type | layers kept / L | parameters | load s | tok/s full | tok/s cut | train batch | "
-             "step s | step s ÷ (k/L) | train tok/s | train peak GiB | export GB | reload cosine | status |",
+             ("| architecture | type | layers kept / L | parameters | load s | tok/s full | tok/s cut | train batch | "
+              "step s | step s ÷ (k/L) | train tok/s | train peak GiB | export GB | reload cosine | status |"),
              "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, arch in data["architectures"].items():
         stages = arch["stages"]
@@ -727,8 +759,8 @@ def markdown(data: dict[str, Any]) -> str:
                        if key not in ("layers", "seconds", "peak_gib") and not isinstance(value, (list, dict))}
             lines.append(f"| {stage} | {cell(record.get('layers'))} | {cell(record.get('seconds'))} | "
                          f"{cell(record.get('peak_gib'))} | {', '.join(f'{k} {cell(v)}' for k, v in figures.items())} |")
-    lines += ["", "Peak memory: torch.cuda.max_memory_allocated per stage on a GPU, the process's peak resident "
-              "memory on CPU. Weights are random, of the published configs' shapes (bench/gpu_configs/)."]
+    lines += ["", ("Peak memory: torch.cuda.max_memory_allocated per stage on a GPU, the process's peak resident "
+                   "memory on CPU. Weights are random, of the published configs' shapes (bench/gpu_configs/).")]
     return "\n".join(lines) + "\n"
 
 
@@ -745,11 +777,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:  # tiny matrices gain nothing from threads, and on a shared CPU each op's thread barrier costs ~40x
         torch.set_num_threads(1)
     report = Report(args, device)
+    for problem in report.data["environment_problems"]:
+        print(f"gpu_check: environment: {problem}", flush=True)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="st-prune-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     failed = 0
     try:
-        check = Check(args, report, work, device)
+        try:
+            check = Check(args, report, work, device)
+        except Exception as error:  # st-prune or a dependency does not even import: the JSON says why, then it raises
+            report.data["status"] = f"failed before any model: {one_line(error)}"
+            report.data["traceback"] = traceback.format_exc()[-4000:]
+            report.write()
+            raise
         for name in [arch for arch in ARCHITECTURES if arch in args.archs.split(",")]:
             row = report.arch(name)
             try:
@@ -757,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["status"] = "ok"
             except BudgetSpent as error:
                 row["status"] = f"skipped: {error}"
-            except Exception as error:  # one architecture's failure must not cost the others their figures
+            except Exception as error:  # noqa: BLE001  (one base's failure must not cost the others their figures)
                 failed += 1
                 row["status"] = f"failed: {one_line(error)}"
                 row["traceback"] = traceback.format_exc()[-4000:]
