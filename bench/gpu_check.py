@@ -178,6 +178,7 @@ class Report:
         self.arch(arch)["stages"][name] = record
         print(f"[{self.elapsed():6.1f}s] {arch}: {name} ...", flush=True)
         peak = PeakMemory(self.device)
+        record["start_gib"] = round(peak.current() / GIB, 2)  # what earlier stages left allocated: a leak shows here
         start = time.perf_counter()
         try:
             yield record
@@ -221,13 +222,23 @@ class PeakMemory:
 
         if self.cuda:
             return torch.cuda.max_memory_allocated()
+        return self._status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def current(self) -> int:
+        import torch
+
+        return torch.cuda.memory_allocated() if self.cuda else self._status("VmRSS")
+
+    @staticmethod
+    def _status(field: str) -> int:
+        """A size from /proc/self/status in bytes (0 where there is none)."""
         try:
             for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
         except OSError:
             pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return 0
 
 
 def versions() -> dict[str, str | None]:
@@ -691,7 +702,7 @@ class Check:
         texts = data["positive"][: min(args.infer_batch, 16)]
         report.arch(name).update(seq_len=seq_len, batch=args.other_batch, small=kept)
 
-        with report.stage(name, "load_full", layers=total) as record:
+        with report.stage(name, "load_full", layers=total):
             model = self.encoder(self.work / name, recipe, seq_len)
         self.describe(name, model, config, data, seq_len)
         with report.stage(name, "forward_full") as record:
@@ -753,12 +764,12 @@ def markdown(data: dict[str, Any]) -> str:
     main = data["architectures"].get(MAIN)
     if main:
         lines += ["", f"## {MAIN}: the recipe's path, stage by stage", "",
-                  "| stage | layers | seconds | peak GiB | figures |", "|---|---:|---:|---:|---|"]
+                  "| stage | layers | seconds | GiB at start | peak GiB | figures |", "|---|---:|---:|---:|---:|---|"]
         for stage, record in main["stages"].items():
             figures = {key: value for key, value in record.items()
-                       if key not in ("layers", "seconds", "peak_gib") and not isinstance(value, (list, dict))}
+                       if key not in ("layers", "seconds", "peak_gib", "start_gib") and not isinstance(value, (list, dict))}
             lines.append(f"| {stage} | {cell(record.get('layers'))} | {cell(record.get('seconds'))} | "
-                         f"{cell(record.get('peak_gib'))} | {', '.join(f'{k} {cell(v)}' for k, v in figures.items())} |")
+                         f"{cell(record.get('start_gib'))} | {cell(record.get('peak_gib'))} | {', '.join(f'{k} {cell(v)}' for k, v in figures.items())} |")
     lines += ["", ("Peak memory: torch.cuda.max_memory_allocated per stage on a GPU, the process's peak resident "
                    "memory on CPU. Weights are random, of the published configs' shapes (bench/gpu_configs/).")]
     return "\n".join(lines) + "\n"

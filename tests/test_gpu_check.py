@@ -61,10 +61,26 @@ def test_tiny_run_writes_a_filled_row_per_architecture(tmp_path):
         assert f"| {stage} |" in markdown
 
 
-def test_shipped_configs_match_their_recipes_and_vocabularies():
+#: The bases' published sizes (their model cards, LM head included), in billions of parameters.
+PUBLISHED_SIZES = {"llama-3-8b-instruct": 8.03, "mistral-7b-instruct-v0.2": 7.24, "qwen2-7b-instruct": 7.62,
+                   "phi-3-mini-4k-instruct": 3.82, "qwen3-8b": 8.19}
+
+
+def test_shipped_configs_match_their_recipes_vocabularies_and_published_sizes(tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     from st_prune.recipe import load_recipe
 
     for name in ARCHITECTURES:
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copyfile(CONFIGS / name / "config.json", folder / "config.json")
+        with torch.device("meta"):  # shapes only: no memory, no time
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+        assert round(sum(parameter.numel() for parameter in model.parameters()) / 1e9, 2) == PUBLISHED_SIZES[name], name
         config = json.loads((CONFIGS / name / "config.json").read_text())
         essentials = json.loads((CONFIGS / name / "tokenizer_essentials.json").read_text())
         assert load_recipe(name).base.layers == config["num_hidden_layers"], name
