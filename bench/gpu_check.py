@@ -535,7 +535,7 @@ def step_figures(timer, tokens_per_step: int, kept: int, total: int) -> dict[str
 def training_config(recipe, seq_len: int, tiny: bool, **changes: Any):
     """The recipe's own TrainingConfig with this check's sizes: no checkpoints, every step's loss logged; on CPU
     (--tiny) bf16 is left to st-prune's auto (off), since the recipe's bf16=True is refused there."""
-    from st_prune.recipe import training_config as recipe_training_config
+    from st_prune.pipeline.runner import training_config as recipe_training_config
 
     base = recipe_training_config(recipe.training)
     if tiny:
@@ -570,7 +570,7 @@ class Check:
         self.args, self.report, self.work, self.device = args, report, work, device
         self.triplets = read_triplets()
         texts = [row[column] for row in self.triplets for column in ("anchor", "positive", "negative")]
-        from st_prune.data import instruction_prompt
+        from st_prune.data.triplets import instruction_prompt
 
         prompts = sorted({instruction_prompt(row["instruction"]) for row in self.triplets})
         self.bpe = train_bpe(texts + prompts * 100)  # the prompts (and the " →" closing them) become few tokens
@@ -578,7 +578,7 @@ class Check:
     def encoder(self, folder: Path, recipe, seq_len: int, layers: int | None = None):
         """The model the recipe runner builds (``RecipeRunner._encoder``), loaded straight onto the device."""
         from st_prune import encoder_from_llm
-        from st_prune.data import instruction_prompt
+        from st_prune.data.triplets import instruction_prompt
 
         model_kwargs: dict[str, Any] = {}
         if self.device.startswith("cuda"):
@@ -614,8 +614,8 @@ class Check:
     # --- Meta-Llama-3-8B-Instruct: the recipe's path at the recipe's sizes ----------------------------------------
     def run_main(self) -> None:
         from st_prune import L3Prune, export_model
-        from st_prune.l3prune import scan
-        from st_prune.recipe import load_recipe
+        from st_prune.l3prune.scan import scan
+        from st_prune.pipeline.runner import load_recipe
 
         args, report, name = self.args, self.report, MAIN
         recipe = load_recipe(name)
@@ -677,7 +677,7 @@ class Check:
         release(self.device)
 
     def train(self, model, data, recipe, seq_len: int, batch: int, steps: int, kept: int, total: int, **changes: Any):
-        from st_prune.training import train_encoder
+        from st_prune.training.trainer import train_encoder
 
         timer = step_timer(self.device)
         config = training_config(recipe, seq_len, self.args.tiny, max_steps=steps, batch_size=batch, **changes)
@@ -689,9 +689,9 @@ class Check:
 
     # --- the other four: load, cut, a few steps, export -------------------------------------------------------------
     def run_other(self, name: str) -> None:
-        from st_prune import architectures
-        from st_prune.recipe import load_recipe
-        from st_prune.training import train_pruned
+        from st_prune.model import architectures
+        from st_prune.pipeline.runner import load_recipe
+        from st_prune.training.trainer import train_pruned
 
         args, report = self.args, self.report
         recipe = load_recipe(name)
