@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from st_prune.model.dtypes import DTYPE_CHOICES
-from st_prune.pipeline.runner import STAGES, RecipeRunner, load_recipe
+from st_prune.pipeline.stages import STAGES
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.pipeline.recipe import load_recipe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
