@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from st_prune.interrupts import same_command
 from st_prune.recipe import load_recipe, shipped_recipes
 
 
@@ -14,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the recipes shipped with st-prune: name, base model, decoder layers, what hardware it is "
         "sized for. `st-prune run NAME` runs one; `st-prune run NAME --dry-run` shows its settings.",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=same_command)
 
 
 def recipe_lines() -> list[str]:
