@@ -61,6 +61,7 @@ from st_prune.recipe_schema import (  # re-exported: callers import the specs fr
     CardSpec,
     DataSpec,
     DeploySpec,
+    DuplicateKeyError,
     EvaluationSpec,
     LocalTaskSpec,
     LoraSpec,
@@ -71,6 +72,7 @@ from st_prune.recipe_schema import (  # re-exported: callers import the specs fr
     TrimSpec,
     VariantSpec,
     apply_override,
+    load_yaml,
     parse_override,
     recipe_from_dict,
     recipe_keys,
@@ -114,7 +116,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     """Read, override (``key.path=value`` strings) and validate a recipe: a YAML file or a shipped recipe's name."""
     path = find_recipe(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as error:
+        raise StPruneError(f"recipe {path}: {error.describe()}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
