@@ -81,6 +81,7 @@ from st_prune.files import read_json, write_json_atomic
 # Re-exported: benches and tests import the machine/speed helpers from here.
 from st_prune.machine import cpu_name, machine_description, measure_tokens_per_second, speed_texts  # noqa: F401
 from st_prune.resources import measure_usage, process_peak_rss_bytes, release_memory
+from st_prune.run_lock import hold_run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -521,7 +522,14 @@ class RecipeRunner:
         if not distributed.is_main():
             return self._run_beside_rank_0()
         self.preflight()
-        self.output.mkdir(parents=True, exist_ok=True)
+        # One writer per run folder: a second `st-prune run` on it is refused while this one works (rank 0 holds
+        # the lock for the whole run; the other ranks of a torchrun run returned above).
+        with hold_run_lock(self.output):
+            return self._run_as_rank_0()
+
+    def _run_as_rank_0(self) -> dict[str, Any]:
+        from st_prune import distributed
+
         write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         started = time.perf_counter()
