@@ -61,8 +61,12 @@ def _acquire(folder: Path) -> tuple[Path, str]:
             logger.info("%s: took over the lock left by process %s, which is no longer running", folder,
                         holder.get("pid"))
             continue
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(owner)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(owner)
+        except BaseException:  # a full disk, Ctrl-C: an empty lock would block the folder until deleted by hand
+            path.unlink(missing_ok=True)
+            raise
         return path, owner
     raise StPruneError(f"{path} holds no owner that can be read: if no st-prune run uses {folder}, delete it and "
                        "run again")
@@ -80,16 +84,15 @@ def _is_gone(holder: dict[str, Any]) -> bool:
         return False
     if holder.get("boot_id") and holder["boot_id"] != _boot_id():
         return True  # this machine restarted since
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return True  # not a process, or this very process: the writer is long gone and its pid came back to us
+    pid = holder["pid"]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
         pass
-    # Alive, unless the pid was reused: the process with that pid started at another time than the writer.
+    # Alive, unless the pid was reused (this process's own included): the process with that pid started at
+    # another time than the writer. Without the start times (not Linux) a live pid is taken for the writer.
     ticks = holder.get("start_ticks")
     return ticks is not None and _start_ticks(pid) not in (None, ticks)
 
@@ -132,7 +135,7 @@ def _parse(text: str | None) -> dict[str, Any] | None:
         holder = json.loads(text or "")
     except json.JSONDecodeError:
         return None
-    return holder if isinstance(holder, dict) else None
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
 
 def _boot_id() -> str | None:

@@ -96,6 +96,15 @@ def test_a_second_run_on_the_folder_is_refused_naming_the_first(recipe, tmp_path
     assert json.loads((output / LOCK_NAME).read_text())["pid"] == first.pid
 
 
+def test_a_second_run_in_the_same_process_is_refused(tmp_path):
+    """The lock names this very process (same pid and start time): another thread or a nested call holds it."""
+    folder = tmp_path / "run"
+    with hold_run_lock(folder), pytest.raises(StPruneError, match=f"process {os.getpid()} on "), \
+            hold_run_lock(folder):
+        pass
+    assert not (folder / LOCK_NAME).exists()
+
+
 def test_a_run_on_another_machine_is_respected(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -125,7 +134,8 @@ def test_only_rank_0_of_a_torchrun_run_takes_the_lock(recipe, tmp_path, other_ru
     lambda: lock_of(ended_pid()),
     lambda: lock_of(os.getppid(), start_ticks=1),  # the pid is alive, but it is a later process than the writer
     lambda: lock_of(os.getppid(), boot_id="a-boot-before-the-last-restart"),
-], ids=["process-ended", "pid-reused", "machine-restarted"])
+    lambda: lock_of(os.getpid(), start_ticks=1),  # a killed run's pid came back to this very process
+], ids=["process-ended", "pid-reused", "machine-restarted", "own-pid-reused"])
 def test_a_lock_left_by_a_killed_run_is_taken_over(stale, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -136,19 +146,20 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(stale, tmp_path):
     assert os.listdir(folder) == []  # nothing left beside it either (the stale lock was moved aside, then removed)
 
 
-def test_a_lock_that_names_no_process_is_refused_naming_the_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("damaged", ["", "{\"host\": \"vm\"}", "not json"], ids=["empty", "no-pid", "not-json"])
+def test_a_lock_that_names_no_process_is_refused_naming_the_file(damaged, tmp_path, monkeypatch):
     """Empty (a run killed between creating the lock and writing it) or damaged: whose it is cannot be told."""
     sleeps = []
     monkeypatch.setattr(run_lock.time, "sleep", sleeps.append)
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / LOCK_NAME).write_text("")
+    (folder / LOCK_NAME).write_text(damaged)
     with pytest.raises(StPruneError) as error, hold_run_lock(folder):
         pass
     assert str(error.value) == (f"{folder / LOCK_NAME} holds no owner that can be read: if no st-prune run uses "
                                 f"{folder}, delete it and run again")
     assert sum(sleeps) >= 1  # it was given time to be written first
-    assert (folder / LOCK_NAME).read_text() == ""
+    assert (folder / LOCK_NAME).read_text() == damaged  # whose it is cannot be told: the user decides
 
 
 def test_a_run_takes_over_a_killed_runs_lock(recipe, tmp_path, stages_see, caplog):
