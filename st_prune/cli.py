@@ -8,12 +8,12 @@ import logging
 import sys
 
 from st_prune.errors import StPruneError
-from st_prune.interrupts import report as report_interrupt
-from st_prune.interrupts import sigterm_raises_terminated
-from st_prune.optional import install_hint
+from st_prune.util.interrupts import report as report_interrupt
+from st_prune.util.interrupts import sigterm_raises_terminated
+from st_prune.util.optional import install_hint
 
 # Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int` and
-# `interrupted(args, argv) -> st_prune.interrupts.Resume` (what Ctrl-C leaves behind, the command that goes on).
+# `interrupted(args, argv) -> st_prune.util.interrupts.Resume` (what Ctrl-C leaves behind, the command that goes on).
 COMMAND_MODULES = (
     "st_prune.commands.prune",
     "st_prune.commands.publish",
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = None
     # Ctrl-C (and SIGTERM) anywhere, from the parser's imports to the verb's last write: one line naming what is
-    # kept and the command that goes on (st_prune.interrupts), not a traceback.
+    # kept and the command that goes on (st_prune.util.interrupts), not a traceback.
     with sigterm_raises_terminated():
         try:
             args = build_parser().parse_args(argv)

@@ -49,30 +49,35 @@ def verb_cases(tmp_path: Path, model: Path, triplets: Path) -> dict[str, tuple[l
         return f"{kept}; {action} `{shlex.join(['st-prune', *argv])}`"
 
     cases = {
-        "prune": (["prune", str(model), "--layers", "1", "--output", str(out)], "st_prune.truncated_llm.encoder_from_llm",
+        "prune": (["prune", str(model), "--layers", "1", "--output", str(out)],
+                  "st_prune.model.truncated_llm.encoder_from_llm",
                   f"nothing was written to {out}", "start again with"),
         "scan": (["scan", str(model), "--data", str(triplets), "--batch-size", "4", "--output", str(out / "scan.json")],
-                 "st_prune.truncated_llm.encoder_from_llm",
+                 "st_prune.model.truncated_llm.encoder_from_llm",
                  f"nothing was written (the scan writes {out / 'scan.json'} when it ends)", "start again with"),
         "train": (["train", str(model), "--data", str(triplets), "--layers", "1", "--batch-size", "4", "--output",
                    str(out)],
-                  "st_prune.truncated_llm.encoder_from_llm",
+                  "st_prune.model.truncated_llm.encoder_from_llm",
                   "no checkpoint was saved yet (one every 100 steps, --save-steps)", "start again with"),
-        "eval": (["eval", str(model), "--tasks", "STSBenchmark", "--output", str(out)], "st_prune.evaluation.resolve_tasks",
+        "eval": (["eval", str(model), "--tasks", "STSBenchmark", "--output", str(out)],
+                 "st_prune.evaluation.evaluate.resolve_tasks",
                  f"the results of the finished tasks are kept in {out}, and the same command skips them"),
-        "trim": (["trim", str(model), "--corpus", str(triplets), "--output", str(out)], "st_prune.vocab_trim.read_corpus",
+        "trim": (["trim", str(model), "--corpus", str(triplets), "--output", str(out)],
+                 "st_prune.trim.vocab.read_corpus",
                  f"nothing was written to {out}", "start again with"),
-        "deploy": (["deploy", str(model), "--onnx"], "st_prune.deploy.deploy", f"{model} is as it was",
+        "deploy": (["deploy", str(model), "--onnx"], "st_prune.deploy.deploy.deploy", f"{model} is as it was",
                    "start again with"),
-        "run": (["run", "smollm2-135m-instruct-cpu", "--output", str(out)], "st_prune.recipe.RecipeRunner.run",
+        "run": (["run", "smollm2-135m-instruct-cpu", "--output", str(out)],
+                "st_prune.pipeline.runner.RecipeRunner.run",
                 f"the finished stages are kept in {out} and the same command skips them (a stopped training goes on "
                 "from its last checkpoint)"),
-        "run-default-folder": (["run", "smollm2-135m-instruct-cpu"], "st_prune.recipe.RecipeRunner.run",
+        "run-default-folder": (["run", "smollm2-135m-instruct-cpu"], "st_prune.pipeline.runner.RecipeRunner.run",
                                "the finished stages are kept in runs/smollm2-135m-instruct-cpu and the same command "
                                "skips them (a stopped training goes on from its last checkpoint)"),
-        "submit": (["submit", str(tmp_path / "results"), "--output", str(out)], "st_prune.evaluation.prepare_submission",
+        "submit": (["submit", str(tmp_path / "results"), "--output", str(out)],
+                   "st_prune.evaluation.evaluate.prepare_submission",
                    f"{out} may hold part of the submission, which the same command writes again", "start again with"),
-        "publish": (["publish", str(model), "--repo-id", "me/tiny"], "st_prune.hub.publish_folder",
+        "publish": (["publish", str(model), "--repo-id", "me/tiny"], "st_prune.hub.publish.publish_folder",
                     "me/tiny holds either the whole commit or none of it"),
         "recipes": (["recipes"], "st_prune.commands.recipes.recipe_lines", "nothing was written", "start again with"),
     }
@@ -102,9 +107,9 @@ def test_ctrl_c_on_every_verb_is_one_line_naming_what_is_kept_and_how_to_go_on(
     (["--resume=out.work/checkpoint-2"], ["--resume"]),
 ], ids=["plain", "overwrite", "resume", "resume-checkpoint", "resume=checkpoint"])
 def test_train_after_a_checkpoint_continues_with_a_bare_resume(extra, continued, monkeypatch):
-    import st_prune.training
+    import st_prune.training.trainer
 
-    monkeypatch.setattr(st_prune.training, "last_intact_checkpoint", lambda work: f"{work}/checkpoint-4")
+    monkeypatch.setattr(st_prune.training.trainer, "last_intact_checkpoint", lambda work: f"{work}/checkpoint-4")
     argv = ["train", "m", "--data", "d.jsonl", "--layers", "2", *extra, "--output", "out", "--max-steps", "9"]
     args = cli.build_parser().parse_args(argv)
     resume = args.interrupted(args, argv)
@@ -115,7 +120,7 @@ def test_train_after_a_checkpoint_continues_with_a_bare_resume(extra, continued,
 
 def test_the_torchrun_ranks_other_than_0_stop_quietly(tiny_llm, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr("st_prune.truncated_llm.encoder_from_llm", stop)
+    monkeypatch.setattr("st_prune.model.truncated_llm.encoder_from_llm", stop)
     assert main(["prune", str(tiny_llm()), "--layers", "1", "--output", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err == ""  # rank 0 speaks for the run
 

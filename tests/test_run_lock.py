@@ -16,10 +16,11 @@ import pytest
 import yaml
 
 import st_prune
-from st_prune import cli, run_lock
+from st_prune import cli
+from st_prune.util import run_lock
 from st_prune.errors import StPruneError
-from st_prune.recipe import RecipeRunner, load_recipe
-from st_prune.run_lock import LOCK_NAME, hold_run_lock
+from st_prune.pipeline.runner import RecipeRunner, load_recipe
+from st_prune.util.run_lock import LOCK_NAME, hold_run_lock
 
 SOURCE = Path(st_prune.__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ def other_run(tmp_path):
     processes = []
 
     def start(folder: Path) -> subprocess.Popen:
-        code = ("import sys, time\nfrom st_prune.run_lock import hold_run_lock\n"
+        code = ("import sys, time\nfrom st_prune.util.run_lock import hold_run_lock\n"
                 "with hold_run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
         process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
                                    env={**os.environ, "PYTHONPATH": str(SOURCE)})

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from st_prune.errors import StPruneError
-from st_prune.interrupts import Resume
+from st_prune.util.interrupts import Resume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,12 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
-    # st_prune.deploy builds every file in a staging folder and moves them in only once all of them are checked.
+    # st_prune.deploy.deploy builds every file in a staging folder and moves them in only once all of them are checked.
     return Resume(f"{args.model} is as it was", argv, action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.deploy import BACKENDS, deploy
+    from st_prune.deploy.deploy import BACKENDS, deploy
 
     backends = [name for name in BACKENDS if getattr(args, name)] or list(BACKENDS)
     texts = None

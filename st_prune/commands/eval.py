@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from st_prune.interrupts import Resume
+from st_prune.util.interrupts import Resume
 
 DESCRIPTION = """\
 Evaluate a saved SentenceTransformer model with mteb. Task instructions (LLM2Vec / E5 style, as in the paper) are
@@ -73,7 +73,7 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
-    from st_prune import evaluation
+    from st_prune.evaluation import evaluate as evaluation
     from st_prune.errors import StPruneError
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_model(path: Path):
     from st_prune.errors import StPruneError
-    from st_prune.local_only import load_model_folder
+    from st_prune.util.local_only import load_model_folder
 
     if not path.exists():
         raise StPruneError(f"model folder {path} not found: pass the folder of a saved SentenceTransformer model")

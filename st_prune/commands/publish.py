@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from st_prune.interrupts import Resume
+from st_prune.util.interrupts import Resume
 
 DESCRIPTION = """\
 Mirror a saved SentenceTransformer model folder (weights, configs, tokenizer, README.md card, plots) into a
@@ -38,7 +38,7 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.hub import publish_folder
+    from st_prune.hub.publish import publish_folder
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per HTTP request otherwise
     result = publish_folder(

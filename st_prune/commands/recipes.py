@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.interrupts import same_command
-from st_prune.recipe import load_recipe, shipped_recipes
+from st_prune.pipeline.runner import load_recipe, shipped_recipes
+from st_prune.util.interrupts import same_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

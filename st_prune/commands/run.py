@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.dtypes import DTYPE_CHOICES
-from st_prune.interrupts import Resume
-from st_prune.recipe import STAGES, RecipeRunner, load_recipe
+from st_prune.model.dtypes import DTYPE_CHOICES
+from st_prune.pipeline.runner import STAGES, RecipeRunner, load_recipe
+from st_prune.util.interrupts import Resume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from st_prune.interrupts import Resume
+from st_prune.util.interrupts import Resume
 
 DESCRIPTION = """\
 Prepare what the MTEB leaderboard needs from an `st-prune eval --output` folder: DIR/results/ in the layout of the
@@ -34,7 +34,7 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
-    from st_prune.evaluation import prepare_submission
+    from st_prune.evaluation.evaluate import prepare_submission
 
     submission = prepare_submission(args.results, args.output, model_name=args.model_name)
     print(f"Prepared the submission of {', '.join(submission.models)} in {submission.output_dir}:")
