@@ -19,7 +19,16 @@ from typing import Any
 import yaml
 
 from st_prune.errors import StPruneError
-from st_prune.pipeline.schema import Recipe, TrainingSpec, apply_override, parse_override, recipe_from_dict, recipe_keys
+from st_prune.pipeline.schema import (
+    DuplicateKeyError,
+    Recipe,
+    TrainingSpec,
+    apply_override,
+    load_yaml,
+    parse_override,
+    recipe_from_dict,
+    recipe_keys,
+)
 
 
 # =====================================================================================================
@@ -51,7 +60,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     """Read, override (``key.path=value`` strings) and validate a recipe: a YAML file or a shipped recipe's name."""
     path = find_recipe(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as error:
+        raise StPruneError(f"recipe {path}: {error.describe()}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

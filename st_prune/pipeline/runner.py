@@ -30,6 +30,7 @@ from st_prune.pipeline.stages.scan import SCAN
 from st_prune.pipeline.usage import usage_table
 from st_prune.util.machine import machine_description
 from st_prune.util.resources import measure_usage, process_peak_rss_bytes, release_memory
+from st_prune.util.run_lock import hold_run_lock
 
 
 class RecipeRunner:
@@ -131,7 +132,14 @@ class RecipeRunner:
         if not distributed.is_main():
             return self._run_beside_rank_0()
         self.preflight()
-        self.output.mkdir(parents=True, exist_ok=True)
+        # One writer per run folder: a second `st-prune run` on it is refused while this one works (rank 0 holds
+        # the lock for the whole run; the other ranks of a torchrun run returned above).
+        with hold_run_lock(self.output):
+            return self._run_as_rank_0()
+
+    def _run_as_rank_0(self) -> dict[str, Any]:
+        from st_prune.util import distributed
+
         self.folder.write(self.folder.run_file, {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         self.folder.recipe_file.write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         started = time.perf_counter()
