@@ -190,6 +190,6 @@ def test_a_run_folder_written_by_the_flat_layout_code_resumes_with_every_stage_s
     summary = runner.run()
     assert runner.calls == {}, lines
     skipped = [line for line in lines if line.startswith("[skip]")]
-    assert len(skipped) == 1 + 6 * 2, lines  # the scan, then prune .. card of both variants
+    assert len(skipped) == 1 + 5 * 2, lines  # the scan, then prune, train, export, evaluate, card of both variants
     assert not any(line.startswith("[run ]") for line in lines), lines
     assert summary["small"]["score"] == json.loads((folder / "run/work/small/eval.json").read_text())["average"]
