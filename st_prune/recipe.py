@@ -83,6 +83,8 @@ from st_prune.resources import measure_usage, process_peak_rss_bytes, release_me
 logger = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("scan", "prune", "train", "export", "trim", "deploy", "evaluate", "card", "publish")
+# The stages that read the training data (texts for the scan, training, speed measurements, the trim and the card).
+DATA_STAGES = frozenset({"scan", "train", "export", "trim", "deploy", "card"})
 
 
 # =====================================================================================================
@@ -104,6 +106,13 @@ def find_recipe(reference: str | os.PathLike) -> Path:
     if str(reference) in (name, f"{name}.yaml") and shipped.is_file():
         return shipped
     names = ", ".join(p.stem for p in shipped_recipes())
+    if path.is_dir():
+        inside = sorted(str(file) for file in path.glob("*.y*ml"))
+        example = f" such as {', '.join(inside[:3])}" if inside else ""
+        raise StPruneError(
+            f"recipe {reference} is a folder; pass a recipe YAML file{example}, or a shipped recipe's name "
+            f"(`st-prune recipes` lists them: {names})"
+        )
     raise StPruneError(
         f"recipe {reference} does not exist: pass a recipe YAML file or a shipped recipe's name "
         f"(`st-prune recipes` lists them: {names})"
@@ -369,13 +378,22 @@ class RecipeRunner:
             checks.check_hub_access(recipe, self.source(), org_flag=self.org, token=self.token, endpoint=self.endpoint)
         checks.check_run_dir(self.output, recipe.name, recipe.digest(), self.log)
         checks.check_destinations(self.output, self.zoo_index)
-        total = checks.base_num_layers(recipe, *split_gguf(self.source()))
+        self.check_depths()
         checks.check_precision(recipe, self.source(), training="train" in stages)
-        checks.check_variant_depths(recipe, total)
         self._check_scan_is_current(stages)
         for task in recipe.evaluation.local_tasks:
             if not self._local_task_path(task).is_file():
                 raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+        if set(stages) & DATA_STAGES:
+            # Read and checked now, kept for the stages: empty or unreadable data must not leave a run folder behind.
+            self.training_source()
+
+    def check_depths(self) -> None:
+        """base.layers and every variant's fixed depth against the base, read from its config alone (never the
+        weights): the preflight's check, which ``--dry-run`` makes too, so a plan shows only what a run accepts."""
+        from st_prune import preflight as checks
+
+        checks.check_variant_depths(self.recipe, checks.base_num_layers(self.recipe, *split_gguf(self.source())))
 
     def _check_scan_is_current(self, stages: list[str]) -> None:
         """``--only STAGE`` for a variant whose depth is a scan's pick: that scan must be the one of these settings.

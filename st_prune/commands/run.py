@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or f"runs/{recipe.name}"
     runner = RecipeRunner(recipe, output, push_to_hub=args.push_to_hub, only=args.only, zoo_index=args.zoo_index)
     if args.dry_run:
+        runner.check_depths()  # reads the base's config only
         print(runner.plan())
         return 0
     summary = runner.run()
