@@ -89,12 +89,12 @@ def _latin1_triplets(path: Path) -> Path:
 
 @pytest.fixture()
 def no_model_load(monkeypatch):
-    import st_prune.truncated_llm
+    import st_prune.model.truncated_llm
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the data was read")
 
-    monkeypatch.setattr(st_prune.truncated_llm, "encoder_from_llm", refuse)
+    monkeypatch.setattr(st_prune.model.truncated_llm, "encoder_from_llm", refuse)
 
 
 def test_scan_of_latin1_jsonl_names_the_line_and_the_fix(tiny_llm, tmp_path, capsys, no_model_load):
@@ -166,7 +166,7 @@ def test_scan_under_a_file_size_limit_keeps_no_half_plot(tiny_llm, triplets_file
                                                           file_size_limit):
     argv = ["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4", "--num-batches", "1",
             "--output", tmp_path / "out" / "scan.json"]
-    from st_prune import l3prune
+    from st_prune.l3prune import scan as l3prune
 
     real_plot = l3prune.L3PruneResult.plot
 
@@ -184,12 +184,12 @@ def test_scan_under_a_file_size_limit_keeps_no_half_plot(tiny_llm, triplets_file
 
 
 def test_no_space_left_is_one_line_naming_the_output(tiny_llm, tmp_path, capsys, monkeypatch):
-    import st_prune.export
+    import st_prune.model.export
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(st_prune.export, "export_model", full_disk)
+    monkeypatch.setattr(st_prune.model.export, "export_model", full_disk)
     status, err = run_cli(["prune", tiny_llm(), "--layers", "1", "--output", tmp_path / "out"], capsys)
     assert_one_line(status, err, f"no space left on the device while writing {tmp_path / 'out'}; free space on "
                                  "that disk, or choose another --output")
@@ -215,7 +215,7 @@ def test_a_checkpoint_cut_short_is_not_kept(tiny_llm, tmp_path, file_size_limit)
     from test_training import FAST, triplet_rows
 
     from st_prune import encoder_from_llm
-    from st_prune.training import TrainingConfig, train_encoder
+    from st_prune.training.trainer import TrainingConfig, train_encoder
 
     model = encoder_from_llm(str(tiny_llm()), layers=1, max_seq_length=64)
     config = TrainingConfig(**{**FAST, "max_steps": 1, "save_steps": 1})
@@ -301,8 +301,8 @@ def mteb_results(exported, tmp_path_factory):
     """An `st-prune eval --output` folder holding one MTEB task's result (STSBenchmark, its rows given in memory)."""
     from test_evaluation import stsbenchmark_in_memory
 
-    from st_prune import evaluation
-    from st_prune.local_only import load_model_folder
+    from st_prune.evaluation import evaluate as evaluation
+    from st_prune.util.local_only import load_model_folder
 
     root = tmp_path_factory.mktemp("mteb-results") / "ev"
     model = load_model_folder(exported)
@@ -368,8 +368,8 @@ def test_the_trained_adapter_follows_the_umask(tiny_llm, tmp_path, umask):
     from test_training import FAST, triplet_rows
 
     from st_prune import encoder_from_llm
-    from st_prune.stages.train import ADAPTER, train_variant
-    from st_prune.training import TrainingConfig
+    from st_prune.pipeline.stages.train import ADAPTER, train_variant
+    from st_prune.training.trainer import TrainingConfig
 
     model = encoder_from_llm(str(tiny_llm()), layers=1, max_seq_length=64)
     config = TrainingConfig(**{**FAST, "max_steps": 1})
