@@ -157,11 +157,15 @@ def _is_hub_name(name: str) -> bool:
     return bool(name)
 
 
+# The stages that read the training data (texts for the scan, training, speed measurements, the trim and the card).
+DATA_STAGES = frozenset({"scan", "train", "export", "trim", "deploy", "card"})
+
+
 def check_run(ctx: Any, names: list[str], *, zoo_index: Path | None, only: str | None,
               scan_is_current: Callable[[], bool]) -> None:
     """Every check of a run of the stages ``names`` (a ``RunContext``): data, deploy runtimes, Hub access, DIR, base
     config and layer counts, precision, the scan behind ``--only``, evaluation files."""
-    from st_prune.pipeline.recipe import resolve_data_path, split_gguf
+    from st_prune.pipeline.recipe import resolve_data_path
 
     recipe, output = ctx.recipe, ctx.folder.root
     resolve_data_path(recipe)
@@ -173,9 +177,8 @@ def check_run(ctx: Any, names: list[str], *, zoo_index: Path | None, only: str |
         check_hub_access(recipe, ctx.source(), org_flag=ctx.org, token=ctx.token, endpoint=ctx.endpoint)
     check_run_dir(output, recipe.name, recipe.digest(), ctx.log)
     check_destinations(output, zoo_index)
-    total = base_num_layers(recipe, *split_gguf(ctx.source()))
+    check_depths(ctx)
     check_precision(recipe, ctx.source(), training="train" in names)
-    check_variant_depths(recipe, total)
     # --only STAGE for a variant whose depth is a scan's pick: that scan must be the one of these settings. Without it
     # the stage's key cannot be known: a stale marker would read as "done earlier", a fresh run would cut the model at
     # a depth picked with other settings.
@@ -187,3 +190,14 @@ def check_run(ctx: Any, names: list[str], *, zoo_index: Path | None, only: str |
     for task in recipe.evaluation.local_tasks:
         if not ctx.local_task_path(task).is_file():
             raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+    if set(names) & DATA_STAGES:
+        # Read and checked now, kept for the stages: empty or unreadable data must not leave a run folder behind.
+        ctx.training_source()
+
+
+def check_depths(ctx: Any) -> None:
+    """base.layers and every variant's fixed depth against the base, read from its config alone (never the
+    weights)."""
+    from st_prune.pipeline.recipe import split_gguf
+
+    check_variant_depths(ctx.recipe, base_num_layers(ctx.recipe, *split_gguf(ctx.source())))

@@ -50,6 +50,13 @@ def find_recipe(reference: str | os.PathLike) -> Path:
     if str(reference) in (name, f"{name}.yaml") and shipped.is_file():
         return shipped
     names = ", ".join(p.stem for p in shipped_recipes())
+    if path.is_dir():
+        inside = sorted(str(file) for file in path.glob("*.y*ml"))
+        example = f" such as {', '.join(inside[:3])}" if inside else ""
+        raise StPruneError(
+            f"recipe {reference} is a folder; pass a recipe YAML file{example}, or a shipped recipe's name "
+            f"(`st-prune recipes` lists them: {names})"
+        )
     raise StPruneError(
         f"recipe {reference} does not exist: pass a recipe YAML file or a shipped recipe's name "
         f"(`st-prune recipes` lists them: {names})"

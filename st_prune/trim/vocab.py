@@ -128,25 +128,25 @@ class TrimReport:
 # --------------------------------------------------------------------------------------------- corpus
 
 
-def read_corpus(path: str | os.PathLike) -> list[str]:
+def read_corpus(path: str | os.PathLike, flag: str = "--corpus") -> list[str]:
     """Texts of ``path``: every string column of a JSONL/JSON/CSV/Parquet file, else one text a line.
-    Blank texts are skipped; none left is an error."""
+    Blank texts are skipped; none left is an error. ``flag`` is the option the file was given with."""
     path = Path(path)
     if not path.is_file():
-        raise StPruneError(f"corpus {path} not found; give --corpus a text file (one text a line) or a "
+        raise StPruneError(f"{flag} {path} not found; give {flag} a text file (one text a line) or a "
                            "JSONL/CSV/Parquet file")
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         try:
             texts = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
-            raise StPruneError(f"corpus {path} is not UTF-8 text; give one text a line or a JSONL/CSV/Parquet "
+            raise StPruneError(f"{flag} {path} is not UTF-8 text; give one text a line or a JSONL/CSV/Parquet "
                                "file") from None
     else:
         texts = _table_texts(path, fmt)
     texts = [text for text in texts if text.strip()]
     if not texts:
-        raise StPruneError(f"corpus {path} has no text; the trim keeps the tokens a corpus uses, so give it the "
+        raise StPruneError(f"{flag} {path} has no text; the trim keeps the tokens a corpus uses, so give it the "
                            "texts the model will embed")
     return texts
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from st_prune.pipeline.stage import Stage, digest
 from st_prune.pipeline.stages.prune import PRUNE
+from st_prune.util.staging import commit_staging, new_staging_dir
 
 CHECKPOINTS = "checkpoints"
 KEY_FILE = "key.json"
@@ -97,11 +98,18 @@ def train_variant(
     if not is_main:
         return record
     adapter, partial = work_dir / ADAPTER, work_dir / f"{ADAPTER}.partial"
-    for old in (adapter, partial):  # this stage's own output, rebuilt whole
+    for old in (adapter, partial):  # this stage's own output, rebuilt whole (adapter.partial: left by older versions)
         if old.exists():
             shutil.rmtree(old)
-    model[0].model.save_pretrained(str(partial))
-    partial.rename(adapter)  # a kill during the save leaves adapter.partial, never a half adapter
+    # Staged like every other output: a kill or a full disk during the save leaves no half adapter (the next save
+    # removes a killed one's staging folder), and the files get the umask's modes, not the 0600 peft writes.
+    staging = new_staging_dir(adapter)
+    try:
+        model[0].model.save_pretrained(str(staging))
+        commit_staging(staging, adapter)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     write_json_atomic(work_dir / RECORD, record)
     return record
 
