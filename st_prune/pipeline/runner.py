@@ -97,16 +97,7 @@ class RecipeRunner:
                 key = None if stage.name == "publish" else self.stage_key(stage, variant)
                 done = self._is_done(stage, variant) if stage.name == "publish" else (
                     key is not None and self._is_done(stage, variant, key))
-                detail = ""
-                if variant is not None:
-                    depth = variant.pick or (f"{variant.layers} layers" if variant.layers else f"fraction {variant.fraction}")
-                    if stage.name == "train":
-                        depth += f", {recipe.training_for(variant).steps} steps"
-                        if variant.learning_rate is not None:
-                            depth += f", lr {variant.learning_rate:g}"
-                    detail = f" [{variant.name}: {depth}]"
-                    if stage.name in ("card", "publish"):
-                        detail += f" -> {self.ctx.repo_id(variant)}"
+                detail = "" if variant is None else f" {stage.describe(self.ctx, variant)}"
                 lines.append(f"  {stage.name:<9}{detail} ({'done, skipped' if done else 'to run'})")
         if not self.ctx.org:
             lines.append("  publish   (off: pass --push-to-hub ORG; the zoo is the local folder)")

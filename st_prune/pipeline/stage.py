@@ -55,6 +55,11 @@ class Stage:
             return self.key(ctx.recipe, None, None, None)
         return None if layers is None else self.key(ctx.recipe, variant, layers, ctx.zoo_dir(variant).name)
 
+    def describe(self, ctx: RunContext, variant: VariantSpec, extra: str = "") -> str:
+        """The plan's words for this stage of ``variant`` (``--dry-run``): ``[name: how deep it is cut]``."""
+        depth = variant.pick or (f"{variant.layers} layers" if variant.layers else f"fraction {variant.fraction}")
+        return f"[{variant.name}: {depth}{extra}]"
+
     def run(self, ctx: RunContext, variant: VariantSpec | None) -> dict[str, Any]:
         """Do the work; returns what the marker records beside the key."""
         raise NotImplementedError

@@ -47,6 +47,9 @@ def card_inputs(ctx, variant) -> dict[str, Any]:
 class CardStage(Stage):
     name = "card"
 
+    def describe(self, ctx, variant, extra: str = "") -> str:
+        return f"{super().describe(ctx, variant, extra)} -> {ctx.repo_id(variant)}"
+
     def key(self, recipe, variant, layers, folder) -> str:
         """Everything the card shows: the folder, its backend files, its scores, and the recipe's words about it."""
         deployed = DEPLOY.key(recipe, variant, layers, folder) if recipe.deploys(variant) else None

@@ -39,6 +39,9 @@ class PublishStage(Stage):
     def applies(self, ctx, variant) -> bool:
         return ctx.org is not None
 
+    def describe(self, ctx, variant, extra: str = "") -> str:
+        return f"{super().describe(ctx, variant, extra)} -> {ctx.repo_id(variant)}"
+
     def check_inputs(self, ctx, variant) -> None:
         from st_prune.errors import StPruneError
 

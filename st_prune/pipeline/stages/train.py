@@ -190,6 +190,11 @@ class TrainStage(Stage):
     def check_inputs(self, ctx, variant) -> None:
         ctx.folder.record(variant.name, PRUNE.record, stage="prune")
 
+    def describe(self, ctx, variant, extra: str = "") -> str:
+        extra += f", {ctx.recipe.training_for(variant).steps} steps"
+        extra += f", lr {variant.learning_rate:g}" if variant.learning_rate is not None else ""
+        return super().describe(ctx, variant, extra)
+
     def run(self, ctx, variant) -> dict[str, Any]:
         from st_prune.pipeline.recipe import training_config
         from st_prune.util import distributed
