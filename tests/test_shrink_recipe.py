@@ -13,7 +13,8 @@ from test_recipe import write_recipe
 from tiny_embedders import QWEN3_PROMPTS, make_tiny_embedder
 
 from st_prune import cli
-from st_prune.pipeline.runner import RecipeRunner, load_recipe
+from st_prune.pipeline.recipe import load_recipe
+from st_prune.pipeline.runner import RecipeRunner
 from tests.tiny_models import make_tiny_llm
 
 
@@ -30,16 +31,17 @@ def test_recipe_on_an_embedder_with_a_width_variant(tmp_path):
     assert recipe.base.kind is None and [recipe.mlp_keep_of(v) for v in recipe.variants] == [0.5, 1.0]
     runner = RecipeRunner(recipe, tmp_path / "run", log=lambda _: None)
     runner.run()
-    assert runner.is_embedder()
+    ctx = runner.ctx
+    assert ctx.is_embedder()
     narrow, deep = recipe.variants
-    model = SentenceTransformer(str(runner.export_dir(narrow)))  # plain sentence-transformers
+    model = SentenceTransformer(str(ctx.export_dir(narrow)))  # plain sentence-transformers
     config = model[0].auto_model.config
     assert (config.num_hidden_layers, config.intermediate_size) == (2, 32)
     assert model[1].pooling_mode == "lasttoken" and model.prompts["query"] == QWEN3_PROMPTS["query"]
-    assert SentenceTransformer(str(runner.export_dir(deep)))[0].auto_model.config.intermediate_size == 64
-    prune = runner._prune_info(narrow)
+    assert SentenceTransformer(str(ctx.export_dir(deep)))[0].auto_model.config.intermediate_size == 64
+    prune = ctx.folder.record(narrow.name, "prune.json", stage="prune")
     assert prune["width"] == {"mlp_keep": 0.5, "intermediate_size": 32, "original_intermediate_size": 64}
-    card = next(path for path in runner.export_dir(narrow).parent.rglob("README.md")
+    card = next(path for path in ctx.export_dir(narrow).parent.rglob("README.md")
                 if "MLP channels" in path.read_text())
     assert "| MLP channels per layer (width) | 32 (50 %" in card.read_text()
     assert "text encoder made from the sentence-transformers embedder" in card.read_text()
@@ -63,4 +65,4 @@ def test_kind_that_does_not_match_the_model_is_refused(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, make_tiny_llm(tmp_path / "llm", "llama", 4),
                                       base={"model": str(tmp_path / "llm"), "kind": "sentence-transformers"}))
     with pytest.raises(Exception, match="base.kind is sentence-transformers but .* is no sentence-transformers model"):
-        RecipeRunner(recipe, tmp_path / "run", log=lambda _: None).is_embedder()
+        RecipeRunner(recipe, tmp_path / "run", log=lambda _: None).ctx.is_embedder()
