@@ -127,3 +127,13 @@ def test_train_an_embedder_with_width(tmp_path, data, capsys):
     assert type(model[2]).__name__ == "Dense" and model[1].pooling_mode == "mean"
     assert model.similarity_fn_name == "dot"
     assert model.encode(TEXTS).shape == (3, 16)
+
+
+def test_width_on_a_fused_mlp_is_refused(tmp_path, data, capsys):
+    """Phi-3 fuses gate and up into one gate_up_proj: no width cut, one line saying to cut depth only."""
+    phi3 = make_tiny_llm(tmp_path / "phi3", "phi3", 4)
+    status, err = run_cli(["prune", phi3, "--layers", 2, "--mlp-keep", 0.5, "--data", data,
+                           "--output", tmp_path / "out"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert "'phi3' has none; cut its depth only (leave out --mlp-keep)" in err
+    assert not (tmp_path / "out").exists()
