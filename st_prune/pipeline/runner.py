@@ -228,27 +228,12 @@ def instruction_prompt(instruction: str) -> str:
     return format_instruction(instruction) or ""
 
 
-def training_config(spec: TrainingSpec) -> Any:
-    """The recipe's training section as ``st_prune.training.trainer.TrainingConfig``."""
-    from st_prune.training.trainer import TrainingConfig
+def record_settings(spec: TrainingSpec, config: Any) -> dict[str, Any]:
+    """The training settings as train.json records them for the card: the recipe's keys, with what the automatic
+    ones (None) resolved to on this machine."""
+    from st_prune.training.trainer import use_bf16, use_gradient_checkpointing
 
-    return TrainingConfig(
-        max_steps=spec.steps,
-        batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        warmup_steps=spec.warmup_steps,
-        max_seq_length=spec.max_seq_length,
-        scale=spec.scale,
-        lora_r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
-        lora_dropout=spec.lora.dropout,
-        lora_target_modules=tuple(spec.lora.target_modules),
-        gradient_checkpointing=spec.gradient_checkpointing,
-        bf16=spec.bf16,
-        seed=spec.seed,
-        save_steps=spec.save_steps,  # a killed run resumes inside the train stage from the last of these
-        logging_steps=spec.logging_steps,
-    )
+    return {**spec.key_settings(), "bf16": use_bf16(config), "gradient_checkpointing": use_gradient_checkpointing(config)}
 
 
 # =====================================================================================================
@@ -636,7 +621,9 @@ class RecipeRunner:
             resume = train_stage.resume_point(work)
             spec = self.recipe.training_for(variant)
             source = self.training_source()  # the data `st-prune train` would read from the same path
-            data, prompts, config = source.data, source.prompts, training_config(spec)
+            # None (the default) trains at the base's length, the encoder's own (TrainingConfig.sequence_length)
+            config = spec.config(max_seq_length=spec.max_seq_length or self.recipe.base.max_seq_length)
+            data, prompts = source.data, source.prompts
             teacher = self.recipe.teacher_of(variant)
             distillation = None
             if teacher is not None:
@@ -646,7 +633,7 @@ class RecipeRunner:
                                         distill_distance=self.recipe.distill.distance)
             record = train_stage.train_variant(
                 self._encoder(layers, spec.max_seq_length), data, prompts, config, work,
-                resume=resume, settings=dataclasses.asdict(spec), layers=layers, log=self.log,
+                resume=resume, settings=record_settings(spec, config), layers=layers, log=self.log,
                 is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
             info.update(steps=record["steps"], train_loss=record["train_loss"])
         distributed.wait_for_everyone()  # the adapter and marker are written before any rank moves on

@@ -49,7 +49,7 @@ _TRAINING_EXCLUDED = ("save_steps",)
 
 
 def _training_settings(recipe: Recipe, variant: VariantSpec) -> dict[str, Any]:
-    return {key: value for key, value in dataclasses.asdict(recipe.training_for(variant)).items()
+    return {key: value for key, value in recipe.training_for(variant).key_settings().items()
             if key not in _TRAINING_EXCLUDED}
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -76,8 +75,9 @@ from st_prune.data.triplets import (
     load_triplets,
     split_by_instruction,
 )
-from st_prune.util.distributed import world_size
 from st_prune.errors import StPruneError
+from st_prune.training.config import TrainingConfig
+from st_prune.util.distributed import world_size
 
 logger = logging.getLogger(__name__)
 
@@ -104,122 +104,8 @@ class NonFiniteLossError(StPruneError):
 
 
 # =====================================================================================================
-# Configuration
+# Configuration: TrainingConfig (st_prune.training.config), resolved against this machine
 # =====================================================================================================
-@dataclass
-class TrainingConfig:
-    """The paper's training setup; every field can be overridden (``TrainingConfig(max_steps=200)``).
-
-    Attributes:
-        max_steps: optimizer steps (paper: 1000).
-        batch_size: triplets per batch *per process*; with several processes the loss sees
-            ``batch_size * processes`` candidates when ``gather_across_devices`` (paper: 64 in total).
-        learning_rate: peak learning rate of the linear schedule (paper: 2e-4).
-        warmup_steps: linear warm-up steps (paper: 300 of 1000). ``None`` keeps the paper's ratio,
-            30 % of ``max_steps``, which is 300 at 1000 steps and stays proportionate for short runs.
-        max_seq_length: tokens per text during training (paper: 512); ``None`` uses the model's own limit.
-            It does not change the model's inference ``max_seq_length``.
-        scale: InfoNCE inverse temperature on cosine similarity (paper: 50).
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling and dropout (paper: 16, 32, 0.05).
-            ``lora_r=0`` trains all weights instead (full fine-tuning).
-        lora_target_modules: projection names to adapt; fused projections (Phi-3) stand in for split ones.
-        cached_loss: use ``CachedMultipleNegativesRankingLoss`` (GradCache): big batches in small memory.
-        cached_mini_batch_size: texts per forward pass with ``cached_loss``.
-        gather_across_devices: share in-batch negatives across processes under DDP (no effect on one).
-        gradient_checkpointing: recompute activations in the backward pass. ``None``: on when training on
-            a CUDA GPU (the paper's setting), off on CPU where memory is rarely the limit.
-        bf16: bfloat16 mixed precision. ``None``: on when the CUDA GPU supports it.
-        seed: seed of the model init (LoRA), data order and dropout (paper: 42).
-        save_steps: checkpoint every N steps (resume continues from the last one).
-        save_total_limit: checkpoints kept (older ones are deleted); ``None`` keeps all.
-        logging_steps: log the loss every N steps.
-        lr_scheduler_type, weight_decay: passed to the trainer (paper: linear, 0).
-        distill_weight: above 0, the loss adds this times the distance of the student's embeddings to the
-            teacher's, which the data carries in a ``label`` column (``st_prune.training.distillation``); 0: the paper's loss.
-        distill_distance: ``cosine`` (1 - cosine), ``mse`` or ``l2`` (``EmbedDistillLoss``'s metrics).
-        training_arguments: any other ``SentenceTransformerTrainingArguments`` field, e.g.
-            ``{"gradient_accumulation_steps": 4}``; these win over everything above.
-    """
-
-    max_steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 2e-4
-    warmup_steps: int | None = None
-    max_seq_length: int | None = 512
-    scale: float = 50.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = PAPER_LORA_TARGETS
-    cached_loss: bool = False
-    cached_mini_batch_size: int = 32
-    gather_across_devices: bool = True
-    gradient_checkpointing: bool | None = None
-    bf16: bool | None = None
-    seed: int = 42
-    save_steps: int = 100
-    save_total_limit: int | None = 2
-    logging_steps: int = 10
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    distill_weight: float = 0.0
-    distill_distance: str = "cosine"
-    training_arguments: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.lora_target_modules = tuple(self.lora_target_modules)
-        self.validate()
-
-    def replace(self, **changes: Any) -> TrainingConfig:
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
-
-    def validate(self) -> None:
-        """One-line errors naming the fix for values that cannot train."""
-        positive_ints = ("max_steps", "save_steps", "logging_steps", "cached_mini_batch_size")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise StPruneError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise StPruneError(
-                f"batch_size must be an integer of at least 2 (the other rows are the in-batch negatives), "
-                f"got {self.batch_size!r}"
-            )
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise StPruneError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise StPruneError(f"warmup_steps must be a non-negative integer or None, got {self.warmup_steps!r}")
-        if self.max_seq_length is not None and (not isinstance(self.max_seq_length, int) or self.max_seq_length < 1):
-            raise StPruneError(f"max_seq_length must be a positive number of tokens or None, got {self.max_seq_length!r}")
-        if not (isinstance(self.scale, (int, float)) and self.scale > 0):
-            raise StPruneError(f"scale must be a positive number, got {self.scale!r}")
-        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 0:
-            raise StPruneError(f"lora_r must be a non-negative integer (0 trains all weights), got {self.lora_r!r}")
-        if not 0 <= self.lora_dropout < 1:
-            raise StPruneError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.lora_r and not self.lora_target_modules:
-            raise StPruneError("lora_target_modules is empty; name the projections to adapt, e.g. q_proj,v_proj")
-        if not (isinstance(self.distill_weight, (int, float)) and math.isfinite(self.distill_weight)
-                and self.distill_weight >= 0):
-            raise StPruneError(f"distill_weight must be 0 (off) or a positive number, got {self.distill_weight!r}")
-        if self.distill_weight and self.cached_loss:
-            raise StPruneError("distillation shares the student's embeddings with the plain loss: set cached_loss=False")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise StPruneError(f"save_total_limit must be at least 1 or None, got {self.save_total_limit!r}")
-
-    @property
-    def effective_warmup_steps(self) -> int:
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return round(0.3 * self.max_steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["lora_target_modules"] = list(self.lora_target_modules)
-        return data
-
-
 def use_bf16(config: TrainingConfig) -> bool:
     supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if config.bf16 is None:
@@ -711,7 +597,7 @@ def build_trainer(
     config = config or TrainingConfig()
     config.validate()
     prepared = prepare_training_data(data, config.batch_size, prompts)
-    check_prompts_fit(model, prepared, config.max_seq_length)
+    check_prompts_fit(model, prepared, config.sequence_length())
     if config.distill_weight:
         from st_prune.training.distillation import LABEL_COLUMN
 
@@ -735,7 +621,7 @@ def build_trainer(
         loss=build_loss(model, config),
         evaluator=evaluator,
         callbacks=[timer, *(callbacks or [])],
-        max_seq_length=config.max_seq_length,
+        max_seq_length=config.sequence_length(),
     )
     trainer.step_timer = timer
     trainer.training_data = prepared
@@ -919,7 +805,7 @@ def train_pruned(
         model = model_or_path
     else:
         model = encoder_from_llm(
-            str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.max_seq_length
+            str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.sequence_length()
         )
 
     try:
