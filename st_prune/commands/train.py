@@ -168,10 +168,10 @@ def run(args: argparse.Namespace) -> int:
         check_lora_targets,
         check_run_folders,
         is_main_process,
-        prepare_training_data,
         train_pruned,
         work_dir_for,
     )
+    from st_prune.data.training_data import prepare_training_data
     from st_prune.model.truncated_llm import encoder_from_llm
 
     # Every check that can fail fast, before minutes of loading and scanning.
@@ -275,8 +275,7 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
         options["num_batches"] = args.scan_batches
     if args.scan_batch_size is not None:
         options["batch_size"] = args.scan_batch_size
-    train_dataset, prompts = data.for_trainer()
-    result = L3Prune(**options).select(full, train_dataset, prompts=prompts)
+    result = L3Prune(**options).select(full, data)  # the trainer's datasets and prompts (TrainingData)
     if is_main_process():
         work.mkdir(parents=True, exist_ok=True)
         result.save(work / SCAN_JSON)

@@ -643,7 +643,7 @@ class RecipeRunner:
     def _distillation_data(self, teacher: VariantSpec, spec: Any, batch_size: int) -> tuple[Any, dict[str, Any]]:
         """The training data with the trained teacher's embeddings of every text (``st_prune.training.distillation``)."""
         from st_prune.training.distillation import add_teacher_embeddings
-        from st_prune.training.trainer import prepare_training_data
+        from st_prune.data.training_data import prepare_training_data
 
         start = time.perf_counter()
         model = self._load_trained(teacher)

@@ -46,13 +46,12 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict
 from sentence_transformers import (
     SentenceTransformer,
     SentenceTransformerTrainer,
@@ -69,12 +68,7 @@ from sentence_transformers.sentence_transformer.losses import (
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from st_prune.data.triplets import (
-    TEXT_COLUMNS,
-    instruction_prompt,
-    load_triplets,
-    split_by_instruction,
-)
+from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
 from st_prune.errors import StPruneError
 from st_prune.training.config import TrainingConfig
 from st_prune.util.distributed import world_size
@@ -210,135 +204,6 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
 # =====================================================================================================
 # Data
 # =====================================================================================================
-#: What ``prompts`` may be, as sentence-transformers' trainer takes them: one string for every column,
-#: {column: prompt}, or {dataset name: {column: prompt}}.
-Prompts = str | Mapping[str, str] | Mapping[str, Mapping[str, str]] | None
-
-
-@dataclass
-class TrainingData:
-    """Training data as ST's trainer takes it: one dataset per instruction, and each dataset's column prompts."""
-
-    datasets: dict[str, Dataset]
-    prompts: dict[str, dict[str, str]]
-    dropped: dict[str, int] = field(default_factory=dict)  # dataset name -> rows, too few to fill a batch
-
-    @property
-    def num_rows(self) -> int:
-        return sum(len(dataset) for dataset in self.datasets.values())
-
-    def for_trainer(self) -> tuple[Dataset | DatasetDict, dict[str, Any] | None]:
-        """``(train_dataset, prompts)`` for ``SentenceTransformerTrainer`` (and ``L3Prune.select``): a single
-        dataset stays a plain ``Dataset`` with ``{column: prompt}``; several form a ``DatasetDict`` with
-        ``{dataset: {column: prompt}}``."""
-        if len(self.datasets) == 1:
-            name, dataset = next(iter(self.datasets.items()))
-            return dataset, (dict(self.prompts.get(name) or {}) or None)
-        prompts = {name: dict(prompt) for name, prompt in self.prompts.items() if prompt}
-        return DatasetDict(self.datasets), (prompts or None)
-
-
-def _per_dataset_prompts(prompts: Prompts, names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Trainer-style prompts spelled out as {dataset: {column: prompt}} for the given dataset names."""
-    if not prompts:
-        return {}
-    if isinstance(prompts, str):
-        return {name: {column: prompts for column in TEXT_COLUMNS} for name in names}
-    if all(isinstance(value, str) for value in prompts.values()):
-        return {name: dict(prompts) for name in names}
-    unknown = [name for name in prompts if name not in names]
-    if unknown:
-        raise StPruneError(f"prompts name dataset(s) {', '.join(map(str, unknown))} that the data does not have "
-                           f"(datasets: {', '.join(names)})")
-    return {name: dict(prompts[name]) for name in names if name in prompts}
-
-
-def _split(data: Any, prompts: Prompts) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
-    """Named text-only datasets and their prompts; ``instruction`` columns become anchor prompts."""
-    if isinstance(data, TrainingData):
-        return dict(data.datasets), {name: dict(p) for name, p in data.prompts.items()}
-    if is_echo_data_folder(data):  # the same loader as `st-prune train` and `st-prune run` (st_prune.data.echo)
-        if prompts:
-            raise StPruneError("an E5-mix folder brings its own instructions; do not pass prompts with it")
-        source = load_training_source(data)
-        return dict(source.data), dict(source.prompts or {})
-    if isinstance(data, (DatasetDict, Mapping)):
-        named = {str(name): dataset for name, dataset in data.items()}
-        if not named:
-            raise StPruneError("the training data holds no datasets; give at least one anchor/positive dataset")
-    else:
-        named = {"train": data}
-    datasets: dict[str, Dataset] = {}
-    split_prompts: dict[str, dict[str, str]] = {}
-    plain: list[str] = []
-    for name, source in named.items():
-        checked = load_triplets(source)
-        if "instruction" not in checked.column_names:
-            datasets[name] = checked
-            plain.append(name)
-            continue
-        if prompts:
-            raise StPruneError("the data has an instruction column; give either that column or prompts, not both")
-        parts, part_prompts = split_by_instruction(checked)
-        for part, dataset in parts.items():
-            full_name = name if len(parts) == 1 else f"{name}-{part}"
-            datasets[full_name] = dataset
-            if part in part_prompts:
-                split_prompts[full_name] = part_prompts[part]
-    split_prompts.update(_per_dataset_prompts(prompts, plain))
-    return datasets, split_prompts
-
-
-def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -> TrainingData:
-    """Validated training data, one dataset per instruction, with the prompts ST's trainer applies.
-
-    Args:
-        data: a ``datasets.Dataset``; a ``DatasetDict`` or dict of name -> Dataset; a JSONL/CSV/Parquet file or a
-            folder of them (``st_prune.data.triplets.load_triplets``); or a folder of E5-mix task files (``load_e5_mix``).
-            An ``instruction`` column becomes the anchor's prompt (``st_prune.data.triplets.split_by_instruction``), so
-            its tokens are excluded from pooling just as with ``model.encode(texts, prompt=...)``.
-        batch_size: datasets with fewer rows cannot fill a batch and are dropped with a warning (all: an error).
-        prompts: trainer-style prompts for data without an ``instruction`` column.
-    """
-    datasets, split_prompts = _split(data, prompts)
-    kept: dict[str, Dataset] = {}
-    dropped: dict[str, int] = {}
-    for name, dataset in datasets.items():
-        if len(dataset) >= batch_size:
-            kept[name] = dataset
-        else:
-            dropped[name] = len(dataset)
-    if not kept:
-        largest = max(dropped.values(), default=0)
-        if largest < 2:  # no batch size helps: a batch needs 2 rows, the other row being the in-batch negative
-            raise StPruneError(
-                f"the training data has at most {largest} row(s) per instruction, and a batch needs at least 2 "
-                "(each row's in-batch negatives are the other rows); add data"
-            )
-        raise StPruneError(
-            f"no dataset (one per instruction) has batch_size={batch_size} rows to fill a batch (largest: {largest}); "
-            f"lower the batch size to at most {largest} or add data"
-        )
-    if dropped:
-        logger.warning(
-            "Skipping %d dataset(s) with fewer than batch_size=%d rows: %s",
-            len(dropped), batch_size, ", ".join(f"{name} ({rows})" for name, rows in dropped.items()),
-        )
-    return TrainingData(kept, {name: p for name, p in split_prompts.items() if name in kept and p}, dropped)
-
-
-# --- the E5 mix (echo-embeddings layout): st_prune.data.echo, re-exported here where it used to live --------------
-from st_prune.data.echo import (  # noqa: E402, F401  (re-exported: they lived here before)
-    E5_ALTERNATING,
-    E5_INSTRUCTIONS,
-    E5_SYMMETRIC,
-    is_e5_folder,
-    is_echo_data_folder,
-    load_e5_mix,
-    load_training_source,
-)
-
-
 # =====================================================================================================
 # Loss and trainer
 # =====================================================================================================
