@@ -48,8 +48,15 @@ Seed = Annotated[Int, limits(ge=0, le=SEED_MAX)]
 @dataclass
 class TrainingConfig:
     """The paper's training setup (Thennal D K et al., arXiv 2410.14578); every field can be overridden
-    (``TrainingConfig(max_steps=200)``). ``None`` means automatic, resolved the same way for a recipe and the library
-    (see the module docstring). Each field's help is its documentation (``TrainingConfig.help(name)``)."""
+    (``TrainingConfig(max_steps=200)``). Each field's help is its documentation (``TrainingConfig.help(name)``, and
+    ``st-prune train --help``).
+
+    ``None`` means automatic, resolved the same way for a recipe and the library: ``warmup_steps`` 30 % of
+    ``max_steps`` (``effective_warmup_steps``: 300 of 1000); ``bf16`` on where the CUDA GPU supports bfloat16 and
+    ``gradient_checkpointing`` on a CUDA GPU (``st_prune.training.trainer.use_bf16`` / ``use_gradient_checkpointing``);
+    ``max_seq_length`` the base model's length (``sequence_length``: 512, or a recipe's ``base.max_seq_length``). The
+    recipe's section had fixed defaults (300, false, false), the library these automatic ones; every shipped recipe
+    sets the first three, so it trains as before."""
 
     max_steps: Annotated[Int, limits(ge=1)] = setting(1000, "optimizer steps (paper: 1000)", recipe="steps",
                                                       metavar="N")
