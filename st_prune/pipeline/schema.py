@@ -26,7 +26,7 @@ from pydantic import TypeAdapter, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from st_prune.errors import StPruneError
-from st_prune.training.config import LoraSpec, TrainingSpec  # noqa: F401  (the recipe's training section)
+from st_prune.training.config import DISTANCES, LoraSpec, TrainingSpec  # noqa: F401  (the recipe's training section)
 from st_prune.util.settings import SEED_MAX, Bool, Int, Number, Str, Text, limits, spec, unwrap
 
 _SEED_MAX = SEED_MAX
@@ -185,7 +185,7 @@ class DistillSpec:
     teacher: Text
     variants: list[Str] = field(default_factory=lambda: ["small"])
     weight: Annotated[Number, limits(gt=0, note="1.0 weighs the two terms alike")] = 1.0
-    distance: Literal["cosine", "mse", "l2"] = "cosine"
+    distance: Literal[DISTANCES] = "cosine"
 
 
 @spec

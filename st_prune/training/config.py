@@ -29,7 +29,7 @@ from st_prune.util.settings import SEED_MAX, Bool, Int, Number, Str, limits, spe
 
 #: Tokens per training text when nothing says otherwise (the paper's; a recipe's ``base.max_seq_length`` default).
 DEFAULT_MAX_SEQ_LENGTH = 512
-DISTANCES = ("cosine", "mse", "l2")
+DISTANCES = ("cosine", "mse", "l2")  # EmbedDistillLoss's metrics: the student's distance to the teacher
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
@@ -101,7 +101,7 @@ class TrainingConfig:
     distill_weight: Annotated[Number, limits(ge=0, note="0: off")] = setting(
         0.0, "above 0, the loss adds this times the distance of the student's embeddings to the teacher's, which "
         "the data carries in a label column (st_prune.training.distillation)")
-    distill_distance: Literal["cosine", "mse", "l2"] = setting("cosine", "distance to the teacher's embeddings")
+    distill_distance: Literal[DISTANCES] = setting("cosine", "distance to the teacher's embeddings")
     training_arguments: dict[Str, Any] = setting(
         help="any other SentenceTransformerTrainingArguments field, e.g. {\"gradient_accumulation_steps\": 4}; "
         "these win over everything above", factory=dict, metavar="JSON")
