@@ -8,9 +8,12 @@ import logging
 import sys
 
 from st_prune.errors import StPruneError
+from st_prune.util.interrupts import report as report_interrupt
+from st_prune.util.interrupts import sigterm_raises_terminated
 from st_prune.util.optional import install_hint
 
-# Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+# Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int` and
+# `interrupted(args, argv) -> st_prune.util.interrupts.Resume` (what Ctrl-C leaves behind, the command that goes on).
 COMMAND_MODULES = (
     "st_prune.commands.prune",
     "st_prune.commands.publish",
@@ -37,8 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = None
+    # Ctrl-C (and SIGTERM) anywhere, from the parser's imports to the verb's last write: one line naming what is
+    # kept and the command that goes on (st_prune.util.interrupts), not a traceback.
+    with sigterm_raises_terminated():
+        try:
+            args = build_parser().parse_args(argv)
+            return _run(args)
+        except KeyboardInterrupt as stop:
+            return report_interrupt(stop, args, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     # st-prune's own progress lines, without every library's INFO chatter (device picks, dataset unloads...).
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("st_prune").setLevel(logging.INFO)

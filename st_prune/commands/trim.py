@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from st_prune.util.interrupts import Resume
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="texts for the 'tokenization changed' figure (default: 10%% of the corpus, measured "
                         "against a second vocabulary built without them; the shipped one counts every corpus text)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (new or empty)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # trim_vocabulary assembles the folder beside --output and renames it into place whole, at the very end.
+    return Resume(f"nothing was written to {args.output}", argv, action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:

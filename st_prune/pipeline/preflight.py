@@ -13,6 +13,7 @@ from typing import Any
 from st_prune.errors import StPruneError
 from st_prune.util.files import read_json
 from st_prune.util.local_only import is_local
+from st_prune.util.run_lock import LOCK_NAME
 
 
 def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[str], None]) -> None:
@@ -31,7 +32,7 @@ def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[st
             # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
             log(f"{output} holds a run of {recipe_name} with other settings: the stages that "
                 "depend on the changed settings run again")
-    elif output.is_dir() and any(output.iterdir()):
+    elif output.is_dir() and any(path.name != LOCK_NAME for path in output.iterdir()):  # a run starting now
         raise StPruneError(f"{output} is not empty and holds no st-prune run: choose another --output")
 
 

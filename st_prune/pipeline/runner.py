@@ -61,6 +61,7 @@ from st_prune.pipeline.schema import (  # re-exported: callers import the specs 
     CardSpec,
     DataSpec,
     DeploySpec,
+    DuplicateKeyError,
     EvaluationSpec,
     LocalTaskSpec,
     LoraSpec,
@@ -71,6 +72,7 @@ from st_prune.pipeline.schema import (  # re-exported: callers import the specs 
     TrimSpec,
     VariantSpec,
     apply_override,
+    load_yaml,
     parse_override,
     recipe_from_dict,
     recipe_keys,
@@ -79,6 +81,7 @@ from st_prune.util.files import read_json, write_json_atomic
 # Re-exported: benches and tests import the machine/speed helpers from here.
 from st_prune.util.machine import cpu_name, machine_description, measure_tokens_per_second, speed_texts  # noqa: F401
 from st_prune.util.resources import measure_usage, process_peak_rss_bytes, release_memory
+from st_prune.util.run_lock import hold_run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     """Read, override (``key.path=value`` strings) and validate a recipe: a YAML file or a shipped recipe's name."""
     path = find_recipe(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as error:
+        raise StPruneError(f"recipe {path}: {error.describe()}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -496,7 +501,14 @@ class RecipeRunner:
         if not distributed.is_main():
             return self._run_beside_rank_0()
         self.preflight()
-        self.output.mkdir(parents=True, exist_ok=True)
+        # One writer per run folder: a second `st-prune run` on it is refused while this one works (rank 0 holds
+        # the lock for the whole run; the other ranks of a torchrun run returned above).
+        with hold_run_lock(self.output):
+            return self._run_as_rank_0()
+
+    def _run_as_rank_0(self) -> dict[str, Any]:
+        from st_prune.util import distributed
+
         write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         started = time.perf_counter()
