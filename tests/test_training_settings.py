@@ -71,3 +71,53 @@ def test_train_flags_come_from_the_settings():
     assert build_config(parse_train("--lora-r", "8", "--lora-alpha", "8")).lora_alpha == 8  # alpha = 2r only by default
     assert build_config(parse_train("--bf16")).bf16 is True
     assert build_config(parse_train("--lora-dropout", "0.1", "--scale", "20")).scale == 20.0
+
+
+# Train keys (layers=5) of every shipped recipe's variants, computed by the code before the settings were one model:
+# a run folder it made resumes with its train stage (and everything after it) skipped.
+SHIPPED_TRAIN_KEYS = {
+    "gemma-2-9b-it/large": "fca49222050d724f",
+    "gemma-2-9b-it/small": "fca49222050d724f",
+    "gemma-3-270m-cpu/large": "e89c027d7889e678",
+    "gemma-3-270m-cpu/small": "2b77c72600b05f70",
+    "llama-3-8b-instruct/large": "b2ff42d584939df7",
+    "llama-3-8b-instruct/small": "b2ff42d584939df7",
+    "llama-3.1-8b-instruct/large": "23bd82910e5f6fcf",
+    "llama-3.1-8b-instruct/small": "23bd82910e5f6fcf",
+    "mistral-7b-instruct-v0.2/large": "344fbe7716d4120f",
+    "mistral-7b-instruct-v0.2/small": "344fbe7716d4120f",
+    "phi-3-mini-4k-instruct/large": "8f0204139f087bec",
+    "phi-3-mini-4k-instruct/small": "8f0204139f087bec",
+    "qwen2-7b-instruct/large": "d972f2c5460415ab",
+    "qwen2-7b-instruct/small": "d972f2c5460415ab",
+    "qwen2.5-7b-instruct/large": "c590edc9eec7342f",
+    "qwen2.5-7b-instruct/small": "c590edc9eec7342f",
+    "qwen3-8b/large": "6e632f764ce33f35",
+    "qwen3-8b/small": "6e632f764ce33f35",
+    "smollm2-135m-instruct-cpu/large": "e9663563cdb9652b",
+    "smollm2-135m-instruct-cpu/small": "1864d091e86ec261",
+}
+# A recipe that leaves every training key out, keyed by that code on a machine without CUDA (layers=3).
+MINIMAL = {"name": "x", "base": {"model": "m"}, "data": {"path": "p"}, "card": {"license": "mit"}}
+MINIMAL_TRAIN_KEY = "035be2401cb098bd"
+
+
+def test_stage_keys_of_earlier_runs_stay_where_the_training_is_the_same(monkeypatch):
+    import torch
+
+    from st_prune.pipeline.runner import load_recipe, shipped_recipes
+    from st_prune.pipeline.stage_keys import train_key
+
+    keys = {f"{path.stem}/{variant.name}": train_key(recipe, variant, 5)
+            for path in shipped_recipes() for recipe in [load_recipe(path)] for variant in recipe.variants}
+    assert keys == SHIPPED_TRAIN_KEYS
+    # Left out, warm-up, bf16 and gradient checkpointing resolve (300 of 1000 steps; off without CUDA) to the old
+    # recipe defaults, so the key is the old one; on a CUDA GPU they train otherwise (bf16 on) and key otherwise.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recipe = schema.recipe_from_dict(dict(MINIMAL))
+    assert train_key(recipe, recipe.variants[0], 3) == MINIMAL_TRAIN_KEY
+    assert recipe.training.key_settings()["bf16"] is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert recipe.training.key_settings()["bf16"] is True
+    assert train_key(recipe, recipe.variants[0], 3) != MINIMAL_TRAIN_KEY

@@ -233,14 +233,6 @@ def instruction_prompt(instruction: str) -> str:
     return format_instruction(instruction) or ""
 
 
-def record_settings(spec: TrainingSpec, config: Any) -> dict[str, Any]:
-    """The training settings as train.json records them for the card: the recipe's keys, with what the automatic
-    ones (None) resolved to on this machine."""
-    from st_prune.training.trainer import use_bf16, use_gradient_checkpointing
-
-    return {**spec.key_settings(), "bf16": use_bf16(config), "gradient_checkpointing": use_gradient_checkpointing(config)}
-
-
 # =====================================================================================================
 # The runner
 # =====================================================================================================
@@ -645,7 +637,7 @@ class RecipeRunner:
                                         distill_distance=self.recipe.distill.distance)
             record = train_stage.train_variant(
                 self._encoder(layers, spec.max_seq_length), data, prompts, config, work,
-                resume=resume, settings=record_settings(spec, config), layers=layers, log=self.log,
+                resume=resume, settings=spec.key_settings(), layers=layers, log=self.log,
                 is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
             info.update(steps=record["steps"], train_loss=record["train_loss"])
         distributed.wait_for_everyone()  # the adapter and marker are written before any rank moves on

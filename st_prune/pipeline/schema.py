@@ -305,7 +305,7 @@ class Recipe:
         """Hash of everything that changes the produced models (publishing targets excluded)."""
         data = self.to_dict()
         data.pop("publish", None)
-        data["training"] = self.training.key_settings()  # an automatic warm-up as the steps it resolves to
+        data["training"] = self.training.key_settings()  # automatic settings as what they resolve to
         data["training"].pop("save_steps", None)  # how often training checkpoints changes no weight
         if data.get("distill") is None:
             data.pop("distill", None)  # recipes without the (later) distill section keep their digests

@@ -13,7 +13,8 @@ both:
 - ``max_seq_length``: the base model's length (``sequence_length``): 512, the paper's, or in a recipe
   ``base.max_seq_length`` (whose default is 512).
 
-No torch here: the recipe schema imports this module and every ``st-prune`` command imports the schema.
+No torch at import: the recipe schema imports this module and every ``st-prune`` command imports the schema (the
+automatic bf16 and gradient checkpointing import it when they are resolved).
 """
 
 # ruff: noqa: RUF009  (`setting` is `dataclasses.field` with the help and recipe key attached)
@@ -248,13 +249,32 @@ class TrainingSpec:
         return TrainingConfig(**{**values, **changes})
 
     def key_settings(self) -> dict[str, Any]:
-        """The settings a stage key and the recipe digest hash, in the recipe's shape. A warm-up left automatic
-        counts as the steps it resolves to, so ``warmup_steps: 300`` and none at 1000 steps train alike and key
-        alike."""
+        """The settings as they train on this machine, in the recipe's shape: what a stage key and the recipe digest
+        hash and train.json records. Automatic values count as what they resolve to, so a recipe that leaves them
+        out keys as one that spells out the same values (``warmup_steps: 300`` at 1000 steps; ``bf16: false`` and
+        ``gradient_checkpointing: false`` on a machine without CUDA), and one that trains otherwise keys otherwise."""
         settings = dataclasses.asdict(self)
         if settings["warmup_steps"] is None:
             settings["warmup_steps"] = self.config().effective_warmup_steps
+        if settings["bf16"] is None:
+            settings["bf16"] = automatic_bf16()
+        if settings["gradient_checkpointing"] is None:
+            settings["gradient_checkpointing"] = automatic_gradient_checkpointing()
         return settings
+
+
+def automatic_bf16() -> bool:
+    """What ``bf16=None`` resolves to here: on where the CUDA GPU supports bfloat16."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def automatic_gradient_checkpointing() -> bool:
+    """What ``gradient_checkpointing=None`` resolves to here: on when training on a CUDA GPU."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @functools.cache

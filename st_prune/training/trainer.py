@@ -70,7 +70,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
 from st_prune.errors import StPruneError
-from st_prune.training.config import TrainingConfig
+from st_prune.training.config import TrainingConfig, automatic_bf16, automatic_gradient_checkpointing
 from st_prune.util.distributed import world_size
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class NonFiniteLossError(StPruneError):
 # Configuration: TrainingConfig (st_prune.training.config), resolved against this machine
 # =====================================================================================================
 def use_bf16(config: TrainingConfig) -> bool:
-    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    supported = automatic_bf16()
     if config.bf16 is None:
         return supported
     if config.bf16 and not supported:
@@ -110,7 +110,7 @@ def use_bf16(config: TrainingConfig) -> bool:
 
 
 def use_gradient_checkpointing(config: TrainingConfig) -> bool:
-    return torch.cuda.is_available() if config.gradient_checkpointing is None else config.gradient_checkpointing
+    return automatic_gradient_checkpointing() if config.gradient_checkpointing is None else config.gradient_checkpointing
 
 
 # =====================================================================================================
