@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from st_prune.errors import StPruneError
+from st_prune.errors import StPruneError, out_of_room
 from st_prune.util.interrupts import report as report_interrupt
 from st_prune.util.interrupts import sigterm_raises_terminated
 from st_prune.util.optional import install_hint
@@ -67,6 +67,23 @@ def _run(args: argparse.Namespace) -> int:
         print(f"st-prune {args.command}: error: the {missing} package is missing: run `{install_hint(missing)}`",
               file=sys.stderr)
         return 2
+    except Exception as error:
+        # A full disk, a quota or a file-size limit: one line, not a traceback. The writers themselves drop what
+        # they had half-written (staging folders, temporary files).
+        room = out_of_room(error)
+        if room is None:
+            raise
+        print(f"st-prune {args.command}: error: {_no_room_message(args, error, *room)}", file=sys.stderr)
+        return 2
+
+
+def _no_room_message(args: argparse.Namespace, error: BaseException, what: str, fix: str) -> str:
+    # The file the write failed on (a copy's destination first), unless it lay in a staging folder, which is gone now.
+    target = getattr(error, "filename2", None) or getattr(error, "filename", None)
+    if target is None or ".st-prune-staging-" in str(target):
+        target = getattr(args, "output", None) or getattr(args, "model", None) or "the output"
+    other = ", or choose another --output" if "output" in vars(args) else ""
+    return f"{what} while writing {target}; {fix}{other}"
 
 
 if __name__ == "__main__":

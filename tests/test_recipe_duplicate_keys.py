@@ -7,7 +7,7 @@ import pytest
 
 from st_prune import cli
 from st_prune.errors import StPruneError
-from st_prune.pipeline.runner import load_recipe
+from st_prune.pipeline.recipe import load_recipe
 
 RECIPE = """\
 name: tiny

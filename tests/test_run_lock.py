@@ -19,7 +19,8 @@ import st_prune
 from st_prune import cli
 from st_prune.util import run_lock
 from st_prune.errors import StPruneError
-from st_prune.pipeline.runner import RecipeRunner, load_recipe
+from st_prune.pipeline.recipe import load_recipe
+from st_prune.pipeline.runner import RecipeRunner
 from st_prune.util.run_lock import LOCK_NAME, hold_run_lock
 
 SOURCE = Path(st_prune.__file__).resolve().parent.parent
@@ -183,7 +184,7 @@ def test_the_lock_is_held_through_the_stages_and_released_at_the_end(ending, rec
 
     def stages(self, names):
         seen.append(json.loads((output / LOCK_NAME).read_text())["pid"] if (output / LOCK_NAME).is_file() else None)
-        if ending is not None and "train" in names:
+        if ending is not None and "train" in [stage.name for stage in names]:
             raise ending
 
     monkeypatch.setattr(RecipeRunner, "_run_stages", stages)

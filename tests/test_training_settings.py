@@ -105,8 +105,11 @@ MINIMAL_TRAIN_KEY = "035be2401cb098bd"
 def test_stage_keys_of_earlier_runs_stay_where_the_training_is_the_same(monkeypatch):
     import torch
 
-    from st_prune.pipeline.runner import load_recipe, shipped_recipes
-    from st_prune.pipeline.stage_keys import train_key
+    from st_prune.pipeline.recipe import load_recipe, shipped_recipes
+    from st_prune.pipeline.stages import BY_NAME
+
+    def train_key(recipe, variant, layers):
+        return BY_NAME["train"].key(recipe, variant, layers)
 
     keys = {f"{path.stem}/{variant.name}": train_key(recipe, variant, 5)
             for path in shipped_recipes() for recipe in [load_recipe(path)] for variant in recipe.variants}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 
 from st_prune.model.dtypes import DTYPE_CHOICES
-from st_prune.pipeline.runner import STAGES, RecipeRunner, load_recipe
+from st_prune.pipeline.recipe import load_recipe
+from st_prune.pipeline.preflight import check_depths
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.pipeline.stages import STAGES
 from st_prune.util.interrupts import Resume
 
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     args.output = output = args.output or f"runs/{recipe.name}"  # also named by `interrupted`
     runner = RecipeRunner(recipe, output, push_to_hub=args.push_to_hub, only=args.only, zoo_index=args.zoo_index)
     if args.dry_run:
+        check_depths(runner.ctx)  # what a run refuses, a plan refuses too (reads the base's config only)
         print(runner.plan())
         return 0
     summary = runner.run()

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)  # before reading the corpus
     texts = read_corpus(args.corpus)
-    held_out = read_corpus(args.held_out) if args.held_out else None
+    held_out = read_corpus(args.held_out, "--held-out") if args.held_out else None
     report = trim_vocabulary(args.model_dir, texts, args.output, vocab_size=args.vocab_size,
                              min_frequency=args.min_frequency, held_out=held_out)
     print(json.dumps(report.to_dict(), indent=2))

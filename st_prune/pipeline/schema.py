@@ -1,6 +1,6 @@
 """The recipe schema: every key a recipe may hold, its type and its range, as pydantic dataclasses.
 
-The specs are ``pydantic.dataclasses``: real dataclasses (the runner, ``st_prune.pipeline.stage_keys`` and the cards use
+The specs are ``pydantic.dataclasses``: real dataclasses (the runner, the stage keys (``st_prune.pipeline.stages``) and the cards use
 ``dataclasses.asdict``/``replace``/``fields`` on them) that pydantic validates when they are built. So an unknown
 key, a wrong type or a value out of range (``training.learning_rate=-1``, ``scan.scale=0``) is refused when the
 recipe loads, and ``st-prune run RECIPE --dry-run`` catches it before any stage runs: a stage that failed late
