@@ -174,5 +174,3 @@ def instruction_prompt(instruction: str) -> str:
     from st_prune.data.triplets import instruction_prompt as format_instruction
 
     return format_instruction(instruction) or ""
-
-

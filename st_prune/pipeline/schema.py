@@ -29,9 +29,6 @@ from st_prune.errors import StPruneError
 from st_prune.training.config import DISTANCES, LoraSpec, TrainingSpec  # noqa: F401  (the recipe's training section)
 from st_prune.util.settings import SEED_MAX, Bool, Int, Number, Str, Text, limits, spec, unwrap
 
-_SEED_MAX = SEED_MAX
-
-
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
@@ -92,7 +89,7 @@ class ScanSpec:
 
     batch_size: Annotated[Int, limits(ge=1)] = 64
     num_batches: Annotated[Int, limits(ge=1)] = 100
-    seed: Annotated[Int, limits(ge=0, le=_SEED_MAX)] = 42
+    seed: Annotated[Int, limits(ge=0, le=SEED_MAX)] = 42
     scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = 50.0
     max_seq_length: Annotated[Int | None, limits(ge=1)] = None  # defaults to base.max_seq_length
 
