@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datasets import Dataset, DatasetDict
 
-import st_prune.l3prune.scan as scan
-import st_prune.training.trainer as trainer
 from st_prune.data import training_data
-from st_prune.data.training_data import TrainingData, prepare_training_data, to_training_data
+from st_prune.data.training_data import (
+    TrainingData,
+    prepare_training_data,
+    to_training_data,
+)
+from st_prune.l3prune import scan as scan_module
 from st_prune.l3prune.scan import L3Prune
+from st_prune.training import trainer
 
 
 def rows(count: int, instruction: str | None = None) -> list[dict]:
@@ -18,9 +22,9 @@ def rows(count: int, instruction: str | None = None) -> list[dict]:
 
 
 def test_one_type_and_one_prompts_definition():
-    assert scan.TrainingData is trainer.TrainingData is training_data.TrainingData
-    assert scan.Prompts is trainer.Prompts is training_data.Prompts
-    assert not hasattr(scan, "_prepare_data") and not hasattr(scan, "_column_prompt")
+    assert scan_module.TrainingData is trainer.TrainingData is training_data.TrainingData
+    assert scan_module.Prompts is trainer.Prompts is training_data.Prompts
+    assert not hasattr(scan_module, "_prepare_data") and not hasattr(scan_module, "_column_prompt")
 
 
 def test_the_scan_sees_the_datasets_and_prompts_the_trainer_trains_on():

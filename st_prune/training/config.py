@@ -26,7 +26,16 @@ from typing import Annotated, Any, Literal
 
 from st_prune.errors import StPruneError
 from st_prune.paper import PAPER_LORA_TARGETS
-from st_prune.util.settings import SEED_MAX, Bool, Int, Number, Str, limits, spec, unwrap
+from st_prune.util.settings import (
+    SEED_MAX,
+    Bool,
+    Int,
+    Number,
+    Str,
+    limits,
+    spec,
+    unwrap,
+)
 
 #: Tokens per training text when nothing says otherwise (the paper's; a recipe's ``base.max_seq_length`` default).
 DEFAULT_MAX_SEQ_LENGTH = 512
