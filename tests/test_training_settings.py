@@ -71,6 +71,11 @@ def test_train_flags_come_from_the_settings():
     assert build_config(parse_train("--lora-r", "8", "--lora-alpha", "8")).lora_alpha == 8  # alpha = 2r only by default
     assert build_config(parse_train("--bf16")).bf16 is True
     assert build_config(parse_train("--lora-dropout", "0.1", "--scale", "20")).scale == 20.0
+    # A bad value names its flag, the range from the field.
+    with pytest.raises(StPruneError, match=r"^--max-steps must be an integer of at least 1, got 0$"):
+        build_config(parse_train("--max-steps", "0"))
+    with pytest.raises(StPruneError, match=r"^--lora-dropout must be in \[0, 1\)"):
+        build_config(parse_train("--lora-dropout", "1.5"))
 
 
 # Train keys (layers=5) of every shipped recipe's variants, computed by the code before the settings were one model:

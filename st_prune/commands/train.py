@@ -141,7 +141,13 @@ def build_config(args: argparse.Namespace):
     changes = {name: getattr(args, name) for name in training_flags() if getattr(args, name) is not None}
     if "lora_r" in changes and "lora_alpha" not in changes:
         changes["lora_alpha"] = 2 * changes["lora_r"]  # the paper's ratio (16 / 32), kept when only the rank is given
-    return TrainingConfig(**changes)
+    try:
+        return TrainingConfig(**changes)
+    except StPruneError as error:  # "max_steps must be ..." -> "--max-steps must be ...": the flag is the fix
+        name = str(error).split(" ", 1)[0]
+        if name in changes:
+            raise StPruneError(f"{training_flags()[name][0]}{str(error)[len(name):]}") from None
+        raise
 
 
 def _read_data(args: argparse.Namespace):
