@@ -211,7 +211,14 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         ("Final training loss", train["train_loss"]),
     ]
     distillation = train.get("distillation")
-    if distillation:  # beyond the paper: the recipe's `distill` section (st_prune.training.distillation)
+    if distillation and distillation.get("self"):  # the recipe's `recover: distill` (st_prune.training.self_distill)
+        hyper.insert(7, ("Recovery", (
+            f"self-distillation: + {distillation['weight']:g} × {distillation['distance']} distance to the embeddings "
+            f"of the uncut base ({distillation['teacher_layers']} layers)")))
+        hyper.insert(8, ("Teacher's cost", (
+            f"{distillation['teacher_texts']} training texts embedded once by the uncut base in "
+            f"{distillation['teacher_seconds']:.0f} s")))
+    elif distillation:  # beyond the paper: the recipe's `distill` section (st_prune.training.distillation)
         hyper.insert(7, ("Distillation", (
             f"+ {distillation['weight']:g} × {distillation['distance']} distance to the embeddings of the trained "
             f"`{distillation['teacher']}` variant ({distillation['teacher_layers']} layers), computed once in "

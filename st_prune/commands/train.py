@@ -205,12 +205,24 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.util.writable import check_writable_folder
 
     check_writable_folder(output)  # DIR.work sits beside it, in the same parent
-    source_data, source_prompts = _read_data(args)
-    from st_prune.model.embedder import embedder_prompts
+    from st_prune.training.self_distill import read_texts
 
-    # A trained embedder trains (and is scanned) on its texts as it embeds them: its own query/document prompts.
-    source_prompts = embedder_prompts(args.model, source_data, source_prompts)
-    data = prepare_training_data(source_data, config.batch_size, source_prompts)
+    # Self-distillation needs no labels: a .txt or a JSONL text column is read as texts (an empty one is refused).
+    texts = read_texts(args.data) if config.recover else None
+    if texts is not None:
+        if args.l3prune:
+            raise StPruneError("--l3prune scans on pairs and --data holds unlabelled text: give --layers or "
+                               "--fraction, or triplets in --data")
+        from st_prune.training.self_distill import text_training_data
+
+        data = text_training_data(texts, _document_prompt(args.model), config.batch_size)
+    else:
+        source_data, source_prompts = _read_data(args)
+        from st_prune.model.embedder import embedder_prompts
+
+        # A trained embedder trains (and is scanned) on its texts as it embeds them: its own query/document prompts.
+        source_prompts = embedder_prompts(args.model, source_data, source_prompts)
+        data = prepare_training_data(source_data, config.batch_size, source_prompts)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
     from st_prune.model.dtypes import check_load_dtype
@@ -254,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
         train_dataset, prompts = data.for_trainer()
         texts = importance_texts(train_dataset, prompts, seed=config.seed)
         width = prune_mlp_width(model, args.mlp_keep, channel_importance(model, texts))
+    if config.recover:
+        data, cost = _teacher_embeddings(args, config, model, data, work)
+        extra_files["teacher.json"] = json.dumps(cost, indent=2) + "\n"  # the teacher's cost, beside the model
     module = model[0]
     if is_main_process():
         write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "dtype": args.dtype,
@@ -272,6 +287,37 @@ def run(args: argparse.Namespace) -> int:
             f"{parameters / 1e6:.1f}M parameters -> {output}"
         )
     return 0
+
+
+def _document_prompt(model: str) -> str | None:
+    """The prompt an embedder puts before documents (read from its files), for unlabelled texts."""
+    from st_prune.model.embedder import is_sentence_transformer, read_embedder
+
+    if not is_sentence_transformer(model):
+        return None
+    prompts = read_embedder(model).prompts or {}
+    return prompts.get("document", prompts.get("passage")) or None
+
+
+def _teacher_embeddings(args: argparse.Namespace, config, model, data, work: Path):
+    """``data`` with the uncut model's embeddings (cached in DIR.work/teacher-embeddings) and the teacher's cost."""
+    from st_prune.model.truncated_llm import encoder_from_llm
+    from st_prune.training.self_distill import CACHE_DIR, self_distillation_data
+    from st_prune.training.trainer import is_main_process, teacher_identity
+    from st_prune.util.resources import release_memory
+
+    teacher = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=model.max_seq_length, dtype=args.dtype)
+    # --overwrite starts over: a stale cache is st-prune's own scratch then; otherwise it is refused (one line).
+    data, cost = self_distillation_data(
+        teacher, data, work / CACHE_DIR, identity=teacher_identity(args.model, teacher), batch_size=config.batch_size,
+        stale="rebuild" if args.overwrite else "refuse", progress=is_main_process())
+    if is_main_process():
+        how = "read from the cache" if cost.cached else f"embedded in {cost.seconds:.0f}s"
+        print(f"teacher: the uncut model ({teacher[0].num_layers} layers), {cost.texts} texts {how}")
+    del teacher
+    release_memory()
+    return data, {"teacher": args.model, "teacher_layers": model[0].num_original_layers,
+                  "distance": config.distill_distance, **cost.to_dict()}
 
 
 def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:

@@ -220,6 +220,9 @@ class Recipe:
     trim: TrimSpec | None = None
     deploy: DeploySpec | None = None
     distill: DistillSpec | None = None
+    # Recovery by self-distillation (issue 25.3): `distill` trains every variant on the distance to the uncut base's
+    # embeddings of the training texts (computed once, cached in the run folder) plus the contrastive loss.
+    recover: Literal["distill"] | None = None
     # The file the recipe came from: set by load_recipe, never a recipe key (init=False: a YAML `source:` is unknown).
     source: str | None = field(default=None, init=False, metadata={"internal": True})
 
@@ -251,6 +254,9 @@ class Recipe:
                                        f"({', '.join(names)})")
                 if name == self.distill.teacher:
                     raise StPruneError(f"distill.variants names the teacher {name!r}: a variant cannot learn from itself")
+        if self.recover is not None and self.distill is not None:
+            raise StPruneError("recover: distill and the distill section both give the students a teacher (the uncut "
+                               "base, a trained variant): keep one of them")
         if self.deploy is not None and not self.deploy.backends:
             raise StPruneError("deploy.backends is empty; list onnx and/or openvino, or remove the deploy section")
         for variant in self.variants:
@@ -318,6 +324,8 @@ class Recipe:
         data["training"].pop("save_steps", None)  # how often training checkpoints changes no weight
         if data.get("distill") is None:
             data.pop("distill", None)  # recipes without the (later) distill section keep their digests
+        if data.get("recover") is None:
+            data.pop("recover", None)  # ... and without recovery (issue 25.3)
         for variant in data["variants"]:
             if variant.get("learning_rate") is None:
                 variant.pop("learning_rate", None)  # ... and so do those without a (later) per-variant rate

@@ -112,6 +112,11 @@ class TrainingConfig:
         0.0, "above 0, the loss adds this times the distance of the student's embeddings to the teacher's, which "
         "the data carries in a label column (st_prune.training.distillation)")
     distill_distance: Literal[DISTANCES] = setting("cosine", "distance to the teacher's embeddings")
+    recover: Literal["distill"] | None = setting(
+        None, "distill: recover the cut by self-distillation. The uncut model embeds the training texts once "
+        "(cached in the run's work folder) and the cut learns those embeddings (distill_distance), plus the "
+        "contrastive loss when the data has pairs; the data may then be unlabelled text (.txt, one text a line, or "
+        "JSONL with a text column)")
     training_arguments: dict[Str, Any] = setting(
         help="any other SentenceTransformerTrainingArguments field, e.g. {\"gradient_accumulation_steps\": 4}; "
         "these win over everything above", factory=dict, metavar="JSON")
@@ -137,8 +142,13 @@ class TrainingConfig:
                 raise StPruneError(f"{name} must be {problem}, got {getattr(self, name)!r}")
         if self.lora_r and not self.lora_target_modules:
             raise StPruneError("lora_target_modules is empty; name the projections to adapt, e.g. q_proj,v_proj")
-        if self.distill_weight and self.cached_loss:
+        if (self.distill_weight or self.recover) and self.cached_loss:
             raise StPruneError("distillation shares the student's embeddings with the plain loss: set cached_loss=False")
+
+    @property
+    def effective_distill_weight(self) -> float:
+        """The weight of the distance to the teacher: ``distill_weight``, or 1 when ``recover`` is on without one."""
+        return self.distill_weight or (1.0 if self.recover else 0.0)
 
     @property
     def effective_warmup_steps(self) -> int:
@@ -200,7 +210,8 @@ def _type_words(name: str) -> str:
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(unwrap(hint))
     if words is None:
         words = {"distill_distance": f"one of {', '.join(DISTANCES)}", "lora_target_modules": "a list of names",
-                 "training_arguments": "a mapping of SentenceTransformerTrainingArguments fields"}[name]
+                 "training_arguments": "a mapping of SentenceTransformerTrainingArguments fields",
+                 "recover": "distill or None"}[name]
     default_is_none = _fields()[name].default is None
     return f"{words} or None" if default_is_none else words
 

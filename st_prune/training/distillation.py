@@ -94,9 +94,14 @@ class DistilledContrastiveLoss(nn.Module):
                 f"{len(embeddings)} columns of {embeddings[0].size(-1)}: the teacher must embed the same columns "
                 "with the same dimension (distill from a variant of the same base model)"
             )
-        contrastive = self.contrastive.compute_loss_from_embeddings(embeddings, None)
         teacher = [labels[:, index].detach() for index in range(labels.size(1))]
         distill = self.distill.compute_loss_from_embeddings(embeddings, teacher)
+        if len(embeddings) == 1:
+            # Unlabelled text (self-distillation, st_prune.training.self_distill): no pair to contrast, the distance
+            # to the teacher is the whole loss.
+            self.last_parts = {"distill": float(distill.detach())}
+            return distill
+        contrastive = self.contrastive.compute_loss_from_embeddings(embeddings, None)
         self.last_parts = {"contrastive": float(contrastive.detach()), "distill": float(distill.detach())}
         return contrastive + self.weight * distill
 

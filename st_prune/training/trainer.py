@@ -217,10 +217,11 @@ def build_loss(model: SentenceTransformer, config: TrainingConfig) -> torch.nn.M
             model, scale=config.scale, mini_batch_size=config.cached_mini_batch_size, gather_across_devices=gather
         )
     loss = MultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
-    if config.distill_weight:
+    if config.effective_distill_weight:
         from st_prune.training.distillation import DistilledContrastiveLoss
 
-        return DistilledContrastiveLoss(loss, weight=config.distill_weight, distance_metric=config.distill_distance)
+        return DistilledContrastiveLoss(loss, weight=config.effective_distill_weight,
+                                        distance_metric=config.distill_distance)
     return loss
 
 
@@ -474,12 +475,13 @@ def build_trainer(
     config.validate()
     prepared = prepare_training_data(data, config.batch_size, prompts)
     check_prompts_fit(model, prepared, config.sequence_length())
-    if config.distill_weight:
+    if config.effective_distill_weight:
         from st_prune.training.distillation import LABEL_COLUMN
 
         if any(LABEL_COLUMN not in dataset.column_names for dataset in prepared.datasets.values()):
-            raise StPruneError("distill_weight needs the teacher's embeddings in the data: build it with "
-                               "st_prune.training.distillation.add_teacher_embeddings(teacher, data)")
+            raise StPruneError("distillation needs the teacher's embeddings in the data: build it with "
+                               "st_prune.training.distillation.add_teacher_embeddings(teacher, data), or train "
+                               "with train_pruned(..., config=TrainingConfig(recover='distill'))")
     if config.lora_r:
         attach_lora(model, config)
     if use_gradient_checkpointing(config):
@@ -634,6 +636,7 @@ def train_pruned(
     keep_checkpoints: bool = False,
     callbacks: Sequence[TrainerCallback] | None = None,
     extra_files: dict[str, str | bytes] | None = None,
+    teacher: SentenceTransformer | None = None,
 ) -> SentenceTransformer:
     """Train a pruned LLM encoder with the paper's recipe and return it with the LoRA adapter merged.
 
@@ -656,6 +659,11 @@ def train_pruned(
         keep_checkpoints: keep ``work_dir`` after a successful export (deleted by default).
         callbacks: extra ``transformers.TrainerCallback`` objects.
         extra_files: more files for the export folder (name -> content), e.g. the L3Prune scan.
+        teacher: with ``config.recover="distill"``, the uncut model whose embeddings the cut learns (default: the
+            full-depth ``model_or_path`` when that is a path). Its embeddings of ``data`` are cached in
+            ``work_dir/teacher-embeddings`` (``st_prune.training.self_distill``); ``data`` may then be unlabelled text
+            (a ``.txt`` file, a JSONL file with a ``text`` column, a list of strings). The teacher's cost is
+            ``model.st_prune_teacher_cost`` afterwards.
 
     Raises:
         StPruneError: bad input, found before training starts; ``NonFiniteLossError`` if the loss diverges.
@@ -684,8 +692,13 @@ def train_pruned(
             str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.sequence_length()
         )
 
+    cost = None
+    if config.recover == "distill" and not _carries_teacher_embeddings(data):
+        data, cost = _self_distillation(model_or_path, model, teacher, data, config, work_dir, prompts, pooling)
+        prompts = None  # the prepared data carries its prompts
     try:
         train_encoder(model, data, config, work_dir, prompts=prompts, resume=checkpoint, callbacks=callbacks)
+        model.st_prune_teacher_cost = cost.to_dict() if cost is not None else None
         merge_adapters(model)
         if output_dir is not None and is_main_process():
             export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
@@ -696,6 +709,42 @@ def train_pruned(
         if temporary_work and is_main_process():
             shutil.rmtree(work_dir, ignore_errors=True)
     return model
+
+
+def _self_distillation(model_or_path, model, teacher, data, config, work_dir, prompts, pooling):
+    """``data`` with the uncut teacher's embeddings (cached in ``work_dir``) and the teacher's cost."""
+    from st_prune.model.truncated_llm import encoder_from_llm
+    from st_prune.training.self_distill import CACHE_DIR, self_distillation_data
+    from st_prune.util.resources import release_memory
+
+    if teacher is None:
+        if isinstance(model_or_path, SentenceTransformer):
+            raise StPruneError("recover='distill' on a model object needs its uncut teacher: pass teacher=the "
+                               "full-depth model (encoder_from_llm(path))")
+        teacher = encoder_from_llm(str(model_or_path), pooling=pooling, max_seq_length=config.sequence_length())
+    teacher.max_seq_length = model.max_seq_length  # the teacher embeds exactly what the cut will see
+    identity = f"{teacher_identity(model_or_path, teacher)}"
+    data, cost = self_distillation_data(teacher, data, work_dir / CACHE_DIR, identity=identity,
+                                        batch_size=config.batch_size, prompts=prompts, progress=is_main_process())
+    del teacher
+    release_memory()
+    return data, cost
+
+
+def _carries_teacher_embeddings(data: Any) -> bool:
+    """True for training data whose every dataset already has the teacher's embeddings (``st-prune train`` made them)."""
+    from st_prune.training.distillation import LABEL_COLUMN
+
+    return isinstance(data, TrainingData) and all(LABEL_COLUMN in d.column_names for d in data.datasets.values())
+
+
+def teacher_identity(reference: Any, teacher: SentenceTransformer) -> str:
+    """The teacher as the cache key names it: its model reference and depth."""
+    if isinstance(reference, SentenceTransformer):
+        reference = getattr(reference[0], "name_or_path", None) or type(reference[0]).__name__
+    module = teacher[0]
+    layers = getattr(module, "num_layers", None)
+    return f"{reference} ({layers} layers)" if layers is not None else str(reference)
 
 
 @dataclass

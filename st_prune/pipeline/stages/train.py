@@ -166,6 +166,30 @@ def distillation_data(ctx, teacher, spec, batch_size: int) -> tuple[Any, dict[st
                   "distance": distill.distance, "teacher_seconds": seconds}
 
 
+def self_distillation_data(ctx, config) -> tuple[Any, dict[str, Any]]:
+    """The training data with the uncut base's embeddings of every text (``st_prune.training.self_distill``), cached
+    in ``work/teacher-embeddings`` for every variant (the teacher and texts are the same for all), and its cost."""
+    from st_prune.training import self_distill
+    from st_prune.util import distributed
+    from st_prune.util.resources import release_memory
+
+    teacher = ctx.encoder(None, config.sequence_length())  # the uncut base: full depth, full width
+    layers = teacher[0].num_layers
+    source = ctx.training_source()
+    cache = ctx.folder.root / "work" / self_distill.CACHE_DIR
+    # stale="rebuild": the cache is the run's own scratch (like checkpoints), and a changed key means changed settings
+    data, cost = self_distill.self_distillation_data(
+        teacher, source.data, cache, identity=f"{ctx.source()} ({layers} layers)", batch_size=config.batch_size,
+        prompts=source.prompts, stale="rebuild", progress=distributed.is_main())
+    how = "read from the cache" if cost.cached else f"embedded in {cost.seconds:.0f}s"
+    ctx.log(f"       teacher: the uncut base ({layers} layers), {cost.texts} training texts {how}")
+    del teacher
+    release_memory()
+    return data, {"teacher": "base", "teacher_layers": layers, "weight": config.effective_distill_weight or 1.0,
+                  "distance": config.distill_distance, "teacher_seconds": round(cost.seconds, 1),
+                  "teacher_texts": cost.texts, "self": True}
+
+
 class TrainStage(Stage):
     """Every rank trains (DDP); checkpoints every ``training.save_steps`` let a re-run continue inside the stage, and
     rank 0 alone writes the adapter, the record and the marker."""
@@ -175,6 +199,8 @@ class TrainStage(Stage):
 
     def key(self, recipe, variant, layers, folder=None) -> str:
         training = _training_settings(recipe, variant)
+        if recipe.recover is not None:  # only when set: recipes without recovery keep their keys
+            training = {**training, "recover": recipe.recover}
         teacher = recipe.teacher_of(variant)
         if teacher is None:
             return digest("train", PRUNE.key(recipe, variant, layers), training)
@@ -215,6 +241,10 @@ class TrainStage(Stage):
             data, distillation = distillation_data(ctx, teacher, spec, config.batch_size)
             prompts = None  # the prepared data carries its prompts
             config = config.replace(distill_weight=ctx.recipe.distill.weight, distill_distance=ctx.recipe.distill.distance)
+        elif ctx.recipe.recover == "distill":
+            data, distillation = self_distillation_data(ctx, config)
+            prompts = None
+            config = config.replace(recover="distill")
         record = train_variant(
             ctx.encoder(layers, spec.max_seq_length, variant), data, prompts, config, work,
             resume=resume, settings=spec.key_settings(), layers=layers, log=ctx.log,

@@ -1,0 +1,216 @@
+"""Issue 25.3: recovery by self-distillation. The uncut embedder is the teacher of its cut: it embeds the training texts
+once (cached, resumable), and the cut learns those embeddings, plus the contrastive loss when the data has pairs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from st_prune import cli
+from st_prune.errors import StPruneError
+from st_prune.model.truncated_llm import encoder_from_llm
+from st_prune.training import TrainingConfig, self_distill
+from st_prune.training.distillation import DistilledContrastiveLoss, mean_distance
+from st_prune.training.trainer import train_pruned
+from tests.tiny_embedders import make_tiny_embedder
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+TOPICS = ["banking", "gardening", "football", "cooking", "astronomy", "music", "travel", "chemistry"]
+TEXTS = [f"A note about {topic}, number {index}: {topic} matters to people who like {topic}."
+         for index in range(3) for topic in TOPICS]  # 24 texts
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    return make_tiny_embedder(tmp_path_factory.mktemp("recover") / "qwen3", "qwen3_last_token")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many texts the teacher embeds (each call of self_distill._encode)."""
+    calls = []
+    real = self_distill._encode
+
+    def counting(teacher, items, batch_size):
+        calls.append(len(items))
+        return real(teacher, items, batch_size)
+
+    monkeypatch.setattr(self_distill, "_encode", counting)
+    return calls
+
+
+def write_txt(path: Path, texts=TEXTS) -> Path:
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err
+    lines = [line for line in captured.err.replace("\r", "\n").splitlines() if line.startswith("st-prune ")]
+    return status, "\n".join(lines), captured.out
+
+
+def distance_to_teacher(model: SentenceTransformer, teacher: SentenceTransformer, texts=TEXTS) -> float:
+    """Mean cosine distance of ``model``'s embeddings of ``texts`` to the uncut teacher's (document prompt)."""
+    prompt = self_distill.document_prompt(teacher) or ""
+    ours = model.encode(texts, prompt=prompt, convert_to_tensor=True)
+    theirs = teacher.encode(texts, prompt=prompt, convert_to_tensor=True)
+    import torch
+
+    return float(1 - torch.nn.functional.cosine_similarity(ours, theirs).mean())
+
+
+FAST = {"max_steps": 12, "batch_size": 4, "learning_rate": 2e-3, "warmup_steps": 0, "save_steps": 100,
+        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
+
+
+def test_self_distillation_from_a_txt_file_lowers_the_distance_to_the_teacher(embedder, tmp_path, counted):
+    """Python API: train_pruned(config=TrainingConfig(recover='distill')) on a .txt of unlabelled texts."""
+    teacher = encoder_from_llm(str(embedder))
+    before = distance_to_teacher(encoder_from_llm(str(embedder), layers=2), teacher)
+    student = encoder_from_llm(str(embedder), layers=2)
+    trained = train_pruned(student, write_txt(tmp_path / "docs.txt"), TrainingConfig(recover="distill", **FAST),
+                           work_dir=tmp_path / "work", teacher=teacher, keep_checkpoints=True)
+    after = distance_to_teacher(trained, teacher)
+    assert after < 0.7 * before, (before, after)
+    assert sum(counted) == len(TEXTS)  # every text embedded once by the teacher
+    assert trained.st_prune_teacher_cost["texts"] == len(TEXTS)
+    key = json.loads((tmp_path / "work" / self_distill.CACHE_DIR / "key.json").read_text())
+    assert key["texts"] == len(TEXTS) and key["max_seq_length"] == student.max_seq_length and key["normalize"]
+
+
+def test_cli_self_distillation_from_jsonl_text(embedder, tmp_path, capsys, counted):
+    """`st-prune train --recover distill` on a JSONL text column; the export is closer to the teacher than the cut."""
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": text, "id": index}) + "\n" for index, text in enumerate(TEXTS)))
+    flags = ["--max-steps", 12, "--batch-size", 4, "--learning-rate", 2e-3, "--warmup-steps", 0, "--lora-r", 8]
+    status, err, out = run_cli(["train", embedder, "--data", data, "--layers", 2, "--recover", "distill", *flags,
+                                "--output", tmp_path / "out"], capsys)
+    assert status == 0, err
+    assert f"teacher: the uncut model (4 layers), {len(TEXTS)} texts embedded in" in out
+    teacher = SentenceTransformer(str(embedder))
+    exported = SentenceTransformer(str(tmp_path / "out"))
+    assert exported[0].auto_model.config.num_hidden_layers == 2
+    assert distance_to_teacher(exported, teacher) < 0.7 * distance_to_teacher(encoder_from_llm(str(embedder), layers=2),
+                                                                           teacher)
+    cost = json.loads((tmp_path / "out" / "teacher.json").read_text())
+    assert cost["texts"] == len(TEXTS) and cost["teacher_layers"] == 4 and not cost["cached"]
+
+
+def test_the_cache_is_reused_resumed_and_refused_when_stale(embedder, tmp_path, counted):
+    teacher = encoder_from_llm(str(embedder))
+    cache = tmp_path / "cache"
+    first, cost = self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4,
+                                                      progress=False)
+    assert sum(counted) == len(TEXTS) and not cost.cached
+    counted.clear()
+    again, cost = self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4,
+                                                      progress=False)
+    assert counted == [] and cost.cached  # no teacher forward on the second run
+    assert again.datasets["train"]["label"] == first.datasets["train"]["label"]
+
+    # A kill during embedding leaves whole chunks only: a re-run embeds the missing ones alone.
+    chunked = tmp_path / "chunked"
+    self_distill.teacher_embeddings(teacher, [(None, t) for t in TEXTS], chunked, identity="tiny", chunk_size=10,
+                                    progress=False)
+    (chunked / "chunk-00002.npy").unlink()
+    counted.clear()
+    self_distill.teacher_embeddings(teacher, [(None, t) for t in TEXTS], chunked, identity="tiny", chunk_size=10,
+                                    progress=False)
+    assert counted == [4]
+
+    # Another model's or another length's embeddings: refused (one line naming the fix), or rebuilt on request.
+    with pytest.raises(StPruneError, match=r"holds teacher embeddings of another teacher \('tiny', now 'other'\): "
+                                           r"delete .*cache to embed again"):
+        self_distill.self_distillation_data(teacher, TEXTS, cache, identity="other", batch_size=4, progress=False)
+    teacher.max_seq_length = 16
+    with pytest.raises(StPruneError, match="another max_seq_length"):
+        self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False)
+    counted.clear()
+    self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False,
+                                        stale="rebuild")
+    assert sum(counted) == len(TEXTS)
+    assert json.loads((cache / "key.json").read_text())["max_seq_length"] == 16
+
+
+def test_pairs_train_on_contrastive_plus_distance(embedder, tmp_path):
+    """Data with pairs: the teacher embeds every column and the loss is InfoNCE + the distance to the teacher."""
+    rows = [{"anchor": f"what is {t}?", "positive": f"{t} is a topic people write about"} for t in TOPICS]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    teacher = encoder_from_llm(str(embedder))
+    labelled, cost = self_distill.self_distillation_data(teacher, str(data), tmp_path / "cache", identity="tiny",
+                                                         batch_size=4, progress=False)
+    assert cost.texts == 2 * len(rows)
+    dataset = labelled.datasets["train"]
+    assert len(dataset[0]["label"]) == 2  # (columns, dimension) per row
+    # the teacher embedded the anchor with the embedder's query prompt, the positive with its document prompt
+    query = teacher.encode([rows[0]["anchor"]], prompt=labelled.prompt("train", "anchor") or "")[0]
+    assert abs(sum(a * b for a, b in zip(query, dataset[0]["label"][0], strict=True)) - 1) < 1e-4
+    # Against the contrastive loss alone, the same steps on the same pairs: the distance term keeps the cut nearer.
+    distilled = train_pruned(encoder_from_llm(str(embedder), layers=2), labelled,
+                             TrainingConfig(recover="distill", **FAST), work_dir=tmp_path / "w1")
+    plain_rows = labelled.datasets["train"].remove_columns("label")
+    contrastive = train_pruned(encoder_from_llm(str(embedder), layers=2), plain_rows, TrainingConfig(**FAST),
+                               work_dir=tmp_path / "w2")
+    assert mean_distance(distilled, labelled) < mean_distance(contrastive, labelled)
+    student = encoder_from_llm(str(embedder), layers=2)
+    parts = _last_parts(student, labelled)  # a batch of pairs reports both terms
+    assert set(parts) == {"contrastive", "distill"} and parts["contrastive"] > 0
+
+
+def _last_parts(model, data) -> dict[str, float]:
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    loss = DistilledContrastiveLoss(MultipleNegativesRankingLoss(model))
+    dataset = data.datasets["train"]
+    columns = [c for c in dataset.column_names if c != "label"]
+    features = [model.tokenize(dataset[c][:4]) for c in columns]
+    loss(features, torch.tensor(dataset["label"][:4]))
+    return loss.last_parts
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("\n  \n", "docs.txt holds no text: write one text a line"),
+    ("", "docs.txt holds no text: write one text a line"),
+])
+def test_an_empty_text_file_is_one_line(embedder, tmp_path, capsys, content, message):
+    data = tmp_path / "docs.txt"
+    data.write_text(content)
+    status, err, _ = run_cli(["train", embedder, "--data", data, "--layers", 2, "--recover", "distill",
+                              "--output", tmp_path / "out"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["docs.txt"]  # nothing written
+
+
+def test_a_stale_cache_in_the_work_folder_is_refused(embedder, tmp_path, capsys):
+    """DIR.work holds another model's teacher embeddings: one line naming the fix, exit 2, nothing written."""
+    work = tmp_path / "out.work"
+    teacher = encoder_from_llm(str(embedder))
+    self_distill.self_distillation_data(teacher, TEXTS, work / self_distill.CACHE_DIR, identity="another model",
+                                        batch_size=4, progress=False)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in work.rglob("*"))
+    status, err, _ = run_cli(["train", embedder, "--data", write_txt(tmp_path / "docs.txt"), "--layers", 2,
+                              "--recover", "distill", "--batch-size", 4, "--output", tmp_path / "out"], capsys)
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert "holds teacher embeddings of another teacher" in err and "delete" in err and "--overwrite" in err, err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in work.rglob("*")) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_recover_is_a_training_setting():
+    with pytest.raises(StPruneError, match="distillation shares the student's embeddings"):
+        TrainingConfig(recover="distill", cached_loss=True)
+    with pytest.raises(StPruneError, match="recover must be distill or None"):
+        TrainingConfig(recover="yes")
+    assert TrainingConfig(recover="distill").effective_distill_weight == 1.0
+    assert TrainingConfig().effective_distill_weight == 0
