@@ -214,3 +214,42 @@ def test_recover_is_a_training_setting():
         TrainingConfig(recover="yes")
     assert TrainingConfig(recover="distill").effective_distill_weight == 1.0
     assert TrainingConfig().effective_distill_weight == 0
+
+
+def test_a_recipe_with_recover_distill_runs_end_to_end_and_resumes(embedder, tmp_path, counted):
+    """`recover: distill`: the train stage learns the uncut base's embeddings (computed once for every variant), the
+    card states the teacher's cost, and a second run skips every stage."""
+    from test_recipe import write_recipe
+
+    from st_prune.pipeline.recipe import load_recipe
+    from st_prune.pipeline.runner import RecipeRunner
+    from st_prune.pipeline.stages.train import TRAIN
+
+    variants = [{"name": "small", "layers": 2}, {"name": "large", "layers": 3}]
+    path = write_recipe(tmp_path, embedder, variants=variants, recover="distill")
+    recipe = load_recipe(path)
+    assert recipe.recover == "distill"
+    runner = RecipeRunner(recipe, tmp_path / "run", log=lambda _: None)
+    runner.run()
+    assert runner.calls["train"] == 2
+    texts = sum(counted)
+    assert texts == 24 * 3  # 24 triplets, three columns each, embedded once for both variants
+    small = recipe.variants[0]
+    record = runner.ctx.folder.record("small", "train.json", stage="train")
+    assert record["distillation"]["self"] and record["distillation"]["teacher_layers"] == 4
+    assert record["distillation"]["teacher_texts"] == texts
+    card = runner.ctx.export_dir(small) / "README.md"
+    assert f"| Teacher's cost | {texts} training texts embedded once by the uncut base in" in card.read_text()
+    assert "self-distillation: + 1 × cosine distance to the embeddings of the uncut base (4 layers)" in card.read_text()
+
+    again = RecipeRunner(load_recipe(path), tmp_path / "run", log=lambda _: None)
+    again.run()
+    assert again.calls == {}  # every stage skipped
+
+    # The train key names the recovery only when it is set: recipes without it keep their keys.
+    plain = load_recipe(write_recipe(tmp_path, embedder, variants=variants))
+    assert TRAIN.key(recipe, small, 2) != TRAIN.key(plain, small, 2)
+    assert plain.digest() != recipe.digest()
+    with pytest.raises(StPruneError, match="recover: distill and the distill section both give the students a teacher"):
+        load_recipe(write_recipe(tmp_path, embedder, variants=variants, recover="distill",
+                                 distill={"teacher": "large", "variants": ["small"]}))
