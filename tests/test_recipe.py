@@ -346,6 +346,7 @@ SHIPPED_DIGESTS = {
     "qwen2-7b-instruct": "fd9119553b3d6efe",
     "qwen2.5-7b-instruct": "4d20eb224f6ae969",
     "qwen3-8b": "29cba672a596627d",
+    "qwen3-embedding-0.6b": "5c20c1bce131886f",  # issue 25: a trained embedder, recover: distill
     "smollm2-135m-instruct-cpu": "fd24b86b9cfd88ab",  # five dev tasks; lr 2e-3, small 300 steps (issue 13)
 }
 

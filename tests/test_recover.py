@@ -253,3 +253,27 @@ def test_a_recipe_with_recover_distill_runs_end_to_end_and_resumes(embedder, tmp
     with pytest.raises(StPruneError, match="recover: distill and the distill section both give the students a teacher"):
         load_recipe(write_recipe(tmp_path, embedder, variants=variants, recover="distill",
                                  distill={"teacher": "large", "variants": ["small"]}))
+
+
+def test_the_qwen3_embedding_recipe_plans_offline(embedder, tmp_path, capsys, monkeypatch):
+    """Issue 25.6: the shipped GPU recipe. Offline without the base cached, its dry run says what every GPU recipe's
+    says (one line: download it first); on a local stand-in of the same layout it prints the whole plan."""
+    from st_prune.pipeline.recipe import load_recipe
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = load_recipe("qwen3-embedding-0.6b")
+    assert (recipe.base.model, recipe.base.kind, recipe.base.layers) == ("Qwen/Qwen3-Embedding-0.6B",
+                                                                          "sentence-transformers", 28)
+    assert recipe.recover == "distill" and {v.pick for v in recipe.variants} == {"small", "large"}
+    out = tmp_path / "out"
+    for name in ("qwen3-embedding-0.6b", "llama-3-8b-instruct"):
+        status, err, _ = run_cli(["run", name, "--dry-run", "--output", out], capsys)
+        if status == 0:  # the base is in this machine's Hugging Face cache
+            continue
+        assert status == 2 and len(err.splitlines()) == 1 and "download it first with `hf download" in err, err
+    status, err, plan = run_cli(["run", "qwen3-embedding-0.6b", "--dry-run", "--output", out,
+                                 "--set", f"base.model={embedder}", "--set", "base.layers=4"], capsys)
+    assert status == 0, err
+    assert "train     [small: small, 1000 steps, self-distilled from the uncut base] (to run)" in plan, plan
+    assert "recover: distill" in plan and "kind: sentence-transformers" in plan
+    assert not out.exists()

@@ -219,6 +219,7 @@ class TrainStage(Stage):
     def describe(self, ctx, variant, extra: str = "") -> str:
         extra += f", {ctx.recipe.training_for(variant).steps} steps"
         extra += f", lr {variant.learning_rate:g}" if variant.learning_rate is not None else ""
+        extra += ", self-distilled from the uncut base" if ctx.recipe.recover == "distill" else ""
         return super().describe(ctx, variant, extra)
 
     def run(self, ctx, variant) -> dict[str, Any]:
