@@ -214,6 +214,13 @@ def test_recover_is_a_training_setting():
         TrainingConfig(recover="yes")
     assert TrainingConfig(recover="distill").effective_distill_weight == 1.0
     assert TrainingConfig().effective_distill_weight == 0
+    from st_prune.cli import build_parser
+    from st_prune.commands.train import build_config
+
+    args = build_parser().parse_args(["train", "M", "--data", "d.txt", "--layers", "1", "--output", "o",
+                                      "--recover", "distill", "--distill-distance", "mse"])
+    config = build_config(args)
+    assert (config.recover, config.distill_distance) == ("distill", "mse")
 
 
 def test_a_recipe_with_recover_distill_runs_end_to_end_and_resumes(embedder, tmp_path, counted):

@@ -99,6 +99,8 @@ SHIPPED_TRAIN_KEYS = {
     "qwen2.5-7b-instruct/small": "c590edc9eec7342f",
     "qwen3-8b/large": "6e632f764ce33f35",
     "qwen3-8b/small": "6e632f764ce33f35",
+    "qwen3-embedding-0.6b/large": "dbae5ee732d66f62",  # issue 25: recover: distill (in the key only when set)
+    "qwen3-embedding-0.6b/small": "dbae5ee732d66f62",
     "smollm2-135m-instruct-cpu/large": "e9663563cdb9652b",
     "smollm2-135m-instruct-cpu/small": "1864d091e86ec261",
 }

@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 #: TrainingConfig fields without a flag: a recipe sets them (its `distill` section), `st-prune train` has no teacher.
-RECIPE_ONLY = {"distill_weight": "distill.weight", "distill_distance": "distill.distance"}
+RECIPE_ONLY = {"distill_weight": "distill.weight"}  # distill_distance is also --distill-distance (--recover)
 
 
 def training_flags() -> dict[str, list[str]]:

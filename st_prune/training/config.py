@@ -111,7 +111,8 @@ class TrainingConfig:
     distill_weight: Annotated[Number, limits(ge=0, note="0: off")] = setting(
         0.0, "above 0, the loss adds this times the distance of the student's embeddings to the teacher's, which "
         "the data carries in a label column (st_prune.training.distillation)")
-    distill_distance: Literal[DISTANCES] = setting("cosine", "distance to the teacher's embeddings")
+    distill_distance: Literal[DISTANCES] = setting(
+        "cosine", "distance to the teacher's embeddings (with --recover distill, or a recipe's distill section)")
     recover: Literal["distill"] | None = setting(
         None, "distill: recover the cut by self-distillation. The uncut model embeds the training texts once "
         "(cached in the run's work folder) and the cut learns those embeddings (distill_distance), plus the "
