@@ -97,7 +97,7 @@ def test_truncated_llm_and_encoder_from_llm_take_the_embedder(embedders):
     assert_same_embeddings(model, truncated_reference(source, 3))
 
 
-def test_recipe_pooling_that_differs_is_refused(embedders):
+def test_api_pooling_that_differs_is_refused(embedders):
     with pytest.raises(Exception, match="'lasttoken' pooling, and its cut keeps it; leave out --pooling"):
         encoder_from_llm(str(embedders["qwen3_last_token"]), layers=2, pooling="mean")
 

@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     if args.l3prune:
         if previous is not None and previous.get("kept_layers") and (work / SCAN_JSON).is_file():
             model = encoder_from_llm(args.model, layers=previous["kept_layers"], pooling=args.pooling,
-                                     max_seq_length=config.sequence_length(), dtype=args.dtype)
+                                     max_seq_length=config.max_seq_length, dtype=args.dtype)
         else:
             model = _scan_and_prune(args, config, data, work)
         for name in (SCAN_JSON, SCAN_PNG):
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
                 extra_files[name] = (work / name).read_bytes()
     else:
         model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
-                                 max_seq_length=config.sequence_length(), dtype=args.dtype)
+                                 max_seq_length=config.max_seq_length, dtype=args.dtype)
     width = None
     if args.mlp_keep < 1:
         # Ranked on the same texts, prompts and seed every time, so a resumed run cuts the same channels.
@@ -356,7 +356,8 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     from st_prune.training.trainer import is_main_process
     from st_prune.model.truncated_llm import encoder_from_llm
 
-    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.sequence_length(), dtype=args.dtype)
+    # max_seq_length None: 512 for an LLM (config.sequence_length()'s default), an embedder's own length.
+    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length, dtype=args.dtype)
     options: dict[str, Any] = {"seed": config.seed, "scale": config.scale, "batch_size": config.batch_size}
     if args.scan_batches is not None:
         options["num_batches"] = args.scan_batches

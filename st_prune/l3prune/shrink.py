@@ -16,8 +16,9 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 from st_prune.data.echo import load_training_source
+from st_prune.data.training_data import Prompts, to_training_data
 from st_prune.errors import StPruneError
-from st_prune.l3prune.scan import L3Prune, Prompts, TrainingData, _prepare_data
+from st_prune.l3prune.scan import L3Prune
 from st_prune.model import width
 from st_prune.model.embedder import embedder_prompts
 from st_prune.model.truncated_llm import encoder_from_llm
@@ -28,12 +29,12 @@ IMPORTANCE_BATCH_SIZE = 16
 
 
 def importance_texts(
-    data: TrainingData, prompts: Prompts = None, *, num_batches: int = IMPORTANCE_BATCHES,
+    data: Any, prompts: Prompts = None, *, num_batches: int = IMPORTANCE_BATCHES,
     batch_size: int = IMPORTANCE_BATCH_SIZE, seed: int = 42,
 ) -> list[tuple[list[str], str | None]]:
     """``(texts, prompt)`` batches from training data, drawn and prompted exactly as the L3Prune scan draws them
     (smaller batches when no dataset fills one: the importance needs texts, not in-batch negatives)."""
-    largest = max(len(dataset) for dataset in _prepare_data(data, prompts)[0].values())
+    largest = max(len(dataset) for dataset in to_training_data(data, prompts).datasets.values())
     batch_size = max(2, min(batch_size, largest))
     selector = L3Prune(batch_size=batch_size, num_batches=num_batches, seed=seed, show_progress_bar=False)
     batches = []
@@ -51,7 +52,7 @@ def shrink(
     layers: int | None = None,
     fraction: float | None = None,
     mlp_keep: float = 1.0,
-    data: TrainingData | None = None,
+    data: Any = None,
     prompts: Prompts = None,
     seed: int = 42,
     **encoder_kwargs: Any,
