@@ -1005,17 +1005,15 @@ def prepare_submission(
         raise StPruneError(f"no MTEB task results under {results_root}: only MTEB tasks go to the leaderboard")
 
     submission_results = output_dir / "results"
-    CopyResultsAction(copied, submission_results).do()
-
     registration_file = output_dir / f"{_python_identifier(next(iter(copied)).name.split('/')[0])}_models.py"
-    registration_file.write_text(render_model_registration(list(copied)))
     warnings = [
         f"{meta.name}: revision {meta.revision!r} is not a Hub commit; re-run `st-prune eval --revision <commit>` "
         "on the published model before opening the pull request"
         for meta in copied
         if not re.fullmatch(r"[0-9a-f]{40}", meta.revision or "")
     ]
-    (output_dir / "SUBMISSION.md").write_text(_submission_instructions(list(copied), registration_file, warnings))
+    _write_submission(output_dir, copied, registration_file.name,
+                      _submission_instructions(list(copied), registration_file, warnings))
     for warning in warnings:
         logger.warning(warning)
     return Submission(
@@ -1026,6 +1024,26 @@ def prepare_submission(
         skipped_tasks=sorted(skipped),
         warnings=warnings,
     )
+
+
+def _write_submission(output_dir: Path, copied: dict[ModelMeta, list[Path]], registration_name: str,
+                      instructions: str) -> None:
+    """Assemble the submission in a staging folder beside ``output_dir`` and move it in: only files an earlier
+    ``st-prune submit`` wrote there are replaced; a file of the user's in the way (a SUBMISSION.md, a result file)
+    refuses the whole submission before anything is written (``st_prune.ownership``)."""
+    import shutil
+
+    from st_prune import ownership
+    from st_prune.staging import new_staging_dir
+
+    staging = new_staging_dir(output_dir)
+    try:
+        CopyResultsAction(copied, staging / "results").do()
+        (staging / registration_name).write_text(render_model_registration(list(copied)), encoding="utf-8")
+        (staging / "SUBMISSION.md").write_text(instructions, encoding="utf-8")
+        ownership.install(staging, output_dir, by="submit", fix="choose another --output or move it away")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _submitted_model_metas(cache: mteb.ResultCache, model_name: str | None) -> list[ModelMeta]:

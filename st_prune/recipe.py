@@ -517,6 +517,7 @@ class RecipeRunner:
         if not distributed.is_main():
             return self._run_beside_rank_0()
         self.preflight()
+        self._adopt_earlier_model_folders()
         self.output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.output / "run.json", {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
@@ -534,6 +535,29 @@ class RecipeRunner:
         self.log(self.usage_table(total))
         self.log(f"st-prune run {self.recipe.name}: finished in {total:.0f}s -> {self.output}")
         return self.summary()
+
+    def _adopt_earlier_model_folders(self) -> None:
+        """Record the model folders of a run folder written before st-prune recorded what it wrote
+        (``st_prune.ownership``), so that a stage re-run replaces them as before: a file there is st-prune's when a
+        finished stage that writes the folder wrote its marker after it (markers are written last); one added later
+        is the user's and stays."""
+        from st_prune import ownership
+        from st_prune.staging import is_staging_name
+
+        for variant in self.recipe.variants:
+            if self.layers_of(variant) is None:
+                continue
+            folders = {self.export_dir(variant): ("export",)}  # the model folder itself unless a trim makes it
+            folders[self.zoo_dir(variant)] = ("export", "trim", "deploy", "card")
+            for folder, stages in folders.items():
+                markers = [self.marker(stage, variant) for stage in stages if self.marker(stage, variant).is_file()]
+                if not folder.is_dir() or ownership.has_record(folder) or not markers:
+                    continue
+                cutoff = max(marker.stat().st_mtime_ns for marker in markers)
+                files = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+                         and not any(is_staging_name(part) for part in path.relative_to(folder).parts)]
+                ownership.adopt(folder, files, by="run",
+                               legacy=lambda path, cutoff=cutoff: path.lstat().st_mtime_ns <= cutoff)
 
     def _run_stages(self, stages: list[str]) -> None:
         for stage in stages:
@@ -838,6 +862,6 @@ class RecipeRunner:
                 repo_id=self.repo_id(variant), prune=self._prune_info(variant), final=self.final_record(variant),
                 evaluation=_read_json(evaluation) if evaluation.is_file() else None, folder=self.zoo_dir(variant),
                 published=self.marker("publish", variant).is_file() and self.org is not None))
-        for folder in (self.models_dir, self.zoo_index) if entries else ():
+        for folder, flag in ((self.models_dir, "--output"), (self.zoo_index, "--zoo-index")) if entries else ():
             if folder is not None:
-                update_zoo_index(folder, entries)
+                update_zoo_index(folder, entries, flag)

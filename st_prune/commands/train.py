@@ -3,8 +3,8 @@
 Prune, train with the paper's recipe (LoRA, hard-negative InfoNCE, instructions excluded from pooling) and
 export the merged, vanilla-loadable model to DIR. Checkpoints go to the sibling folder DIR.work/ so
 that DIR only ever holds the finished export (plus scan.json/scan.png with --l3prune); a run
-that stops early continues with --resume. DIR.work/ is deleted after a successful export unless
---keep-checkpoints.
+that stops early continues with --resume. What st-prune wrote in DIR.work/ is deleted after a successful
+export unless --keep-checkpoints; a DIR.work/ of your own is never used or deleted.
 
 Several GPUs: the same command under torchrun --nproc_per_node N -m st_prune.cli train ... (or
 accelerate launch -m st_prune.cli train ...) trains with DDP and shares in-batch negatives across
@@ -20,7 +20,7 @@ from typing import Any
 
 from st_prune.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
-from st_prune.files import read_json, write_json_atomic
+from st_prune.files import read_json
 
 RUN_FILE = "run.json"
 # Exit status after Ctrl-C: 128 + SIGINT, what shells report for a command stopped by Ctrl-C, so scripts can tell
@@ -183,9 +183,16 @@ def run(args: argparse.Namespace) -> int:
                                  max_seq_length=config.max_seq_length, dtype=args.dtype)
     module = model[0]
     if is_main_process():
-        write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "dtype": args.dtype,
-                          "kept_layers": module.num_layers,
-                          "num_original_layers": module.num_original_layers, "config": config.to_dict()})
+        import json
+
+        from st_prune import ownership
+        from st_prune.training import claim_work_dir
+
+        claim_work_dir(work)
+        run_record = {"model": args.model, **depth, "dtype": args.dtype, "kept_layers": module.num_layers,
+                      "num_original_layers": module.num_original_layers, "config": config.to_dict()}
+        ownership.write_text(work, RUN_FILE, json.dumps(run_record, indent=2, sort_keys=True) + "\n", by="train",
+                             fix="move it away or choose another --output")
 
     try:
         train_pruned(
@@ -241,8 +248,12 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     train_dataset, prompts = data.for_trainer()
     result = L3Prune(**options).select(full, train_dataset, prompts=prompts)
     if is_main_process():
-        work.mkdir(parents=True, exist_ok=True)
-        result.save(work / SCAN_JSON)
-        result.plot(work / SCAN_PNG)
+        from st_prune import ownership
+        from st_prune.training import claim_work_dir
+
+        claim_work_dir(work)
+        fix = "move it away or choose another --output"
+        ownership.write_file(work, SCAN_JSON, result.save, by="train", fix=fix)
+        ownership.write_file(work, SCAN_PNG, result.plot, by="train", fix=fix)
         print(result.summary())
     return result.prune(full, args.l3prune)

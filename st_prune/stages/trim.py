@@ -6,7 +6,6 @@ card and the zoo index show for a trimmed variant) and the trim's full report.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,17 @@ def training_corpus(rows, instructions: Iterable[str]) -> list[str]:
 
 def trim_variant(source: Path, folder: Path, corpus: list[str], *, vocab_size: int | None, min_frequency: int | None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trim ``source`` (the export) into ``folder``, rebuilt whole: it is the runner's own model folder."""
+    """Trim ``source`` (the export) into ``folder``, rebuilt whole from st-prune's own files (the runner's model
+    folder)."""
+    from st_prune import ownership
+    from st_prune.errors import StPruneError
     from st_prune.export import weight_bytes
     from st_prune.vocab_trim import trim_vocabulary
 
-    if folder.exists():  # an earlier trim's (or export's) output
-        shutil.rmtree(folder)
+    left = ownership.remove_owned(folder)  # an earlier trim's (or export's) output; never the user's files
+    if left:
+        raise StPruneError(f"{folder} holds files st-prune did not write ({', '.join(left[:3])}), and the trim rebuilds "
+                           "that folder whole: move them away and run again")
     report = trim_vocabulary(source, corpus, folder, vocab_size=vocab_size, min_frequency=min_frequency)
     log(f"       {report.summary().splitlines()[0]}")
     return {"parameters": report.parameters_after, "weight_bytes": weight_bytes(folder), "report": report.to_dict()}
