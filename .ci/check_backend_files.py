@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from st_prune.backend_runtime import encode_with_graph, onnx_runner, openvino_runner
+from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner
 
 QUERIES = ["how do I reset my online banking password?", "a tool to compress files",
            "Why was my card payment declined?", "music player for the terminal"]

@@ -40,11 +40,11 @@ from common import add_data_argument, data_file, smollm2_gguf  # noqa: E402  (be
 from reproduce import FULL, METRICS, QUICK, ReproDevSets, evaluate_all, log, release  # noqa: E402
 
 from st_prune import encoder_from_llm
-from st_prune.distillation import DistilledContrastiveLoss, add_teacher_embeddings
-from st_prune.export import merge_adapters
-from st_prune.machine import machine_description
-from st_prune.recipe import find_recipe, load_recipe, load_recipe_data, training_config
-from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
+from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings
+from st_prune.model.export import merge_adapters
+from st_prune.util.machine import machine_description
+from st_prune.pipeline.runner import find_recipe, load_recipe, load_recipe_data, training_config
+from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 
 
 def config_for(recipe, steps: int) -> TrainingConfig:

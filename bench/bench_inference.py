@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
-from st_prune import architectures, encoder_from_llm, export_model
-from st_prune.export import weight_bytes
-from st_prune.recipe import machine_description
+from st_prune import encoder_from_llm, export_model
+
+from st_prune.model import architectures
+from st_prune.model.export import weight_bytes
+from st_prune.pipeline.runner import machine_description
 
 from common import round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from st_prune.l3prune import CONFIDENT_SHARE, L3Prune, L3PruneResult, scan, select_depths
-from st_prune.recipe import RecipeRunner, load_recipe, machine_description, recipes_dir
+from st_prune.l3prune.scan import CONFIDENT_SHARE, L3Prune, L3PruneResult, scan, select_depths
+from st_prune.pipeline.runner import RecipeRunner, load_recipe, machine_description, recipes_dir
 
 
 def prepare(recipe_name: str, num_batches: int, sizes: list[int]):

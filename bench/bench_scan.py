@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from st_prune import encoder_from_llm
-from st_prune.data import load_triplets
-from st_prune.l3prune import L3Prune, L3PruneResult, ScanBatch, scan
+from st_prune.data.triplets import load_triplets
+from st_prune.l3prune.scan import L3Prune, L3PruneResult, ScanBatch, scan
 
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 

@@ -2,7 +2,7 @@
 and a training step costs in proportion to the layers kept.
 
 SmolLM2-135M-Instruct (GGUF, 30 layers) is scanned with L3Prune on the shared training triplets, cut to its
-``small`` and ``large`` picks, and trained with ``st_prune.training.build_trainer`` (LoRA r16/a32, InfoNCE
+``small`` and ``large`` picks, and trained with ``st_prune.training.trainer.build_trainer`` (LoRA r16/a32, InfoNCE
 scale 50 with hard negatives, instructions as excluded prompts) with identical CPU-sized settings, as is the
 full-depth model. Each trained model and its untrained counterpart are scored on dev subsets:
 
@@ -41,11 +41,11 @@ from sentence_transformers.sentence_transformer.evaluation import (
 )
 
 from st_prune import encoder_from_llm
-from st_prune.data import instruction_prompt, load_triplets
-from st_prune.export import merge_adapters
-from st_prune.l3prune import L3Prune
-from st_prune.recipe import machine_description
-from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
+from st_prune.data.triplets import instruction_prompt, load_triplets
+from st_prune.model.export import merge_adapters
+from st_prune.l3prune.scan import L3Prune
+from st_prune.pipeline.runner import machine_description
+from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, read_jsonl, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 

@@ -1,7 +1,7 @@
 """Vocabulary trimming on real models: parameters and dev scores of small variants at several vocabulary sizes.
 
 SmolLM2-135M-Instruct (5 of 30 layers) and Gemma-3-270M (5 of 18 layers) are cut without training
-(`st-prune prune --layers 5`), then trimmed with `st_prune.vocab_trim` on the shared training texts (anchors,
+(`st-prune prune --layers 5`), then trimmed with `st_prune.trim.vocab` on the shared training texts (anchors,
 positives, negatives, and the anchors with their instruction prompt, as the encoder sees them) at several
 vocabulary sizes. Each trimmed model and the untrimmed cut are scored on the same dev subsets, with the dev
 code of bench/bench_training.py (STS-B and SICK Spearman, Debian retrieval nDCG@10, Banking77 accuracy) plus
@@ -35,9 +35,9 @@ from bench_training import DevSets, default_prompt, evaluate, read_jsonl  # noqa
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
-from st_prune.data import instruction_prompt  # noqa: E402
-from st_prune.recipe import machine_description  # noqa: E402
-from st_prune.vocab_trim import trim_vocabulary  # noqa: E402
+from st_prune.data.triplets import instruction_prompt  # noqa: E402
+from st_prune.pipeline.runner import machine_description  # noqa: E402
+from st_prune.trim.vocab import trim_vocabulary  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BASES = {

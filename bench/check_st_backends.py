@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from st_prune.data import instruction_prompt
-from st_prune.deploy import FILES, REPORT_NAME, SAMPLE_TEXTS, deploy
-from st_prune.recipe import machine_description
+from st_prune.data.triplets import instruction_prompt
+from st_prune.deploy.deploy import FILES, REPORT_NAME, SAMPLE_TEXTS, deploy
+from st_prune.pipeline.runner import machine_description
 
 from common import smollm2_gguf  # noqa: E402
 
@@ -142,7 +142,7 @@ def deployed_folder(args: argparse.Namespace) -> Path:
         if st_prune(["prune", smollm2_gguf(), "--layers", "5", "--output", str(folder), "--overwrite"]) != 0:
             sys.exit("bench: st-prune prune failed")
     if args.external_data:
-        from st_prune import onnx_export
+        from st_prune.deploy import onnx as onnx_export
 
         # What a model over 2 GB gets (model.onnx + model.onnx_data), forced on this small one.
         onnx_export.EXTERNAL_DATA_THRESHOLD = 0
@@ -218,7 +218,7 @@ def main() -> int:
     report = json.loads((folder / REPORT_NAME).read_text())
     documents, queries, timing = list(SAMPLE_TEXTS), list(SAMPLE_TEXTS), timing_texts(args.texts)
 
-    from st_prune.local_only import load_model_folder
+    from st_prune.util.local_only import load_model_folder
 
     model = load_model_folder(folder, device="cpu")
     model.eval()

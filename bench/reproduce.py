@@ -6,7 +6,7 @@ SmolLM2-135M-Instruct (GGUF, 30 layers) is cut to pruned fractions 0, 25, 50 and
 equals a fraction's depth is trained once and labelled both. The picks come from an L3Prune scan with the CPU
 recipes' scan settings (8 batches of 8, seed 42, scale 50) on the training sample below.
 
-Every variant is trained with ``st_prune.training`` at ONE equal budget, the CPU recipe's settings: ``--steps``
+Every variant is trained with ``st_prune.training.trainer`` at ONE equal budget, the CPU recipe's settings: ``--steps``
 (default 64) x batch 8 triplets x 64 tokens per text (64 x 8 = 512 triplets, each text cut at 64 tokens), lr 2e-3
 (``--learning-rate``; the tuned CPU recipes' rate: at a few dozen steps the paper's 2e-4, meant for 1000, barely
 moves the model -- bench/results/tune-cpu-recipe.md), linear with 10 % warm-up, LoRA r16/a32, InfoNCE scale 50
@@ -68,11 +68,11 @@ from bench_training import DevSets, evaluate, fmt, read_jsonl  # noqa: E402  (be
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402
 
 from st_prune import encoder_from_llm
-from st_prune.data import instruction_prompt, load_triplets
-from st_prune.export import merge_adapters
-from st_prune.l3prune import L3Prune
-from st_prune.recipe import machine_description
-from st_prune.training import TrainingConfig, build_trainer, prepare_training_data
+from st_prune.data.triplets import instruction_prompt, load_triplets
+from st_prune.model.export import merge_adapters
+from st_prune.l3prune.scan import L3Prune
+from st_prune.pipeline.runner import machine_description
+from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 
 REPO = Path(__file__).resolve().parent.parent
 FIGURE_COPY = REPO / "docs" / "figures" / "reproduce.png"

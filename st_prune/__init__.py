@@ -13,17 +13,17 @@ from st_prune.errors import StPruneError
 
 # public name -> module that defines it
 _LAZY = {
-    "export_model": "st_prune.export",
-    "L3Prune": "st_prune.l3prune",
-    "L3PruneResult": "st_prune.l3prune",
-    "TruncatedLLM": "st_prune.truncated_llm",
-    "encoder_from_llm": "st_prune.truncated_llm",
+    "export_model": "st_prune.model.export",
+    "L3Prune": "st_prune.l3prune.scan",
+    "L3PruneResult": "st_prune.l3prune.scan",
+    "TruncatedLLM": "st_prune.model.truncated_llm",
+    "encoder_from_llm": "st_prune.model.truncated_llm",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
-    from st_prune.export import export_model
-    from st_prune.l3prune import L3Prune, L3PruneResult
-    from st_prune.truncated_llm import TruncatedLLM, encoder_from_llm
+    from st_prune.model.export import export_model
+    from st_prune.l3prune.scan import L3Prune, L3PruneResult
+    from st_prune.model.truncated_llm import TruncatedLLM, encoder_from_llm
 
 __all__ = ["L3Prune", "L3PruneResult", "StPruneError", "TruncatedLLM", "encoder_from_llm", "export_model"]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from st_prune.errors import StPruneError
-from st_prune.optional import install_hint
+from st_prune.util.optional import install_hint
 
 # Each module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = (

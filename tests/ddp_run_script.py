@@ -15,9 +15,9 @@ from pathlib import Path
 
 import ddp_train_script  # beside this file: the recording loss of the `st-prune train` DDP test
 
-from st_prune import cli, training
+from st_prune import cli
 
-
+from st_prune.training import trainer as training
 def main() -> int:
     record_dir, argv = Path(sys.argv[1]), sys.argv[2:]
     training.MultipleNegativesRankingLoss = ddp_train_script.RecordingLoss  # what build_loss constructs, here only

@@ -1,6 +1,6 @@
 """Run by tests/test_training.py under ``torchrun --nproc_per_node 2`` (gloo on CPU).
 
-Trains a tiny model with ``st_prune.training.train_pruned`` exactly as a user would, and records what the
+Trains a tiny model with ``st_prune.training.trainer.train_pruned`` exactly as a user would, and records what the
 loss saw: the shape of each query-to-document similarity matrix. With in-batch negatives gathered across
 processes it is ``batch x (processes * batch * 2)`` (positives and hard negatives of every process).
 Each process writes ``OUTPUT/rank<N>.json``; rank 0 alone writes the export to ``OUTPUT/export``.
@@ -21,8 +21,9 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 from transformers import TrainerCallback
 
-from st_prune import encoder_from_llm, training
+from st_prune import encoder_from_llm
 
+from st_prune.training import trainer as training
 SHAPES: list[list[int]] = []
 
 

@@ -13,11 +13,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_llm  # noqa: E402
 
-from st_prune.card import _budget, check_card, load_template, render_card  # noqa: E402
-from st_prune.stages.zoo_index import render_zoo_readme  # noqa: E402
+from st_prune.card.render import _budget, check_card, load_template, render_card  # noqa: E402
+from st_prune.pipeline.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.evaluation import PAPER_CITATION  # noqa: E402
-from st_prune.recipe import RecipeRunner, load_recipe, machine_description  # noqa: E402
+from st_prune.evaluation.evaluate import PAPER_CITATION  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner, load_recipe, machine_description  # noqa: E402
 
 SECTIONS = ("## Pruning", "### L3Prune layer selection", "## Training", "## Evaluation", "## Usage",
             "## Model details", "## License", "## Citation")
@@ -154,7 +154,7 @@ def test_check_card_accepts_dict_reprs_and_the_template_is_strict():
 
 
 def test_render_card_refuses_a_local_path_in_any_field(card_run):
-    from st_prune.card import card_context
+    from st_prune.card.render import card_context
 
     runner = card_run["runner"]
     variant = runner.recipe.variants[0]
@@ -162,6 +162,33 @@ def test_render_card_refuses_a_local_path_in_any_field(card_run):
     context["training"]["data"] = str(card_run["folder"] / "data.jsonl")
     with pytest.raises(StPruneError, match="path"):
         render_card(context, extra_forbidden=(str(card_run["folder"]),))
+
+
+def test_card_table_shows_only_the_tasks_of_eval_json(tmp_path):
+    """Issue 24 item 7: a results folder keeps the files of an earlier evaluation with another task list; the card's
+    table and its average are those of the current evaluation (eval.json), not of every file in the folder."""
+    from st_prune.card.render import evaluation_context
+
+    results = tmp_path / "results" / "org__tiny" / "main"
+    results.mkdir(parents=True)
+    for task, score in {"STSBenchmark": 0.8, "local_sts": 0.6, "SciFact": 0.1}.items():  # SciFact: a stale task
+        result = {"task_name": task, "scores": {"test": [{"main_score": score}]}}
+        (results / f"{task}.json").write_text(json.dumps(result))
+    (results / "model_meta.json").write_text("{}")
+    evaluation = {"scores": {"STSBenchmark": 0.8, "local_sts": 0.6}, "average": 0.7,
+                  "task_types": {"STSBenchmark": "STS", "local_sts": "STS"},
+                  "main_score_names": {"STSBenchmark": "cosine_spearman", "local_sts": "cosine_spearman"},
+                  "results_dir": "results/org__tiny/main"}
+    context = evaluation_context(evaluation, tmp_path, {"local_sts"})
+    assert context["table"].splitlines()[2:] == ["| STSBenchmark | STS | 80.00 |", "| local_sts | STS | 60.00 |",
+                                                  "| **Average (2 tasks)** | | **70.00** |"]
+    assert [row["task"] for row in context["rows"]] == ["STSBenchmark", "local_sts"] and context["average"] == 0.7
+    # A task of eval.json whose result file is gone: one line naming the fix, not a table without it.
+    (results / "local_sts.json").unlink()
+    with pytest.raises(StPruneError, match=r"lacks results for \['local_sts'\]: evaluate the variant") as error:
+        evaluation_context(evaluation, tmp_path, {"local_sts"})
+    assert "\n" not in str(error.value)
+    assert evaluation_context(None, tmp_path, set()) == {"table": "", "rows": [], "average": None}
 
 
 def test_zoo_readme_table(card_run):

@@ -94,12 +94,12 @@ def unwritable(request, tmp_path):
 @pytest.fixture()
 def no_model_load(monkeypatch):
     """Loading a model fails the test: destination checks must come first."""
-    import st_prune.truncated_llm
+    import st_prune.model.truncated_llm
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the destination was checked")
 
-    monkeypatch.setattr(st_prune.truncated_llm, "encoder_from_llm", refuse)
+    monkeypatch.setattr(st_prune.model.truncated_llm, "encoder_from_llm", refuse)
 
 
 @pytest.fixture()
@@ -162,7 +162,7 @@ def test_encoder_from_llm_on_a_missing_gpu_fails_before_loading(tiny_llm):
     import torch
 
     from st_prune.errors import StPruneError
-    from st_prune.truncated_llm import encoder_from_llm
+    from st_prune.model.truncated_llm import encoder_from_llm
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -322,7 +322,7 @@ def test_eval_without_network_probes_the_hub_once_and_works_offline(exported, tm
     import datasets.config
     import huggingface_hub.constants
 
-    from st_prune import hub_offline
+    from st_prune.util import hub_offline
 
     # Online mode, but the Hub's address refuses connections: what a machine without network sees.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -12,11 +12,12 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
-from st_prune import encoder_from_llm, export_model, ownership  # noqa: E402
-from st_prune.backend_runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
+from st_prune import encoder_from_llm, export_model  # noqa: E402
+from st_prune.util import ownership  # noqa: E402
+from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
 from st_prune.cli import main as cli_main  # noqa: E402
-from st_prune.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
-from st_prune.data import instruction_prompt  # noqa: E402
+from st_prune.deploy.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
+from st_prune.data.triplets import instruction_prompt  # noqa: E402
 
 QUERY_PROMPT = instruction_prompt("Given a question, retrieve passages that answer the question")  # st-prune's format
 # Lengths from 1 to well past the tiny models' 16-token sliding window, so padding is long and windows matter.
@@ -118,7 +119,7 @@ def test_int8_files_ship_only_above_the_cosine_bar(tiny_llm, tmp_path, monkeypat
     ).stat().st_size
 
     # A bar no quantized file can reach: nothing quantized is written, the report says why, fp32 still ships.
-    monkeypatch.setattr("st_prune.deploy.MIN_COSINE", 1.01)
+    monkeypatch.setattr("st_prune.deploy.deploy.MIN_COSINE", 1.01)
     report = deploy(folder, quantize=["int8"], overwrite=True)
     assert not (folder / FILES["onnx", "int8"]).exists()
     assert not (folder / FILES["openvino", "int8"]).exists()
@@ -195,7 +196,7 @@ def test_a_failure_half_way_leaves_the_folder_as_it_was(tiny_llm, tmp_path, monk
     def broken(*args, **kwargs):
         raise RuntimeError("conversion failed")
 
-    monkeypatch.setattr("st_prune.openvino_export.convert_onnx_to_openvino", broken)
+    monkeypatch.setattr("st_prune.deploy.openvino.convert_onnx_to_openvino", broken)
     with pytest.raises(RuntimeError, match="conversion failed"):
         deploy(folder)
     assert _folder_entries(folder) == before  # no onnx/, no deploy.json, no staging folder
@@ -205,8 +206,7 @@ def test_an_fp32_file_that_disagrees_with_torch_is_refused(tiny_llm, tmp_path, m
     """The check is real: a graph without the final norm must not ship."""
     folder = _model_folder(tiny_llm, tmp_path / "model")
     before = _folder_entries(folder)
-    from st_prune import onnx_export
-
+    from st_prune.deploy import onnx as onnx_export
     export = onnx_export.export_onnx
 
     def export_without_norm(model, example, path):
@@ -223,8 +223,7 @@ def test_weights_over_the_threshold_go_to_one_side_file_that_the_runtimes_load(t
     """Models over protobuf's 2 GB limit: model.onnx + model.onnx_data (optimum's name), forced here on a tiny model."""
     import onnxruntime
 
-    from st_prune import onnx_export
-
+    from st_prune.deploy import onnx as onnx_export
     folder = _model_folder(tiny_llm, tmp_path / "model")
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     report = deploy(folder, quantize=["int8"])  # deploy's own check: fp32 files within 1e-4 of torch
@@ -251,8 +250,7 @@ def test_weights_over_the_threshold_go_to_one_side_file_that_the_runtimes_load(t
 
 
 def test_export_onnx_stays_one_file_below_the_threshold_unless_asked(tiny_llm, tmp_path):
-    from st_prune import onnx_export
-
+    from st_prune.deploy import onnx as onnx_export
     folder = _model_folder(tiny_llm, tmp_path / "model")
     model = _load(folder)
     example = model.preprocess(["hello", TEXTS[2]])
@@ -272,7 +270,7 @@ def test_export_onnx_stays_one_file_below_the_threshold_unless_asked(tiny_llm, t
 
 def _down_proj_inputs(model, samples):
     """Per-layer max / median of the down projections' input channel maxima (how hard one int8 scale has it)."""
-    from st_prune.onnx_export import EncoderGraph
+    from st_prune.deploy.onnx import EncoderGraph
 
     seen = {}
     hooks = [layer.mlp.down_proj.register_forward_pre_hook(
@@ -288,7 +286,7 @@ def _down_proj_inputs(model, samples):
 
 
 def test_smoothing_the_down_projections_keeps_the_function_and_flattens_their_input(tiny_llm, tmp_path):
-    from st_prune.onnx_export import EncoderGraph, smooth_down_projections
+    from st_prune.deploy.onnx import EncoderGraph, smooth_down_projections
 
     model = _load(_model_folder(tiny_llm, tmp_path / "model"))
     transformer = model[0].model
@@ -317,8 +315,8 @@ def test_int8_onnx_quantizes_every_matmul_after_smoothing_and_falls_back_without
         return [(node.op_type, node.name) for node in graph.node if "MatMul" in node.op_type and "proj" in node.name]
 
     folder = _model_folder(tiny_llm, tmp_path / "model")
-    monkeypatch.setattr("st_prune.deploy.MIN_COSINE", -1.0)  # tiny random models: the bar is not what is tested
-    monkeypatch.setattr("st_prune.deploy.SMOOTH_ALL_MATMULS", True)  # off by default (held-out texts, see there)
+    monkeypatch.setattr("st_prune.deploy.deploy.MIN_COSINE", -1.0)  # tiny random models: the bar is not what is tested
+    monkeypatch.setattr("st_prune.deploy.deploy.SMOOTH_ALL_MATMULS", True)  # off by default (held-out texts, see there)
     report = deploy(folder, backends=["onnx"], quantize=["int8"])
     entry = report["files"][FILES["onnx", "int8"]]
     assert entry["shipped"] and "SmoothQuant" in entry["precision"]
@@ -334,7 +332,7 @@ def test_int8_onnx_quantizes_every_matmul_after_smoothing_and_falls_back_without
         calls.append(measured)
         return {**measured, "cosine_to_torch_min": 0.5} if len(calls) == 2 else measured  # 2nd: smoothed int8
 
-    monkeypatch.setattr("st_prune.deploy.MIN_COSINE", 0.9)
+    monkeypatch.setattr("st_prune.deploy.deploy.MIN_COSINE", 0.9)
     monkeypatch.setattr(st_prune_deploy()._Checks, "compare", compare)
     report = deploy(folder, backends=["onnx"], quantize=["int8"], overwrite=True)
     entry = report["files"][FILES["onnx", "int8"]]
@@ -345,7 +343,7 @@ def test_int8_onnx_quantizes_every_matmul_after_smoothing_and_falls_back_without
 
 
 def test_phi3s_fused_mlp_is_not_smoothed(tiny_llm, tmp_path):
-    from st_prune.onnx_export import smooth_down_projections
+    from st_prune.deploy.onnx import smooth_down_projections
 
     model = _load(_model_folder(tiny_llm, tmp_path / "model", "phi3"))
     features = model.preprocess([TEXTS[0]])
@@ -353,22 +351,22 @@ def test_phi3s_fused_mlp_is_not_smoothed(tiny_llm, tmp_path):
 
 
 def st_prune_deploy():
-    import st_prune.deploy
+    import st_prune.deploy.deploy
 
-    return st_prune.deploy
+    return st_prune.deploy.deploy
 
 
 def test_backend_speed_is_timed_in_interleaved_rounds(tiny_llm, tmp_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
 
-    import st_prune.backend_runtime
-    from st_prune.deploy import measure_backend_speed
+    import st_prune.deploy.runtime
+    from st_prune.deploy.deploy import measure_backend_speed
 
     folder = _model_folder(tiny_llm, tmp_path / "model")
     report = deploy(folder, backends=["onnx"])
     calls = []
-    real_graph, real_encode = st_prune.backend_runtime.encode_with_graph, SentenceTransformer.encode
-    monkeypatch.setattr(st_prune.backend_runtime, "encode_with_graph",
+    real_graph, real_encode = st_prune.deploy.runtime.encode_with_graph, SentenceTransformer.encode
+    monkeypatch.setattr(st_prune.deploy.runtime, "encode_with_graph",
                         lambda *args, **kwargs: calls.append("onnx") or real_graph(*args, **kwargs))
     monkeypatch.setattr(SentenceTransformer, "encode",
                         lambda self, *args, **kwargs: calls.append("torch") or real_encode(self, *args, **kwargs))

@@ -1,4 +1,4 @@
-"""Distillation of a stronger variant's embeddings alongside InfoNCE (st_prune.distillation), on tiny models."""
+"""Distillation of a stronger variant's embeddings alongside InfoNCE (st_prune.training.distillation), on tiny models."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from datasets import Dataset
 
 from st_prune import encoder_from_llm
-from st_prune.distillation import DistilledContrastiveLoss, add_teacher_embeddings, mean_distance
+from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings, mean_distance
 from st_prune.errors import StPruneError
-from st_prune.training import TrainingConfig, build_loss, build_trainer, prepare_training_data
+from st_prune.training.trainer import TrainingConfig, build_loss, build_trainer, prepare_training_data
 from test_training import FAST, triplet_rows
 
 INSTRUCTION = "Retrieve semantically similar text"
@@ -99,8 +99,8 @@ def distill_recipe(folder, tiny_model, **distill):
 
 
 def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path, tiny_llm):
-    from st_prune import stage_keys
-    from st_prune.recipe import load_recipe
+    from st_prune.pipeline import stage_keys
+    from st_prune.pipeline.runner import load_recipe
 
     path = distill_recipe(tmp_path, tiny_llm("llama", layers=4))
     recipe = load_recipe(path)
@@ -129,7 +129,7 @@ def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path,
 def test_run_trains_the_teacher_first_and_the_student_on_its_embeddings(tmp_path, tiny_llm):
     import json
 
-    from st_prune.recipe import RecipeRunner, load_recipe
+    from st_prune.pipeline.runner import RecipeRunner, load_recipe
 
     path = distill_recipe(tmp_path, tiny_llm("llama", layers=4), weight=2.0)
     lines: list[str] = []

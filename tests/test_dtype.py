@@ -12,7 +12,7 @@ import yaml
 from datasets import Dataset
 
 from st_prune import cli
-from st_prune.dtypes import checkpoint_dtype, saved_weights
+from st_prune.model.dtypes import checkpoint_dtype, saved_weights
 from st_prune.errors import StPruneError
 
 
@@ -123,8 +123,8 @@ def test_train_refuses_float16_on_cpu_before_loading(tiny_llm, tmp_path, capsys)
 
 
 def test_an_overflowing_scan_names_the_dtype_flag(tiny_llm):
-    from st_prune.l3prune import L3Prune
-    from st_prune.truncated_llm import encoder_from_llm
+    from st_prune.l3prune.scan import L3Prune
+    from st_prune.model.truncated_llm import encoder_from_llm
 
     model = encoder_from_llm(str(tiny_llm("llama", layers=4)), max_seq_length=32)
     with torch.no_grad():  # what a float16 overflow looks like from layer 3 on

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from st_prune import cli
-from st_prune.data import load_triplets
-from st_prune.echo_data import E5_INSTRUCTIONS, is_echo_data_folder, load_training_source
+from st_prune.data.triplets import load_triplets
+from st_prune.data.echo import E5_INSTRUCTIONS, is_echo_data_folder, load_training_source
 
 # Rows per task file: allnli and quora_duplicates hold two alternating splits, so 16 -> 8 + 8 and 8 -> 4 + 4.
 TASK_ROWS = {"msmarco_passage": 8, "allnli": 16, "quora_duplicates": 8, "fever": 4}
@@ -35,8 +35,7 @@ class Captured(Exception):
 @pytest.fixture()
 def capture_trainer(monkeypatch):
     """Every PrunedLLMTrainer construction records its datasets and prompts, then stops the command."""
-    from st_prune import training
-
+    from st_prune.training import trainer as training
     seen: list[dict] = []
 
     def record(self, *args, **kwargs):
@@ -82,7 +81,7 @@ def test_run_and_train_build_identical_training_data_from_one_echo_data_folder(t
 
 
 def test_the_runner_scans_the_same_echo_data_it_trains_on(tmp_path):
-    from st_prune.l3prune import L3Prune
+    from st_prune.l3prune.scan import L3Prune
 
     echo = write_echo_data(tmp_path / "echo-data")
     source = load_training_source(echo)

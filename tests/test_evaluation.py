@@ -25,7 +25,9 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast  # noqa: E402
 
-from st_prune import cli, evaluation  # noqa: E402
+from st_prune import cli
+
+from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 
 HIDDEN = 32

@@ -11,7 +11,7 @@ from plain_st import encode_in_plain_process
 
 from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
-from st_prune.export import weight_bytes
+from st_prune.model.export import weight_bytes
 
 TEXTS = ["A man is playing a guitar.", "Debian packages ship software.", "hello"]
 QUERY_PROMPT = "Instruct: Retrieve semantically similar text\nQuery: "

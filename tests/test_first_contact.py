@@ -19,8 +19,8 @@ from test_recipe import tiny_model, write_recipe  # noqa: E402,F401  (module fix
 
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.optional import REQUIREMENTS, require  # noqa: E402
-from st_prune.recipe import RecipeRunner, load_recipe, shipped_recipes  # noqa: E402
+from st_prune.util.optional import REQUIREMENTS, require  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner, load_recipe, shipped_recipes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "sentence_transformers", "transformers", "mteb", "datasets", "peft")
@@ -88,10 +88,9 @@ def test_base_layers_that_disagree_with_the_config_are_refused_before_work(tmp_p
 
 
 def test_shipped_recipe_layers_match_what_their_cpu_bases_say(smollm2_gguf):
-    from st_prune.truncated_llm import load_base_config
+    from st_prune.model.truncated_llm import load_base_config
 
-    from st_prune import architectures
-
+    from st_prune.model import architectures
     config = load_base_config(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     assert architectures.num_layers(config) == load_recipe("smollm2-135m-instruct-cpu").base.layers
 
@@ -161,7 +160,7 @@ def test_peak_memory_sees_an_allocation_made_inside_the_block():
     import mmap
     import time
 
-    from st_prune.resources import current_rss_bytes, measure_usage
+    from st_prune.util.resources import current_rss_bytes, measure_usage
 
     # A fresh anonymous mapping: malloc could hand back already-resident heap pages that an earlier test
     # freed (then RSS would not move at all), a new mapping cannot.
@@ -241,7 +240,7 @@ def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monke
     from test_recipe import write_recipe
     from tiny_models import make_tiny_llm
 
-    from st_prune.recipe import RecipeRunner, load_recipe
+    from st_prune.pipeline.runner import RecipeRunner, load_recipe
 
     model_dir = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
     path = write_recipe(tmp_path, model_dir, variants=[{"name": "small", "pick": "small"}])
@@ -260,8 +259,7 @@ def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monke
 
 
 def test_on_a_gpu_each_stage_records_its_own_cuda_peak(monkeypatch):
-    from st_prune import resources
-
+    from st_prune.util import resources
     class FakeCuda:
         def __init__(self):
             self.peak, self.emptied = 0, 0

@@ -1,4 +1,4 @@
-"""`st_prune.hub.publish_folder` and `st-prune publish`, run with the real huggingface_hub client against
+"""`st_prune.hub.publish.publish_folder` and `st-prune publish`, run with the real huggingface_hub client against
 the in-process fake Hub of `hub_server.py` (no network: any non-loopback connection fails the test)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hub_server import FakeHub
 
 from st_prune import cli
 from st_prune.errors import StPruneError
-from st_prune.hub import PublishError, _hub_errors, publish_folder
+from st_prune.hub.publish import PublishError, _hub_errors, publish_folder
 
 REPO = "st-prune-test/tiny-encoder"
 # Distinctive tokens: any leak into an error, a log line or printed output is easy to catch.
@@ -254,8 +254,7 @@ def test_a_concurrent_push_is_not_overwritten(hub, model_dir, monkeypatch):
     """The commit names the head it was planned against; someone else's push in between makes it fail."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from st_prune import hub as hub_module
-
+    from st_prune.hub import publish as hub_module
     publish(model_dir, hub)
     (model_dir / "README.md").write_text("# mine\n")
     read_snapshot = hub_module.ensure_repo_snapshot

@@ -16,7 +16,7 @@ from hub_server import FakeHub  # noqa: E402
 
 from st_prune import TruncatedLLM, encoder_from_llm, export_model  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.local_only import load_model_folder  # noqa: E402
+from st_prune.util.local_only import load_model_folder  # noqa: E402
 
 TOKEN = "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0123"
 LOCAL_NAMES = ("my-projects", "secret-llama", "exports")
@@ -76,7 +76,7 @@ def test_exporting_and_reloading_a_local_model_sends_no_local_name_to_the_hub(ti
 
 
 def test_publishing_a_recipe_on_a_local_base_needs_its_hub_id(tiny_llm, tmp_path, hub):
-    from st_prune.recipe import RecipeRunner, load_recipe
+    from st_prune.pipeline.runner import RecipeRunner, load_recipe
 
     (tmp_path / "triplets.jsonl").write_text('{"anchor": "a cat", "positive": "the cat", "negative": "a dog"}\n')
     recipe = {

@@ -3,7 +3,7 @@
 The graph is read from the source with ``ast`` (nothing is imported): every ``import``/``from ... import`` at module
 level or inside a function counts, since a function-level import still ties the two modules together; imports under
 ``if TYPE_CHECKING:`` never run, so they are left out of the cycle check, but the card and stage modules must not
-name ``st_prune.recipe`` even there (they take plain inputs, not the runner).
+name ``st_prune.pipeline.runner`` even there (they take plain inputs, not the runner).
 """
 
 from __future__ import annotations
@@ -106,10 +106,56 @@ def test_st_prune_has_no_import_cycles():
 
 def test_card_and_stages_do_not_import_the_runner():
     modules = package_modules()
-    readers = [name for name in modules if name == "st_prune.card" or name.startswith("st_prune.stages.")]
+    readers = [name for name in modules if name == "st_prune.card.render" or name.startswith("st_prune.pipeline.stages.")]
     offenders = {
         name: sorted(target for target in imported_names(modules[name], type_checking=True)
-                     if target == "st_prune.recipe" or target.startswith("st_prune.recipe."))
+                     if target == "st_prune.pipeline.runner" or target.startswith("st_prune.pipeline.runner."))
         for name in readers
     }
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+# The layers, bottom to top: a package imports only its own modules and those of lower layers (README "Layout").
+LAYERS = (
+    ("st_prune.errors", "st_prune.paper"),
+    ("st_prune.util",),
+    ("st_prune.model", "st_prune.data"),
+    ("st_prune.l3prune", "st_prune.training", "st_prune.evaluation", "st_prune.trim", "st_prune.deploy", "st_prune.hub"),
+    ("st_prune.card",),
+    ("st_prune.pipeline",),
+    ("st_prune.commands",),
+    ("st_prune.cli", "st_prune"),
+)
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    """(layer, package) of a module: the longest package prefix listed in LAYERS."""
+    best = None
+    for level, packages in enumerate(LAYERS):
+        for package in packages:
+            if (module == package or module.startswith(package + ".")) and (best is None or len(package) > len(best[1])):
+                best = (level, package)
+    assert best is not None, f"{module} is in no layer of LAYERS"
+    return best
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, targets in sorted(graph.items()):
+        level, package = layer_of(module)
+        for target in sorted(targets):
+            target_level, target_package = layer_of(target)
+            if target_package != package and target_level >= level:
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_layering_check_sees_an_upward_import():
+    assert layering_violations({"st_prune.util.files": {"st_prune.pipeline.runner"}, "st_prune.pipeline.runner": set()})
+    assert layering_violations({"st_prune.training.trainer": {"st_prune.deploy.onnx"}, "st_prune.deploy.onnx": set()})
+    assert not layering_violations({"st_prune.pipeline.runner": {"st_prune.util.files"}, "st_prune.util.files": set()})
+
+
+def test_every_package_imports_only_lower_layers():
+    graph = {name: targets for name, targets in import_graph().items()}
+    assert layering_violations(graph) == []

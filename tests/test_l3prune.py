@@ -15,16 +15,18 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 from tiny_models import CORPUS
 
-from st_prune import architectures, encoder_from_llm
+from st_prune import encoder_from_llm
+
+from st_prune.model import architectures
 from st_prune.cli import main
-from st_prune.data import (
+from st_prune.data.triplets import (
     QUERY_PROMPT_TEMPLATE,
     instruction_prompt,
     load_triplets,
     split_by_instruction,
 )
 from st_prune.errors import StPruneError
-from st_prune.l3prune import L3Prune, L3PruneResult, LayerTap, select_depths
+from st_prune.l3prune.scan import L3Prune, L3PruneResult, LayerTap, select_depths
 
 WORDS = " ".join(CORPUS).split()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -239,7 +241,7 @@ def test_load_triplets_reads_files_aliases_and_task_instructions(tmp_path):
 
 def test_query_prompt_template_is_the_evaluation_template():
     # Scan, training and evaluation must format instructions identically.
-    from st_prune.evaluation import INSTRUCTION_TEMPLATE
+    from st_prune.evaluation.evaluate import INSTRUCTION_TEMPLATE
 
     assert INSTRUCTION_TEMPLATE == QUERY_PROMPT_TEMPLATE == "{instruction} →"
     assert instruction_prompt("Retrieve similar text. ") == "Retrieve similar text →"

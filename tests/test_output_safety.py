@@ -1,4 +1,4 @@
-"""--overwrite never deletes what st-prune did not write (st_prune.ownership); symlinked destinations are followed, the
+"""--overwrite never deletes what st-prune did not write (st_prune.util.ownership); symlinked destinations are followed, the
 link kept."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from st_prune import encoder_from_llm, export_model, ownership
+from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.errors import StPruneError
+from st_prune.util import ownership
 
 
 def _user_files(folder: Path) -> dict[str, str]:

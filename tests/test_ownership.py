@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from st_prune import cli, ownership
+from st_prune import cli
 from st_prune.errors import StPruneError
-from st_prune.staging import new_staging_dir
+from st_prune.util import ownership
+from st_prune.util.staging import new_staging_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,8 +147,8 @@ def test_remove_owned_removes_what_st_prune_wrote_and_the_folder_only_once_empty
 
 
 def test_publish_leaves_out_staging_folders_and_the_record(tmp_path):
-    from st_prune.hub import scan_folder
-    from st_prune.stages.publish import folder_digest
+    from st_prune.hub.publish import scan_folder
+    from st_prune.pipeline.stages.publish import folder_digest
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -162,7 +163,7 @@ def test_publish_leaves_out_staging_folders_and_the_record(tmp_path):
 
 
 def test_an_older_zoo_index_is_recognised_by_its_exact_render_and_an_edit_is_refused(tmp_path):
-    from st_prune.stages.zoo_index import update_zoo_index
+    from st_prune.pipeline.stages.zoo_index import update_zoo_index
 
     folder = tmp_path / "model_cards"
     folder.mkdir()
@@ -328,7 +329,7 @@ def _staging_of(folder: Path) -> Path | None:
 def test_case7_a_killed_deploy_leaves_nothing_in_the_model_folder_and_the_next_write_cleans_up(tiny_llm, tmp_path):
     pytest.importorskip("onnxruntime")
     from st_prune import encoder_from_llm, export_model
-    from st_prune.hub import scan_folder
+    from st_prune.hub.publish import scan_folder
 
     folder = export_model(encoder_from_llm(str(tiny_llm("llama", layers=2)), layers=1), tmp_path / "model")
     before = snapshot(folder)
@@ -352,7 +353,7 @@ def test_case7_a_killed_deploy_leaves_nothing_in_the_model_folder_and_the_next_w
     (folder / ".deploy-staging-ab12cd34" / "onnx").mkdir(parents=True)
     (folder / ".deploy-staging-ab12cd34" / "onnx" / "model.onnx").write_bytes(b"391 MB")
     assert ".deploy-staging-ab12cd34/onnx/model.onnx" not in scan_folder(folder)
-    from st_prune.deploy import deploy
+    from st_prune.deploy.deploy import deploy
 
     deploy(folder, backends=["onnx"])
     assert _staging_of(folder) is None and not (folder / ".deploy-staging-ab12cd34").exists()

@@ -1,4 +1,4 @@
-"""How sure a pick is: the bootstrap over the scan's batches (st_prune.l3prune.pick_confidence) and where it shows.
+"""How sure a pick is: the bootstrap over the scan's batches (st_prune.l3prune.scan.pick_confidence) and where it shows.
 
 The recipe runner's scan.json and model card are checked in tests/test_recipe.py (its one end-to-end run).
 """
@@ -13,7 +13,7 @@ import pytest
 
 from st_prune.cli import main
 from st_prune.errors import StPruneError
-from st_prune.l3prune import BOOTSTRAP_RESAMPLES, L3PruneResult, pick_confidence
+from st_prune.l3prune.scan import BOOTSTRAP_RESAMPLES, L3PruneResult, pick_confidence
 
 
 def clear_minima(batches: int = 16, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ import string
 
 import pytest
 
-from st_prune.data import QUERY_PROMPT_TEMPLATE, instruction_prompt
+from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_prompt
 
 INSTRUCTIONS = ["Given a question, retrieve passages that answer it", "Retrieve semantically similar text.",
                 "Classify the emotion expressed in the given Twitter message into one of six emotions"]
@@ -33,7 +33,7 @@ def test_every_prompt_survives_sentence_transformers_5_strip():
 def test_smollm2_tokenizes_the_prompt_alone_as_in_front_of_any_text(smollm2_gguf):
     from transformers import AutoTokenizer
 
-    from st_prune.truncated_llm import dequantized_gguf_folder
+    from st_prune.model.truncated_llm import dequantized_gguf_folder
 
     tokenizer = AutoTokenizer.from_pretrained(str(dequantized_gguf_folder(smollm2_gguf)))
 

@@ -22,7 +22,7 @@ from tiny_models import make_tiny_bert, make_tiny_llm  # noqa: E402
 
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.recipe import (  # noqa: E402
+from st_prune.pipeline.runner import (  # noqa: E402
     STAGES,
     Recipe,
     RecipeRunner,
@@ -176,8 +176,8 @@ def test_every_newer_recipe_says_why():
 
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"])
 def test_cpu_recipes_evaluation_files_load_as_their_tasks(name):
-    from st_prune.evaluation import load_local_task
-    from st_prune.recipe import recipe_relative
+    from st_prune.evaluation.evaluate import load_local_task
+    from st_prune.pipeline.runner import recipe_relative
 
     recipe = load_recipe(recipes_dir() / f"{name}.yaml")
     types = {}
@@ -318,7 +318,7 @@ def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsy
 
 
 def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, capsys):
-    from st_prune.stage_keys import train_key
+    from st_prune.pipeline.stage_keys import train_key
 
     variants = [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}]
     plain = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
@@ -420,7 +420,7 @@ def test_specs_check_their_ranges_when_built_in_code_too():
 
     from pydantic import ValidationError
 
-    from st_prune.recipe import TrainingSpec, VariantSpec
+    from st_prune.pipeline.runner import TrainingSpec, VariantSpec
 
     training = TrainingSpec()
     assert dataclasses.replace(training, steps=5).steps == 5
@@ -435,8 +435,7 @@ def test_specs_check_their_ranges_when_built_in_code_too():
 def test_every_numeric_recipe_value_has_a_range():
     import dataclasses
 
-    from st_prune import recipe_schema
-
+    from st_prune.pipeline import schema as recipe_schema
     specs = [value for value in vars(recipe_schema).values() if isinstance(value, type) and hasattr(value, "__pydantic_fields__")]
     numeric, unranged = [], []
     for cls in specs:

@@ -16,7 +16,7 @@ from test_recipe import write_recipe  # noqa: E402
 from tiny_models import make_tiny_llm  # noqa: E402
 
 from st_prune import cli  # noqa: E402
-from st_prune.recipe import RecipeRunner, load_recipe  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner, load_recipe  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -73,7 +73,7 @@ def test_card_and_zoo_index_describe_the_folder_as_shipped(post_export_run):
 
 
 def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp_path):
-    from st_prune.stages.deploy import held_out_texts
+    from st_prune.pipeline.stages.deploy import held_out_texts
 
     sts, retrieval = tmp_path / "sts.jsonl", tmp_path / "retrieval.jsonl"
     sts.write_text("".join(json.dumps({"sentence1": f"s{i}", "sentence2": "same", "score": 1.0}) + "\n"
@@ -87,8 +87,8 @@ def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp
 
 
 def test_trimmed_variant_loads_with_plain_sentence_transformers_and_onnx_agrees(post_export_run, tmp_path):
-    from st_prune.backend_runtime import encode_with_graph, onnx_runner
-    from st_prune.local_only import load_model_folder
+    from st_prune.deploy.runtime import encode_with_graph, onnx_runner
+    from st_prune.util.local_only import load_model_folder
 
     runner = post_export_run["runner"]
     small = runner.zoo_dir(runner.recipe.variants[0])
@@ -118,11 +118,11 @@ def test_recipe_trim_and_deploy_sections_are_checked_up_front(tmp_path, capsys):
 
 
 def test_deploy_without_its_runtimes_is_refused_before_the_scan(tmp_path, capsys, monkeypatch):
-    import st_prune.deploy
+    import st_prune.deploy.deploy
 
     model = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
     path = write_recipe(tmp_path, model, deploy={"backends": ["openvino"]})
-    monkeypatch.setattr(st_prune.deploy, "_importable", lambda name: name != "openvino")
+    monkeypatch.setattr(st_prune.deploy.deploy, "_importable", lambda name: name != "openvino")
     status = cli.main(["run", str(path), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert status == 2 and "deploy needs openvino" in err and "pip install" in err
@@ -131,7 +131,7 @@ def test_deploy_without_its_runtimes_is_refused_before_the_scan(tmp_path, capsys
 
 def test_the_main_jobs_small_variant_ships_onnx_and_openvino_files():
     """README's main job (the shipped CPU recipe) must keep shipping backend files for `small`, int8 included."""
-    from st_prune.recipe import recipes_dir
+    from st_prune.pipeline.runner import recipes_dir
 
     recipe = load_recipe(recipes_dir() / "smollm2-135m-instruct-cpu.yaml")
     small, large = recipe.variants

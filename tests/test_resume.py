@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from st_prune import cli, training
-from st_prune.training import TrainingConfig, build_trainer, train_pruned
-from st_prune.truncated_llm import encoder_from_llm
+from st_prune import cli
+
+from st_prune.training import trainer as training
+from st_prune.training.trainer import TrainingConfig, build_trainer, train_pruned
+from st_prune.model.truncated_llm import encoder_from_llm
 
 WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package",
          "river", "piano", "train", "cloud"]

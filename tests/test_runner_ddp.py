@@ -97,7 +97,7 @@ def test_more_processes_than_gpus_is_one_line_before_joining(monkeypatch):
     import pytest
     import torch
 
-    from st_prune import distributed
+    from st_prune.util import distributed
     from st_prune.errors import StPruneError
 
     for name, value in (("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "3")):

@@ -1,5 +1,5 @@
 """`st-prune run` resumes inside the train stage (issue 14, item 1): the stage trains through
-``st_prune.training.train_encoder`` (what `st-prune train` runs) with a checkpoint every ``training.save_steps``.
+``st_prune.training.trainer.train_encoder`` (what `st-prune train` runs) with a checkpoint every ``training.save_steps``.
 
 The proof: a run SIGKILLed mid-training and started again with the same command continues from its last checkpoint
 (the log names the step) and ends with the adapter an uninterrupted run trains (max difference <= 1e-5), with a
@@ -22,8 +22,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from st_prune import training
-from st_prune.recipe import RecipeRunner, load_recipe
+from st_prune.training import trainer as training
+from st_prune.pipeline.runner import RecipeRunner, load_recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_resume import StopAt  # noqa: E402  (the Ctrl-C-at-step callback of the st-prune train resume tests)

@@ -12,8 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_recipe import write_recipe  # noqa: E402
 from tiny_models import make_tiny_llm  # noqa: E402
 
-from st_prune import cli, stage_keys  # noqa: E402
-from st_prune.recipe import RecipeRunner, load_recipe  # noqa: E402
+from st_prune import cli
+
+from st_prune.pipeline import stage_keys  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner, load_recipe  # noqa: E402
 
 STAGES = ("prune", "train", "export", "evaluate", "card")
 

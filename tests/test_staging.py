@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from st_prune import encoder_from_llm, export_model
-from st_prune.files import write_json_atomic, write_text_atomic
-from st_prune.staging import MARKER
+from st_prune.util.files import write_json_atomic, write_text_atomic
+from st_prune.util.staging import MARKER
 
 KILLED_EXPORT = textwrap.dedent(
     """
     import os, signal, sys
-    import st_prune.export as export
+    import st_prune.model.export as export
     from st_prune import encoder_from_llm
 
     model = encoder_from_llm(sys.argv[1], layers=1)

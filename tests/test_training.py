@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.errors import StPruneError
-from st_prune.training import (
+from st_prune.training.trainer import (
     E5_INSTRUCTIONS,
     PAPER_LORA_TARGETS,
     NonFiniteLossError,

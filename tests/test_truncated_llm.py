@@ -7,8 +7,10 @@ import torch
 from tiny_models import FAMILIES
 from transformers import AutoModel, AutoTokenizer
 
-from st_prune import StPruneError, TruncatedLLM, architectures, encoder_from_llm
-from st_prune.truncated_llm import dequantized_gguf_folder
+from st_prune import StPruneError, TruncatedLLM, encoder_from_llm
+
+from st_prune.model import architectures
+from st_prune.model.truncated_llm import dequantized_gguf_folder
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "How do I reset my password?", "Two dogs"]
 

@@ -16,9 +16,10 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from plain_st import encode_in_plain_process
 from tiny_models import CORPUS, FAMILIES
+import st_prune
 from st_prune import StPruneError, encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
-from st_prune.vocab_trim import REPORT_FILE, read_corpus, trim_vocabulary
+from st_prune.trim.vocab import REPORT_FILE, read_corpus, trim_vocabulary
 
 # What the trim sees, and texts made only of tokens it keeps (a subset of the corpus).
 TRIM_CORPUS = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar on the street.",
@@ -195,7 +196,7 @@ def test_untied_lm_head_of_a_plain_transformers_folder_is_sliced(tiny_llm, tmp_p
 
 
 def test_trimmed_model_stays_trainable(encoders, tmp_path):
-    from st_prune.training import TrainingConfig, train_pruned
+    from st_prune.training.trainer import TrainingConfig, train_pruned
 
     trim_vocabulary(encoders["byte-level"], TRIM_CORPUS, tmp_path / "trimmed", held_out=[])
     rows = [{"anchor": f"the {a} dog", "positive": f"a {a} fox", "negative": f"{b} guitar street"}
@@ -287,3 +288,33 @@ def test_real_smollm2_trims_exactly(smollm2_gguf, tmp_path):
     trimmed = Tokenizer.from_file(str(tmp_path / "trimmed" / "tokenizer.json"))
     for text in OTHER_TEXTS:
         assert trimmed.decode(trimmed.encode(text).ids) == original.decode(original.encode(text).ids)
+
+
+@pytest.mark.real_llm
+def test_every_corpus_text_embeds_as_before_and_the_held_out_share_is_still_measured(smollm2_gguf, tmp_path, capsys):
+    """Issue 23 case 12: the CLI's default held-out split (10 % of --corpus) once went uncounted, so corpus texts
+    lost tokens (52 of these 600 STS-B sentences, e.g. "pants" -> "p ants"). SmolLM2's real byte-level BPE on a
+    tiny random Llama: the split now only measures, against a second vocabulary, and every corpus text keeps its
+    tokens and its embedding."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    source = encoder_folder(tmp_path, "llama", tokenizer, "weighted_mean")
+    rows = [json.loads(line) for line in (Path(st_prune.__file__).parent / "recipes" / "data" / "stsb-dev-300.jsonl")
+            .read_text().splitlines()]
+    corpus = [row[column] for row in rows for column in ("sentence1", "sentence2")]
+    (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n")
+    trimmed = tmp_path / "trimmed"
+    assert cli_main(["trim", str(source), "--corpus", str(tmp_path / "corpus.txt"), "--output", str(trimmed)]) == 0
+    capsys.readouterr()
+
+    assert tokens(trimmed, corpus) == tokens(source, corpus)  # renumbered ids, the same tokens
+    before = SentenceTransformer(str(source)).encode(corpus, convert_to_numpy=True)
+    after = SentenceTransformer(str(trimmed)).encode(corpus, convert_to_numpy=True)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
+    report = json.loads((trimmed / REPORT_FILE).read_text())
+    assert report["corpus_texts"] == report["verified_texts"] == 600 and report["vocab_before"] == 49152
+    # The held-out figure still measures texts a vocabulary never saw (the shipped one saw them all: 0 %).
+    assert report["held_out_texts"] == 60 and report["held_out_changed_share"] > 0.5
+    assert "the shipped vocabulary counts every corpus text" in report["held_out_source"]
+    assert report["held_out_source"] in " ".join((trimmed / "README.md").read_text().split())

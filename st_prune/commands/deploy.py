@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.deploy import BACKENDS, deploy
+    from st_prune.deploy.deploy import BACKENDS, deploy
 
     backends = [name for name in BACKENDS if getattr(args, name)] or list(BACKENDS)
     texts = None

@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
-    from st_prune import evaluation
+    from st_prune.evaluation import evaluate as evaluation
     from st_prune.errors import StPruneError
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_model(path: Path):
     from st_prune.errors import StPruneError
-    from st_prune.local_only import load_model_folder
+    from st_prune.util.local_only import load_model_folder
 
     if not path.exists():
         raise StPruneError(f"model folder {path} not found: pass the folder of a saved SentenceTransformer model")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.dtypes import DTYPE_CHOICES
+from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
-from st_prune.defaults import POOLING_MODES
+from st_prune.paper import POOLING_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,15 +39,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_seq_length is not None and args.max_seq_length < 1:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
     # Imported here so that `st-prune --help` does not pay for torch and sentence-transformers.
-    from st_prune.export import export_model, prepare_output_dir
-    from st_prune.truncated_llm import encoder_from_llm
+    from st_prune.model.export import export_model, prepare_output_dir
+    from st_prune.model.truncated_llm import encoder_from_llm
 
     # Fail on the destination before minutes of loading.
     prepare_output_dir(args.output, args.overwrite)
-    from st_prune.writable import check_writable_folder
+    from st_prune.util.writable import check_writable_folder
 
     check_writable_folder(args.output)
-    from st_prune.dtypes import check_load_dtype
+    from st_prune.model.dtypes import check_load_dtype
 
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
     model = encoder_from_llm(
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     module = model[0]
     output = export_model(model, args.output, overwrite=args.overwrite)
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    from st_prune.dtypes import saved_weights
+    from st_prune.model.dtypes import saved_weights
 
     weights = saved_weights(output)
     print(

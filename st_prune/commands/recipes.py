@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.recipe import load_recipe, shipped_recipes
+from st_prune.pipeline.runner import load_recipe, shipped_recipes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.dtypes import DTYPE_CHOICES
-from st_prune.recipe import STAGES, RecipeRunner, load_recipe
+from st_prune.model.dtypes import DTYPE_CHOICES
+from st_prune.pipeline.runner import STAGES, RecipeRunner, load_recipe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

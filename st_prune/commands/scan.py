@@ -6,9 +6,9 @@ import argparse
 import math
 from pathlib import Path
 
-from st_prune.dtypes import DTYPE_CHOICES
+from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
-from st_prune.defaults import POOLING_MODES
+from st_prune.paper import POOLING_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,19 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.data import read_task_instructions
-    from st_prune.dtypes import check_load_dtype
-    from st_prune.echo_data import load_training_source
-    from st_prune.l3prune import L3Prune, scan
-    from st_prune.truncated_llm import encoder_from_llm
+    from st_prune.data.triplets import read_task_instructions
+    from st_prune.model.dtypes import check_load_dtype
+    from st_prune.data.echo import load_training_source
+    from st_prune.l3prune.scan import L3Prune, scan
+    from st_prune.model.truncated_llm import encoder_from_llm
 
     if args.max_seq_length < 1:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise StPruneError(f"--scale must be a positive number (the paper uses 50), got {args.scale}")
     # The destinations too: a scan can take minutes, and its result must not be lost to an unwritable path.
-    from st_prune.device import check_device
-    from st_prune.writable import check_writable_file
+    from st_prune.util.device import check_device
+    from st_prune.util.writable import check_writable_file
 
     check_device(args.device)
     # Every file the scan will write, checked now: a scan can take minutes, and must never replace the user's files.
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_destination(path: Path, flag: str, data: Path) -> None:
     """``path`` is not the training data (nor inside a data folder) and holds no file st-prune did not write."""
-    from st_prune import ownership
+    from st_prune.util import ownership
 
     target, source = path.resolve(), data.resolve()
     if target == source:
@@ -119,8 +119,8 @@ def _check_destination(path: Path, flag: str, data: Path) -> None:
 
 
 def _write(path: Path, flag: str, save) -> Path:
-    """``save(temporary)`` renamed to ``path`` and recorded as st-prune's (``st_prune.ownership``)."""
-    from st_prune import ownership
+    """``save(temporary)`` renamed to ``path`` and recorded as st-prune's (``st_prune.util.ownership``)."""
+    from st_prune.util import ownership
 
     ownership.write_file(path.parent, path.name, save, by="scan", fix=f"choose another {flag} or move that file away")
     return path

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from st_prune.dtypes import DTYPE_CHOICES
+from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
-from st_prune.files import read_json
+from st_prune.util.files import read_json
 
 RUN_FILE = "run.json"
 # Exit status after Ctrl-C: 128 + SIGINT, what shells report for a command stopped by Ctrl-C, so scripts can tell
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """A TrainingConfig from the paper's defaults and the flags that were given (validated)."""
-    from st_prune.training import TrainingConfig
+    from st_prune.training.trainer import TrainingConfig
 
     changes: dict[str, Any] = {}
     for flag, name in (
@@ -112,9 +112,9 @@ def build_config(args: argparse.Namespace):
 
 def _read_data(args: argparse.Namespace):
     """``(data, prompts)`` from ``--data`` with the task instructions, through the loader ``st-prune run`` uses too
-    (``st_prune.echo_data.load_training_source``: an echo-data folder is read as the paper's E5 mix)."""
-    from st_prune.data import read_task_instructions
-    from st_prune.echo_data import load_training_source
+    (``st_prune.data.echo.load_training_source``: an echo-data folder is read as the paper's E5 mix)."""
+    from st_prune.data.triplets import read_task_instructions
+    from st_prune.data.echo import load_training_source
 
     instructions = read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
     source = load_training_source(args.data, instructions=instructions, default_instruction=args.default_instruction)
@@ -127,7 +127,7 @@ def _read_run(work: Path) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.training import (
+    from st_prune.training.trainer import (
         check_lora_targets,
         check_run_folders,
         is_main_process,
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         train_pruned,
         work_dir_for,
     )
-    from st_prune.truncated_llm import encoder_from_llm
+    from st_prune.model.truncated_llm import encoder_from_llm
 
     # Every check that can fail fast, before minutes of loading and scanning.
     if args.resume and args.overwrite:
@@ -147,14 +147,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     work = work_dir_for(output)
     checkpoint = check_run_folders(output, work, args.resume, args.overwrite)
-    from st_prune.writable import check_writable_folder
+    from st_prune.util.writable import check_writable_folder
 
     check_writable_folder(output)  # DIR.work sits beside it, in the same parent
     source_data, source_prompts = _read_data(args)
     data = prepare_training_data(source_data, config.batch_size, source_prompts)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
-    from st_prune.dtypes import check_load_dtype
+    from st_prune.model.dtypes import check_load_dtype
 
     check_load_dtype(args.model, args.dtype, training=True, fix="pass --dtype float32")
     depth = {"layers": args.layers, "fraction": args.fraction, "l3prune": args.l3prune}
@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
     if is_main_process():
         import json
 
-        from st_prune import ownership
-        from st_prune.training import claim_work_dir
+        from st_prune.training.trainer import claim_work_dir
+        from st_prune.util import ownership
 
         claim_work_dir(work)
         run_record = {"model": args.model, **depth, "dtype": args.dtype, "kept_layers": module.num_layers,
@@ -223,7 +223,7 @@ def _close_progress_bars() -> None:
 
 def _resume_hint(work: Path, save_steps: int) -> str:
     """Where an interrupted run can continue from, as the end of a one-line message."""
-    from st_prune.training import last_intact_checkpoint
+    from st_prune.training.trainer import last_intact_checkpoint
 
     last = last_intact_checkpoint(work)
     if last is None:
@@ -235,9 +235,9 @@ def _resume_hint(work: Path, save_steps: int) -> str:
 def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     """Run L3Prune on the full-depth model over the training data exactly as the trainer will batch it,
     cut the model to the pick, and save scan.json and scan.png into the work folder."""
-    from st_prune.l3prune import L3Prune
-    from st_prune.training import is_main_process
-    from st_prune.truncated_llm import encoder_from_llm
+    from st_prune.l3prune.scan import L3Prune
+    from st_prune.training.trainer import is_main_process
+    from st_prune.model.truncated_llm import encoder_from_llm
 
     full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length, dtype=args.dtype)
     options: dict[str, Any] = {"seed": config.seed, "scale": config.scale, "batch_size": config.batch_size}
@@ -248,8 +248,8 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     train_dataset, prompts = data.for_trainer()
     result = L3Prune(**options).select(full, train_dataset, prompts=prompts)
     if is_main_process():
-        from st_prune import ownership
-        from st_prune.training import claim_work_dir
+        from st_prune.training.trainer import claim_work_dir
+        from st_prune.util import ownership
 
         claim_work_dir(work)
         fix = "move it away or choose another --output"

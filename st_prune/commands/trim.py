@@ -23,13 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--min-frequency", type=int, metavar="F",
                       help="keep corpus tokens used at least F times (default: every token the corpus uses)")
     parser.add_argument("--held-out", metavar="FILE",
-                        help="texts for the 'tokenization changed' figure (default: 10%% of the corpus, not counted)")
+                        help="texts for the 'tokenization changed' figure (default: 10%% of the corpus, measured "
+                        "against a second vocabulary built without them; the shipped one counts every corpus text)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (new or empty)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.vocab_trim import REPORT_FILE, check_output_folder, read_corpus, trim_vocabulary
+    from st_prune.trim.vocab import REPORT_FILE, check_output_folder, read_corpus, trim_vocabulary
 
     check_output_folder(args.output)  # before reading the corpus
     texts = read_corpus(args.corpus)

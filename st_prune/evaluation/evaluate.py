@@ -1,0 +1,1117 @@
+"""MTEB evaluation of pruned encoders: task sets, instructions, local tasks, ModelMeta, reports, submission files.
+
+Everything runs on mteb 2.x and offline: Hub-hosted tasks need their datasets in the local cache, local
+JSONL files become mteb tasks that never touch the network.
+
+The flow is
+
+    tasks = resolve_tasks("paper")                           # or "mteb-eng-v2", "SciFact,ArguAna", or
+    tasks = [load_local_task("my.jsonl", "sts")]              # your own data
+    meta = build_model_meta(model, name="org/model", revision="main", base_model="meta-llama/...")
+    run = evaluate_model(model, tasks, meta=meta, output_dir="eval")
+    print(results_table_markdown(run.results_dir))
+
+Results land in mteb's cache layout, `<output_dir>/results/<org>__<model>/<revision>/<Task>.json` next to a
+`model_meta.json`, which is also the layout of the embeddings-benchmark/results repository that
+`prepare_submission` copies into.
+
+Instructions follow the paper (which follows LLM2Vec / E5-Mistral): queries of retrieval and reranking tasks
+carry a task instruction, documents do not; symmetric tasks (STS, pair classification, classification,
+clustering) carry it on both sides. The instruction is given to sentence-transformers as a *prompt*, so a
+`Pooling(include_prompt=False)` module leaves its tokens out of the embedding, as in the paper.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import functools
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+import mteb
+from datasets import Dataset, DatasetDict
+from mteb.abstasks import (
+    AbsTask,
+    AbsTaskClassification,
+    AbsTaskClustering,
+    AbsTaskPairClassification,
+    AbsTaskRetrieval,
+    AbsTaskSTS,
+)
+from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+from mteb.abstasks.task_metadata import TaskMetadata, TaskType
+from mteb.cache.result_cache import CopyResultsAction
+from mteb.get_tasks import TASK_LIST
+from mteb.models.model_meta import ModelMeta, ScoringFunction
+from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+from mteb.types import PromptType
+
+from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
+from st_prune.errors import StPruneError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------------------------------
+# The paper's evaluation set-up
+# --------------------------------------------------------------------------------------------------------------------
+
+#: The 15 MTEB tasks of the paper (the LLM2Vec subset), in the paper's order. Taken from `MTEB(eng, v1)`.
+PAPER_TASK_NAMES: tuple[str, ...] = (
+    "SciFact",
+    "ArguAna",
+    "NFCorpus",
+    "StackOverflowDupQuestions",
+    "SciDocsRR",
+    "BiorxivClusteringS2S",
+    "MedrxivClusteringS2S",
+    "TwentyNewsgroupsClustering",
+    "SprintDuplicateQuestions",
+    "Banking77Classification",
+    "EmotionClassification",
+    "MassiveIntentClassification",
+    "STS17",
+    "SICK-R",
+    "STSBenchmark",
+)
+
+#: Named task sets accepted by `resolve_tasks` besides plain task names.
+TASK_SET_BENCHMARKS: dict[str, str] = {
+    "mteb-eng-v1": "MTEB(eng, v1)",
+    "mteb-eng-v2": "MTEB(eng, v2)",
+}
+PAPER_TASK_SET = "paper"
+
+#: The LLM2Vec / E5-Mistral instructions of the 15 paper tasks.
+PAPER_INSTRUCTIONS: dict[str, str] = {
+    "SciFact": "Given a scientific claim, retrieve documents that support or refute the claim",
+    "ArguAna": "Given a claim, find documents that refute the claim",
+    "NFCorpus": "Given a question, retrieve relevant documents that best answer the question",
+    "StackOverflowDupQuestions": "Retrieve duplicate questions from StackOverflow forum",
+    "SciDocsRR": "Given a title of a scientific paper, retrieve the titles of other relevant papers",
+    "BiorxivClusteringS2S": "Identify the main category of Biorxiv papers based on the titles",
+    "MedrxivClusteringS2S": "Identify the main category of Medrxiv papers based on the titles",
+    "TwentyNewsgroupsClustering": "Identify the topic or theme of the given news articles",
+    "SprintDuplicateQuestions": "Retrieve duplicate questions from Sprint forum",
+    "Banking77Classification": "Given a online banking query, find the corresponding intents",
+    "EmotionClassification": (
+        "Classify the emotion expressed in the given Twitter message into one of the six emotions: "
+        "anger, fear, joy, love, sadness, and surprise"
+    ),
+    "MassiveIntentClassification": "Given a user utterance as query, find the user intents",
+    "STS17": "Retrieve semantically similar text",
+    "SICK-R": "Retrieve semantically similar text",
+    "STSBenchmark": "Retrieve semantically similar text",
+}
+
+#: Used for a task that has neither a table entry nor an instruction of its own.
+GENERIC_INSTRUCTION = "Retrieve semantically similar text"
+
+#: How an instruction becomes the prompt put before a text: the one template scan, training and evaluation share
+#: (why it ends on " →": ``st_prune.data.triplets.QUERY_PROMPT_TEMPLATE``).
+INSTRUCTION_TEMPLATE = QUERY_PROMPT_TEMPLATE
+
+PAPER_ARXIV_ID = "2410.14578"
+PAPER_URL = f"https://arxiv.org/abs/{PAPER_ARXIV_ID}"
+PAPER_CITATION = """@misc{thennal2024llmsoverparameterized,
+  title={Large Language Models Are Overparameterized Text Encoders},
+  author={Thennal D K and Tim Fischer and Chris Biemann},
+  year={2024},
+  eprint={2410.14578},
+  archivePrefix={arXiv},
+  primaryClass={cs.CL},
+  url={https://arxiv.org/abs/2410.14578},
+}"""
+
+# Task types whose two sides differ: only the query side carries the instruction.
+_ASYMMETRIC_TASK_TYPES = frozenset({"retrieval"})  # mteb's simplified type of Retrieval, Reranking, ...
+
+# --------------------------------------------------------------------------------------------------------------------
+# Task sets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def mteb_task_names() -> list[str]:
+    """Names of every task registered in the installed mteb."""
+    return [task_cls.metadata.name for task_cls in TASK_LIST]
+
+
+def is_mteb_task(name: str) -> bool:
+    """Whether `name` is a task registered in mteb (as opposed to a local task)."""
+    return name in _mteb_task_name_set()
+
+
+@functools.cache
+def _mteb_task_name_set() -> frozenset[str]:
+    return frozenset(mteb_task_names())
+
+
+def paper_tasks() -> list[AbsTask]:
+    """The paper's 15 tasks as the task objects of `MTEB(eng, v1)` (its splits and subsets, e.g. STS17 en-en)."""
+    by_name = {task.metadata.name: task for task in mteb.get_benchmark("MTEB(eng, v1)").tasks}
+    missing = [name for name in PAPER_TASK_NAMES if name not in by_name]
+    if missing:
+        raise StPruneError(
+            f"MTEB(eng, v1) in mteb {mteb.__version__} lacks the paper tasks {missing}; install the mteb version "
+            "pinned by st-prune"
+        )
+    return [by_name[name] for name in PAPER_TASK_NAMES]
+
+
+def resolve_tasks(spec: str | Sequence[str]) -> list[AbsTask]:
+    """Turn a task set name or task names into mteb task objects.
+
+    `spec` is `"paper"` (the 15 paper tasks), `"mteb-eng-v2"` / `"mteb-eng-v1"` (the benchmarks), a comma-separated
+    string of mteb task names, or a sequence of any of these. Unknown names raise `StPruneError` with the closest
+    known names. Nothing is downloaded: data loads when a task runs.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    if not names:
+        raise StPruneError("no tasks given: pass --tasks paper, --tasks mteb-eng-v2 or --tasks NAME,NAME")
+
+    unknown = [name for name in names if name != PAPER_TASK_SET and name not in TASK_SET_BENCHMARKS]
+    unknown = [name for name in unknown if not is_mteb_task(name)]
+    if unknown:
+        raise StPruneError(
+            _unknown_tasks_message(
+                unknown,
+                [PAPER_TASK_SET, *TASK_SET_BENCHMARKS, *mteb_task_names()],
+                "use an mteb task name, 'paper', 'mteb-eng-v1' or 'mteb-eng-v2', or --task-file for your own data",
+            )
+        )
+
+    tasks: list[AbsTask] = []
+    seen: set[str] = set()
+    for name in names:
+        for task in _task_set_tasks(name) or [mteb.get_task(name)]:
+            if task.metadata.name not in seen:
+                seen.add(task.metadata.name)
+                tasks.append(task)
+    return tasks
+
+
+def _task_set_tasks(name: str) -> list[AbsTask] | None:
+    if name == PAPER_TASK_SET:
+        return paper_tasks()
+    if name in TASK_SET_BENCHMARKS:
+        return list(mteb.get_benchmark(TASK_SET_BENCHMARKS[name]).tasks)
+    return None
+
+
+def _unknown_tasks_message(unknown: Sequence[str], choices: Sequence[str], fix: str) -> str:
+    """One line naming each unknown task with its closest known names, then the fix."""
+    parts = []
+    for name in unknown:
+        matches = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+        parts.append(f"{name!r}{hint}")
+    return f"unknown MTEB task {'; '.join(parts)}: {fix}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Local tasks from JSONL files
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LocalTaskType:
+    """How one `--task-type` maps onto mteb: the fields a row needs, the mteb type and its main score."""
+
+    fields: tuple[str, ...]
+    mteb_type: str
+    main_score: str
+
+
+LOCAL_TASK_TYPES: dict[str, _LocalTaskType] = {
+    "sts": _LocalTaskType(("sentence1", "sentence2", "score"), "STS", "cosine_spearman"),
+    "pair-classification": _LocalTaskType(("sentence1", "sentence2", "label"), "PairClassification", "max_ap"),
+    "classification": _LocalTaskType(("text", "label", "split"), "Classification", "accuracy"),
+    "clustering": _LocalTaskType(("text", "label"), "Clustering", "v_measure"),
+    "retrieval": _LocalTaskType(("query", "document"), "Retrieval", "ndcg_at_10"),
+}
+
+_TASK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CLASSIFICATION_SPLITS = ("train", "test")
+
+
+class _LocalTask:
+    """Mixin for tasks whose rows were read (and checked) from a local JSONL file; no network involved.
+
+    A subclass per file carries `metadata` and `rows` as class attributes, because mteb's `unload_data` drops
+    instance-level metadata.
+    """
+
+    metadata: TaskMetadata
+    rows: tuple[dict[str, Any], ...] = ()
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        self.dataset = self._build_dataset(list(self.rows))
+        self.data_loaded = True
+
+    def _build_dataset(self, rows: list[dict[str, Any]]) -> Any:
+        raise NotImplementedError
+
+
+class LocalSTSTask(_LocalTask, AbsTaskSTS):
+    """Rows `{"sentence1", "sentence2", "score"}`; main score: Spearman correlation of cosine similarities."""
+
+    def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
+        columns = {key: [row[key] for row in rows] for key in ("sentence1", "sentence2", "score")}
+        return DatasetDict({"test": Dataset.from_dict(columns)})
+
+
+class LocalPairClassificationTask(_LocalTask, AbsTaskPairClassification):
+    """Rows `{"sentence1", "sentence2", "label"}` with label 0/1; main score: best average precision."""
+
+    def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
+        columns = {
+            "sentence1": [row["sentence1"] for row in rows],
+            "sentence2": [row["sentence2"] for row in rows],
+            "labels": [int(row["label"]) for row in rows],
+        }
+        return DatasetDict({"test": Dataset.from_dict(columns)})
+
+
+class LocalClassificationTask(_LocalTask, AbsTaskClassification):
+    """Rows `{"text", "label", "split"}`; a logistic regression fit on `train` rows is scored on `test` rows."""
+
+    def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
+        label_ids = _label_ids(rows)
+        return DatasetDict(
+            {
+                split: Dataset.from_dict(
+                    {
+                        "text": [row["text"] for row in rows if row["split"] == split],
+                        "label": [label_ids[row["label"]] for row in rows if row["split"] == split],
+                    }
+                )
+                for split in _CLASSIFICATION_SPLITS
+            }
+        )
+
+
+class LocalClusteringTask(_LocalTask, AbsTaskClustering):
+    """Rows `{"text", "label"}`; k-means on the embeddings, scored by V-measure against the labels."""
+
+    # A local file is small enough to embed whole (mteb's default samples 4 % of a Hub dataset).
+    max_fraction_of_documents_to_embed = None
+
+    def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
+        label_ids = _label_ids(rows)
+        columns = {"sentences": [row["text"] for row in rows], "labels": [label_ids[row["label"]] for row in rows]}
+        return DatasetDict({"test": Dataset.from_dict(columns)})
+
+
+def _label_ids(rows: list[dict[str, Any]]) -> dict[str | int, int]:
+    """Labels as integer ids: mteb's binary metrics (average precision) assume integer labels."""
+    return {label: index for index, label in enumerate(sorted({row["label"] for row in rows}, key=str))}
+
+
+class LocalRetrievalTask(_LocalTask, AbsTaskRetrieval):
+    """Rows `{"query", "document"}`, one relevant document per row; the corpus is every distinct document."""
+
+    def _build_dataset(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, RetrievalSplitData]]:
+        query_ids: dict[str, str] = {}
+        document_ids: dict[str, str] = {}
+        relevant: dict[str, dict[str, int]] = {}
+        for row in rows:
+            query_id = query_ids.setdefault(row["query"], f"q{len(query_ids)}")
+            document_id = document_ids.setdefault(row["document"], f"d{len(document_ids)}")
+            relevant.setdefault(query_id, {})[document_id] = 1
+        split = RetrievalSplitData(
+            queries=Dataset.from_dict({"id": list(query_ids.values()), "text": list(query_ids)}),
+            corpus=Dataset.from_dict({"id": list(document_ids.values()), "text": list(document_ids)}),
+            relevant_docs=relevant,
+            top_ranked=None,
+        )
+        return {"default": {"test": split}}
+
+
+_LOCAL_TASK_CLASSES: dict[str, type[_LocalTask]] = {
+    "sts": LocalSTSTask,
+    "pair-classification": LocalPairClassificationTask,
+    "classification": LocalClassificationTask,
+    "clustering": LocalClusteringTask,
+    "retrieval": LocalRetrievalTask,
+}
+
+
+def load_local_task(
+    path: str | Path,
+    task_type: str,
+    *,
+    name: str | None = None,
+    instruction: str | None = None,
+    language: str = "eng-Latn",
+) -> AbsTask:
+    """Read a JSONL file as an mteb task of `task_type` (one of `LOCAL_TASK_TYPES`), checking every row now.
+
+    Columns: sts `sentence1, sentence2, score`; pair-classification `sentence1, sentence2, label` (0/1);
+    classification `text, label, split` (train/test); clustering `text, label`; retrieval `query, document`.
+    The task is named `name` or after the file; its dataset revision is a hash of the file, so results from an
+    edited file are not mixed with old ones. `instruction` is the task's instruction (default: mteb's for the type).
+    """
+    path = Path(path)
+    if task_type not in LOCAL_TASK_TYPES:
+        raise StPruneError(f"unknown task type {task_type!r}: use one of {', '.join(LOCAL_TASK_TYPES)}")
+    if not path.is_file():
+        raise StPruneError(f"task file {path} does not exist: pass a JSONL file with one JSON object per line")
+    name = name or path.stem
+    if not _TASK_NAME_PATTERN.match(name):
+        raise StPruneError(f"task name {name!r} is not a valid file name: pass --task-name with letters, digits, _ . -")
+    if is_mteb_task(name):
+        raise StPruneError(
+            f"task name {name!r} is an MTEB task; pass a different --task-name so local results are not taken "
+            "for MTEB's"
+        )
+
+    spec = LOCAL_TASK_TYPES[task_type]
+    rows = _read_task_rows(path, task_type)
+    metadata = TaskMetadata(
+        name=name,
+        description=f"Local {task_type} task read from {path.name} ({len(rows)} rows).",
+        dataset={"path": str(path.resolve()), "revision": hashlib.sha256(path.read_bytes()).hexdigest()[:16]},
+        type=spec.mteb_type,
+        category="t2t",
+        modalities=["text"],
+        eval_splits=["test"],
+        eval_langs=[language],
+        main_score=spec.main_score,
+        prompt=instruction,
+        is_public=False,
+        bibtex_citation="",
+    )
+    attributes: dict[str, Any] = {"metadata": metadata, "rows": tuple(rows)}
+    if task_type == "sts":
+        scores = [row["score"] for row in rows]
+        attributes.update(min_score=min(scores), max_score=max(scores))
+    task_cls = type(f"Local_{re.sub(r'[^0-9A-Za-z_]', '_', name)}", (_LOCAL_TASK_CLASSES[task_type],), attributes)
+    return task_cls()
+
+
+def _read_task_rows(path: Path, task_type: str) -> list[dict[str, Any]]:
+    """Parse and check every row; the first bad one raises an error naming file, row (line number) and field."""
+    spec = LOCAL_TASK_TYPES[task_type]
+    rows: list[dict[str, Any]] = []
+    first_label_type: type | None = None  # labels must not mix 1 and "1"
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                problem = None if isinstance(row, dict) else "is not a JSON object"
+            except json.JSONDecodeError as error:
+                problem = f"is not valid JSON ({error.msg})"
+            field_name = "<row>"
+            if problem is None:
+                for field_name in spec.fields:
+                    problem = _field_problem(task_type, field_name, row)
+                    if problem is None and field_name == "label" and task_type != "pair-classification":
+                        first_label_type = first_label_type or type(row["label"])
+                        if type(row["label"]) is not first_label_type:
+                            label_type = type(row["label"]).__name__
+                            problem = f"is a {label_type}, earlier labels are {first_label_type.__name__}s"
+                    if problem:
+                        break
+            if problem:
+                raise StPruneError(
+                    f"{path}: row {line_number}: field {field_name!r} {problem} "
+                    f"(a {task_type} row needs {', '.join(spec.fields)})"
+                )
+            rows.append({field_name: row[field_name] for field_name in spec.fields})
+    _check_task_rows(path, task_type, rows)
+    return rows
+
+
+_TEXT_FIELDS = frozenset({"sentence1", "sentence2", "text", "query", "document"})
+
+
+def _field_problem(task_type: str, field_name: str, row: dict[str, Any]) -> str | None:
+    """What is wrong with one field of a row, or None."""
+    if field_name not in row:
+        return "is missing"
+    value = row[field_name]
+    if field_name in _TEXT_FIELDS:
+        ok, expected = isinstance(value, str) and bool(value.strip()), "a non-empty string"
+    elif field_name == "score":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a number"
+    elif field_name == "split":
+        ok, expected = value in _CLASSIFICATION_SPLITS, "'train' or 'test'"
+    elif task_type == "pair-classification":  # label
+        ok, expected = not isinstance(value, bool) and value in (0, 1), "0 or 1"
+    else:  # label of classification / clustering
+        ok, expected = isinstance(value, int | str) and not isinstance(value, bool), "a string or an integer"
+    return None if ok else f"must be {expected}, got {value!r}"
+
+
+def _check_task_rows(path: Path, task_type: str, rows: list[dict[str, Any]]) -> None:
+    """File-level checks: enough rows and classes for the task's metric to be defined."""
+    if not rows:
+        raise StPruneError(f"{path}: no rows; a {task_type} task file needs one JSON object per line")
+    if task_type == "sts" and len({row["score"] for row in rows}) < 2:
+        raise StPruneError(f"{path}: all 'score' values are equal; STS needs varied scores to correlate with")
+    if task_type == "pair-classification" and len({row["label"] for row in rows}) < 2:
+        raise StPruneError(f"{path}: 'label' needs both 0 and 1 rows for average precision")
+    if task_type == "clustering" and len({row["label"] for row in rows}) < 2:
+        raise StPruneError(f"{path}: 'label' needs at least two distinct clusters")
+    if task_type == "classification":
+        for split in _CLASSIFICATION_SPLITS:
+            if not any(row["split"] == split for row in rows):
+                raise StPruneError(f"{path}: no rows with split {split!r}; classification needs train and test rows")
+        if len({row["label"] for row in rows if row["split"] == "train"}) < 2:
+            raise StPruneError(f"{path}: the train rows need at least two distinct labels")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Instructions as sentence-transformers prompts
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def instruction_for_task(task: AbsTask) -> str:
+    """The instruction for a task: the paper's table, else the task's own mteb prompt, else a generic one."""
+    name = task.metadata.name
+    if name in PAPER_INSTRUCTIONS:
+        return PAPER_INSTRUCTIONS[name]
+    own = task.metadata.prompt
+    if isinstance(own, Mapping):
+        own = own.get(PromptType.query.value) or own.get(PromptType.document.value)
+    own = own or getattr(task, "abstask_prompt", None)  # mteb's per-task-type default
+    return (own or GENERIC_INSTRUCTION).strip().rstrip(".:")
+
+
+def is_symmetric(task: AbsTask) -> bool:
+    """Symmetric tasks put the instruction on both texts; retrieval-like tasks only on the query."""
+    return task.metadata.simplified_task_type not in _ASYMMETRIC_TASK_TYPES
+
+
+def build_task_prompts(
+    tasks: Iterable[AbsTask],
+    *,
+    model_prompts: Mapping[str, str | None] | None = None,
+    template: str = INSTRUCTION_TEMPLATE,
+) -> dict[str, str]:
+    """Prompts in mteb's key scheme: `Task` (both sides) for symmetric tasks, `Task-query` for retrieval-like ones.
+
+    The model's own prompts are kept, and win for any task they name (`Task`, `Task-query` or `Task-document`).
+    """
+    own = {key: value for key, value in (model_prompts or {}).items() if value is not None}
+    own_task_names = {_prompt_key_task(key) for key in own}
+    prompts: dict[str, str] = {}
+    for task in tasks:
+        name = task.metadata.name
+        if name in own_task_names:
+            continue
+        key = name if is_symmetric(task) else f"{name}-{PromptType.query.value}"
+        prompts[key] = template.format(instruction=instruction_for_task(task))
+    return {**prompts, **own}
+
+
+def _prompt_key_task(key: str) -> str:
+    """`SciFact-query` -> `SciFact`: the task (or task type) part of an mteb prompt key."""
+    for prompt_type in PromptType:
+        suffix = f"-{prompt_type.value}"
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model identity and ModelMeta
+# --------------------------------------------------------------------------------------------------------------------
+
+NO_REVISION = "no_revision_available"  # mteb's own placeholder for an unknown revision
+_HUB_SNAPSHOT_PATTERN = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<revision>[0-9a-f]{40})")
+
+
+def resolve_model_identity(
+    model: SentenceTransformer,
+    model_path: str | Path | None = None,
+    *,
+    model_name: str | None = None,
+    revision: str | None = None,
+) -> tuple[str, str]:
+    """The `org/name` and revision results are filed under.
+
+    Taken from the arguments, else from a Hub cache path (`models--org--name/snapshots/<sha>`), else from the
+    model's card data. A folder that carries no name raises `StPruneError` asking for `--model-name`; a named
+    model without a known revision is filed under mteb's `no_revision_available`.
+    """
+    card = model.model_card_data
+    snapshot = _HUB_SNAPSHOT_PATTERN.search(Path(model_path).resolve().as_posix()) if model_path else None
+    name = model_name
+    if name is None and snapshot:
+        name = f"{snapshot['org']}/{snapshot['name']}"
+    name = name or card.model_id or card.model_name
+    if not name:
+        where = f"model {model_path}" if model_path else "the model"
+        raise StPruneError(
+            f"{where} has no name to file results under: pass --model-name ORG/NAME "
+            "(and --revision, the Hub commit, once it is published)"
+        )
+    if "/" not in name:
+        raise StPruneError(f"model name {name!r} must look like ORG/NAME: pass --model-name ORG/NAME")
+    if revision is None and snapshot and name == f"{snapshot['org']}/{snapshot['name']}":
+        revision = snapshot["revision"]
+    return name, revision or NO_REVISION
+
+
+def count_parameters(model: SentenceTransformer) -> int:
+    """Parameters of the model as it is (after pruning); tied weights count once."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _embedding_parameters(model: SentenceTransformer) -> int | None:
+    """Size of the token embedding matrix of the first (transformer) module, when it has one."""
+    first = model[0]
+    backbone = getattr(first, "auto_model", None) or getattr(first, "model", None)
+    try:
+        return int(backbone.get_input_embeddings().weight.numel())
+    except AttributeError:
+        return None
+
+
+def _memory_usage_mb(model: SentenceTransformer) -> float:
+    """Weight memory in the dtype the model is loaded in (mteb's own estimate assumes float32)."""
+    return round(sum(p.numel() * p.element_size() for p in model.parameters()) / 1024**2, 2)
+
+
+def build_model_meta(
+    model: SentenceTransformer,
+    *,
+    name: str,
+    revision: str,
+    base_model: str | None = None,
+    license: str | None = None,
+    training_datasets: Iterable[str] | None = None,
+    release_date: str | None = None,
+    languages: Sequence[str] = ("eng-Latn",),
+    open_weights: bool = True,
+    public_training_code: str | None = None,
+    public_training_data: str | None = None,
+    reference: str | None = None,
+) -> ModelMeta:
+    """mteb's description of a pruned model, measured on the model itself.
+
+    `n_parameters`, `memory_usage_mb`, `embed_dim` and `max_tokens` are those of the pruned model, not of the
+    base LLM. `training_datasets` are the MTEB task names the training data overlaps (mteb uses them to flag
+    zero-shot results); `base_model` becomes `adapted_from`. `evaluate_model` adds the prompts it used to the
+    loader's `model_prompts`, so that the registration file reproduces the evaluation.
+    """
+    if "/" not in name:
+        raise StPruneError(f"model name {name!r} must look like ORG/NAME: pass --model-name ORG/NAME")
+    if training_datasets is not None:
+        training_datasets = set(training_datasets)
+        unknown = sorted(dataset for dataset in training_datasets if not is_mteb_task(dataset))
+        if unknown:
+            raise StPruneError(
+                _unknown_tasks_message(
+                    unknown, mteb_task_names(), "training datasets are named as MTEB tasks (e.g. MSMARCO, NQ)"
+                )
+            )
+    similarity = model.similarity_fn_name or ScoringFunction.COSINE.value
+    return ModelMeta(
+        loader=SentenceTransformerEncoderWrapper,
+        name=name,
+        revision=revision,
+        release_date=release_date or _dt.date.today().isoformat(),
+        languages=list(languages),
+        n_parameters=count_parameters(model),
+        n_embedding_parameters=_embedding_parameters(model),
+        memory_usage_mb=_memory_usage_mb(model),
+        max_tokens=model.max_seq_length,
+        embed_dim=model.get_embedding_dimension(),
+        license=license,
+        open_weights=open_weights,
+        public_training_code=public_training_code,
+        public_training_data=public_training_data,
+        framework=["Sentence Transformers", "PyTorch"],
+        reference=reference or f"https://huggingface.co/{name}",
+        similarity_fn_name=similarity,
+        use_instructions=True,
+        training_datasets=training_datasets,
+        adapted_from=base_model,
+        modalities=["text"],
+        model_type=["dense"],
+        citation=PAPER_CITATION,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running an evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationRun:
+    """Where the results went and the main score of every task that ran."""
+
+    results_dir: Path
+    main_scores: dict[str, float] = field(default_factory=dict)
+    task_types: dict[str, str] = field(default_factory=dict)
+
+
+def model_results_dir(output_dir: str | Path, meta: ModelMeta) -> Path:
+    """`<output_dir>/results/<org>__<model>/<revision>`: mteb's cache layout, also the results repository's."""
+    return mteb.ResultCache(output_dir).get_task_result_path("_", meta).parent
+
+
+def evaluate_model(
+    model: SentenceTransformer,
+    tasks: Sequence[AbsTask],
+    *,
+    meta: ModelMeta,
+    output_dir: str | Path,
+    batch_size: int = 32,
+    overwrite: bool = False,
+    template: str = INSTRUCTION_TEMPLATE,
+    show_progress_bar: bool = False,
+) -> EvaluationRun:
+    """Run `tasks` with mteb, instructions as prompts, results and `model_meta.json` under `output_dir`.
+
+    Tasks already in the results folder are skipped unless `overwrite`. Tasks whose Hub datasets are not in the
+    local cache (offline) are skipped too, and reported together in one `StPruneError` after the others ran.
+    """
+    folders_before = _folders_under(output_dir)
+    try:
+        return _evaluate_model(model, tasks, meta=meta, output_dir=output_dir, batch_size=batch_size,
+                               overwrite=overwrite, template=template, show_progress_bar=show_progress_bar)
+    except BaseException:
+        # A run that wrote no result leaves no empty results folders behind (only folders it created).
+        _remove_new_empty_folders(output_dir, folders_before)
+        raise
+
+
+def _folders_under(root: str | Path) -> set[Path]:
+    root = Path(root)
+    return {root, *(path for path in root.rglob("*") if path.is_dir())} if root.is_dir() else set()
+
+
+def _remove_new_empty_folders(root: str | Path, before: set[Path]) -> None:
+    for folder in sorted(_folders_under(root) - before, key=lambda path: len(path.parts), reverse=True):
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            pass
+
+
+def _evaluate_model(
+    model: SentenceTransformer,
+    tasks: Sequence[AbsTask],
+    *,
+    meta: ModelMeta,
+    output_dir: str | Path,
+    batch_size: int,
+    overwrite: bool,
+    template: str,
+    show_progress_bar: bool,
+) -> EvaluationRun:
+    from st_prune.util.hub_offline import offline_unless_reachable
+
+    cache = mteb.ResultCache(output_dir)
+    prompts = build_task_prompts(tasks, model_prompts=model.prompts, template=template)
+    meta = meta.model_copy(update={"loader_kwargs": {"model_prompts": _recorded_prompts(cache, meta, prompts)}})
+
+    # The wrapper is what `mteb.evaluate(model)` builds itself; building it here lets the ModelMeta and the
+    # prompts be set. Prompts are assigned after construction because the constructor drops keys that are not
+    # registered mteb task names, which would lose the instructions of local tasks.
+    encoder = SentenceTransformerEncoderWrapper(model)
+    encoder.mteb_model_meta = meta
+    encoder.model_prompts = prompts
+
+    run = EvaluationRun(results_dir=model_results_dir(output_dir, meta))
+    missing: list[AbsTask] = []
+    # One probe of the Hub for all tasks, instead of each task's dataset load retrying for ~25 s without network.
+    with offline_unless_reachable(needed=any(not isinstance(task, _LocalTask) for task in tasks)):
+        for task in tasks:
+            try:
+                result = mteb.evaluate(
+                    encoder,
+                    task,
+                    cache=cache,
+                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+                    overwrite_strategy="always" if overwrite else "only-missing",
+                    co2_tracker=False,  # codecarbon may try the network
+                    show_progress_bar=show_progress_bar,
+                )
+            except Exception as error:
+                if not _is_offline_error(error):
+                    raise
+                logger.warning("skipping %s: its dataset is not in the local cache", task.metadata.name)
+                missing.append(task)
+                continue
+            for task_result in result.task_results:
+                # Read back what was written (scores rounded to 6 digits), so this agrees with the reports.
+                written = json.loads((run.results_dir / f"{task_result.task_name}.json").read_text())
+                run.main_scores[task_result.task_name] = _main_score(written["scores"])
+                run.task_types[task_result.task_name] = str(task.metadata.type)
+    if missing:
+        raise StPruneError(_missing_datasets_message(missing, run.results_dir if run.main_scores else None))
+    return run
+
+
+def _recorded_prompts(cache: mteb.ResultCache, meta: ModelMeta, prompts: Mapping[str, str]) -> dict[str, str]:
+    """Prompts for `model_meta.json`: those of earlier runs into the same folder plus this run's.
+
+    Each run rewrites `model_meta.json`; merging keeps the instructions of every task in the folder, which the
+    registration file needs. Keys that are not mteb tasks (local tasks) are left out: mteb would reject them.
+    """
+    meta_path = cache.get_task_result_path("_", meta).parent / "model_meta.json"
+    earlier: dict[str, str] = {}
+    if meta_path.is_file():
+        earlier = json.loads(meta_path.read_text()).get("loader_kwargs", {}).get("model_prompts", {}) or {}
+    return {key: value for key, value in {**earlier, **prompts}.items() if _is_mteb_prompt_key(key)}
+
+
+def _is_mteb_prompt_key(key: str) -> bool:
+    """Keys mteb accepts in `model_prompts`: task names, task and prompt types, optionally with `-query`/`-document`."""
+    base = _prompt_key_task(key)
+    return base in {p.value for p in PromptType} or base in _task_types() or is_mteb_task(base)
+
+
+def _task_types() -> set[str]:
+    return set(get_args(TaskType))
+
+
+def _is_offline_error(error: BaseException) -> bool:
+    """Whether loading failed because the Hub could not be reached (offline mode or no network)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionError | OfflineModeIsEnabled | LocalEntryNotFoundError):
+            return True
+        if type(seen).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionError"):  # requests / httpx
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _missing_datasets_message(tasks: Sequence[AbsTask], results_dir: Path | None) -> str:
+    datasets = sorted({(t.metadata.dataset["path"], t.metadata.dataset.get("revision", "main")) for t in tasks})
+    listed = ", ".join(f"{path}@{revision}" for path, revision in datasets)
+    example_path, example_revision = datasets[0]
+    return (
+        f"{len(tasks)} task(s) skipped ({', '.join(t.metadata.name for t in tasks)}): their datasets are not in the "
+        f"local Hugging Face cache and the Hub is unreachable: {listed}. Run the same command once with network "
+        f"access (HF_HUB_OFFLINE unset) to cache them, or pre-download each, e.g. `hf download --repo-type dataset "
+        f"{example_path} --revision {example_revision}`"
+        + (f"; the other tasks' results are in {results_dir}" if results_dir else "")
+    )
+
+
+def _main_score(scores: Mapping[str, Sequence[Mapping[str, Any]]]) -> float:
+    """Mean main score over subsets of the `test` split (the leaderboard's), or of all splits if there is none."""
+    splits = ["test"] if "test" in scores else list(scores)
+    values = [entry["main_score"] for split in splits for entry in scores[split]]
+    return float(sum(values) / len(values))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def read_main_scores(results_dir: str | Path, task_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Main score per task from a `<org>__<model>/<revision>` results folder, in task-name order.
+
+    `task_names` keeps only those tasks (each must have a result): the folder also holds the files of every earlier
+    evaluation into it, whose task list may have been another.
+    """
+    results_dir = Path(results_dir)
+    scores = {}
+    for path in sorted(results_dir.glob("*.json")):
+        if path.name == "model_meta.json":
+            continue
+        scores[path.stem] = _main_score(json.loads(path.read_text())["scores"])
+    if not scores:
+        raise StPruneError(f"no task results in {results_dir}: run `st-prune eval` with --output pointing above it")
+    if task_names is not None:
+        missing = [name for name in task_names if name not in scores]
+        if missing:
+            raise StPruneError(f"{results_dir} lacks results for {missing}: evaluate the variant on them first")
+        scores = {name: score for name, score in scores.items() if name in set(task_names)}
+    return scores
+
+
+def results_table_markdown(
+    results_dir: str | Path,
+    *,
+    task_types: Mapping[str, str] | None = None,
+    task_names: Sequence[str] | None = None,
+) -> str:
+    """A markdown table for the model card: task, type, main score (×100) per task, then the average.
+
+    Types come from `task_types` (e.g. `EvaluationRun.task_types`, needed for local tasks) or mteb's registry;
+    `task_names` limits the table to those tasks (see `read_main_scores`).
+    """
+    scores = read_main_scores(results_dir, task_names)
+    lines = ["| Task | Type | Main score |", "|---|---|---:|"]
+    for task_name, score in scores.items():
+        task_type = (task_types or {}).get(task_name) or _registered_task_type(task_name) or "Custom"
+        lines.append(f"| {task_name} | {task_type} | {100 * score:.2f} |")
+    average = sum(scores.values()) / len(scores)
+    tasks = f"{len(scores)} task" + ("s" if len(scores) > 1 else "")
+    lines.append(f"| **Average ({tasks})** | | **{100 * average:.2f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def _registered_task_type(task_name: str) -> str | None:
+    for task_cls in TASK_LIST:
+        if task_cls.metadata.name == task_name:
+            return str(task_cls.metadata.type)
+    return None
+
+
+@dataclass(frozen=True)
+class VariantScore:
+    """One point of the size/quality plot: a model variant, its parameter count and its average main score."""
+
+    label: str
+    n_parameters: int
+    average_score: float
+    kind: str = "fraction"  # "full", "large", "small" (L3Prune picks) or "fraction" (fixed pruning fraction)
+
+
+def load_variant_score(
+    results_dir: str | Path,
+    label: str,
+    *,
+    kind: str = "fraction",
+    task_names: Sequence[str] | None = None,
+) -> VariantScore:
+    """Average main score and parameter count (from `model_meta.json`) of one evaluated variant.
+
+    `task_names` fixes the tasks averaged over, so variants are compared on the same tasks.
+    """
+    results_dir = Path(results_dir)
+    scores = read_main_scores(results_dir, task_names)
+    meta_path = results_dir / "model_meta.json"
+    if not meta_path.is_file():
+        raise StPruneError(f"{results_dir} has no model_meta.json: evaluate with `st-prune eval --model-name ORG/NAME`")
+    n_parameters = json.loads(meta_path.read_text())["n_parameters"]
+    return VariantScore(label, int(n_parameters), sum(scores.values()) / len(scores), kind)
+
+
+_VARIANT_STYLES = {
+    "full": dict(marker="o", color="black"),
+    "large": dict(marker="s", color="tab:blue"),
+    "small": dict(marker="D", color="tab:orange"),
+    "fraction": dict(marker=".", color="tab:gray"),
+}
+
+
+def plot_score_vs_parameters(
+    variants: Sequence[VariantScore],
+    output_path: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Average score against parameter count for variants of one base model (the paper's Figure 5), as a PNG.
+
+    Fixed-fraction variants are joined by a line; the full model and the L3Prune picks stand out; every point
+    is labelled.
+    """
+    from st_prune.util.optional import require
+
+    matplotlib = require("matplotlib", "plotting scores against parameters")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not variants:
+        raise StPruneError("no variants to plot: pass at least one evaluated variant")
+    output_path = Path(output_path)
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+    fractions = sorted((v for v in variants if v.kind in ("fraction", "full")), key=lambda v: v.n_parameters)
+    if len(fractions) > 1:
+        axes.plot(
+            [v.n_parameters / 1e9 for v in fractions],
+            [100 * v.average_score for v in fractions],
+            color="tab:gray",
+            linewidth=1,
+            zorder=1,
+        )
+    for variant in variants:
+        style = _VARIANT_STYLES.get(variant.kind, _VARIANT_STYLES["fraction"])
+        x, y = variant.n_parameters / 1e9, 100 * variant.average_score
+        axes.scatter([x], [y], s=40, zorder=2, **style)
+        axes.annotate(variant.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel("Parameters (billions)")
+    axes.set_ylabel("Average main score")
+    axes.set_title(title or "Average score against model size")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output_path)
+    plt.close(figure)
+    return output_path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Leaderboard submission
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    """What `prepare_submission` wrote."""
+
+    output_dir: Path
+    results_dir: Path
+    registration_file: Path
+    models: list[str]
+    skipped_tasks: list[str]
+    warnings: list[str]
+
+
+def prepare_submission(
+    results_root: str | Path,
+    output_dir: str | Path,
+    *,
+    model_name: str | None = None,
+) -> Submission:
+    """Prepare a folder for pull requests to embeddings-benchmark/results and embeddings-benchmark/mteb.
+
+    `results_root` is an `st-prune eval --output` folder. Written to `output_dir`: `results/` (the results of
+    MTEB tasks in the results repository's layout, copied with mteb's own `CopyResultsAction`, with
+    `model_meta.json`), `<org>_models.py` (the `ModelMeta` registration for
+    `mteb/models/model_implementations/`) and `SUBMISSION.md` (the steps). Results of local tasks are left out.
+    """
+    results_root, output_dir = Path(results_root), Path(output_dir)
+    if results_root.name == "results" and not (results_root / "results").is_dir():
+        results_root = results_root.parent  # accept the `results` folder itself
+    if not (results_root / "results").is_dir():
+        raise StPruneError(f"{results_root} has no results/ folder: pass the --output folder of `st-prune eval`")
+
+    cache = mteb.ResultCache(results_root)
+    metas = _submitted_model_metas(cache, model_name)
+    copied: dict[ModelMeta, list[Path]] = {}
+    skipped: set[str] = set()
+    for meta in metas:
+        paths = cache.get_cache_paths(models=[meta], require_model_meta=True, include_remote=False)
+        skipped.update(path.stem for path in paths if not is_mteb_task(path.stem))
+        paths = [path for path in paths if is_mteb_task(path.stem)]
+        if paths:
+            copied[meta] = paths
+    if not copied:
+        raise StPruneError(f"no MTEB task results under {results_root}: only MTEB tasks go to the leaderboard")
+
+    submission_results = output_dir / "results"
+    registration_file = output_dir / f"{_python_identifier(next(iter(copied)).name.split('/')[0])}_models.py"
+    warnings = [
+        f"{meta.name}: revision {meta.revision!r} is not a Hub commit; re-run `st-prune eval --revision <commit>` "
+        "on the published model before opening the pull request"
+        for meta in copied
+        if not re.fullmatch(r"[0-9a-f]{40}", meta.revision or "")
+    ]
+    _write_submission(output_dir, copied, registration_file.name,
+                      _submission_instructions(list(copied), registration_file, warnings))
+    for warning in warnings:
+        logger.warning(warning)
+    return Submission(
+        output_dir=output_dir,
+        results_dir=submission_results,
+        registration_file=registration_file,
+        models=[str(meta.name) for meta in copied],
+        skipped_tasks=sorted(skipped),
+        warnings=warnings,
+    )
+
+
+def _write_submission(output_dir: Path, copied: dict[ModelMeta, list[Path]], registration_name: str,
+                      instructions: str) -> None:
+    """Assemble the submission in a staging folder beside ``output_dir`` and move it in: only files an earlier
+    ``st-prune submit`` wrote there are replaced; a file of the user's in the way (a SUBMISSION.md, a result file)
+    refuses the whole submission before anything is written (``st_prune.util.ownership``)."""
+    import shutil
+
+    from st_prune.util import ownership
+    from st_prune.util.staging import new_staging_dir
+
+    staging = new_staging_dir(output_dir)
+    try:
+        CopyResultsAction(copied, staging / "results").do()
+        (staging / registration_name).write_text(render_model_registration(list(copied)), encoding="utf-8")
+        (staging / "SUBMISSION.md").write_text(instructions, encoding="utf-8")
+        ownership.install(staging, output_dir, by="submit", fix="choose another --output or move it away")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _submitted_model_metas(cache: mteb.ResultCache, model_name: str | None) -> list[ModelMeta]:
+    models = sorted(cache.get_models(require_model_meta=False, include_remote=False))
+    if model_name is not None:
+        models = [(name, revision) for name, revision in models if name == model_name.replace("/", "__")]
+        if not models:
+            raise StPruneError(f"no results for {model_name} under {cache.cache_path}: check --model-name")
+    metas = []
+    for path_name, revision in models:
+        meta_path = cache.cache_path / "results" / path_name / revision / "model_meta.json"
+        if not meta_path.is_file():
+            raise StPruneError(
+                f"{meta_path.parent} has no model_meta.json: re-run `st-prune eval --model-name ORG/NAME` to write it"
+            )
+        metas.append(ModelMeta.model_validate_json_resolved(meta_path.read_text()))
+    return metas
+
+
+def render_model_registration(metas: Sequence[ModelMeta]) -> str:
+    """Python source registering `metas` in mteb (`mteb/models/model_implementations/` style).
+
+    Each `ModelMeta` is written by mteb's own `ModelMeta.to_python()`. Its loader, mteb's
+    `SentenceTransformerEncoderWrapper`, builds a SentenceTransformer from the Hub and passes the recorded
+    instructions as `model_prompts`.
+    """
+    blocks = [
+        f'"""Models pruned with L3Prune ({PAPER_URL}) by st-prune.\n\n'
+        "Copy this file to mteb/models/model_implementations/ in a fork of embeddings-benchmark/mteb.\n"
+        '"""\n',
+        "from __future__ import annotations\n",
+        "from mteb.models.model_meta import ModelMeta, ScoringFunction",
+        "from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper\n",
+    ]
+    variables: set[str] = set()
+    for meta in metas:
+        meta = meta.model_copy(update={"loader": SentenceTransformerEncoderWrapper})
+        variable = base = _python_identifier(str(meta.name).split("/")[-1])
+        while variable in variables:  # two orgs' models of one name, or two revisions of one model
+            variable = f"{base}_{len(variables)}"
+        variables.add(variable)
+        blocks.append(f"\n{variable} = {meta.to_python()}\n")
+    return "\n".join(blocks)
+
+
+def _python_identifier(text: str) -> str:
+    identifier = re.sub(r"\W+", "_", text).strip("_").lower() or "model"
+    return f"m_{identifier}" if identifier[0].isdigit() else identifier
+
+
+def _submission_instructions(metas: Sequence[ModelMeta], registration_file: Path, warnings: Sequence[str]) -> str:
+    models = "\n".join(f"- `{meta.name}` (revision `{meta.revision}`)" for meta in metas)
+    notes = "".join(f"\n> **Before submitting:** {warning}\n" for warning in warnings)
+    return f"""# MTEB leaderboard submission
+
+Models:
+{models}
+{notes}
+1. Results: copy `results/` into a clone of https://github.com/embeddings-benchmark/results (it merges into
+   its `results/` folder) and open a pull request.
+2. Model: copy `{registration_file.name}` to `mteb/models/model_implementations/` in a clone of
+   https://github.com/embeddings-benchmark/mteb and open a pull request. The leaderboard shows a model once
+   both are merged.
+3. Check `training_datasets` in the ModelMeta: it must list every MTEB task the training data overlaps.
+"""

@@ -1,0 +1,1 @@
+"""The model: ``TruncatedLLM`` (the first k decoder layers of an LLM as a sentence-transformers module), the decoder families it knows, loading (Hub id, folder, GGUF, dtypes) and the plain sentence-transformers export."""

@@ -1,0 +1,158 @@
+"""The checks ``st-prune run`` makes before any long work (``RecipeRunner.preflight`` calls them in order).
+
+Each takes plain inputs (the recipe's specs, paths, flags) and either returns quietly or raises one
+``StPruneError`` line that names the fix, so a mistake costs seconds, not a scan and a training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from st_prune.errors import StPruneError
+from st_prune.util.files import read_json
+from st_prune.util.local_only import is_local
+
+
+def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[str], None]) -> None:
+    """``output`` is a new or empty folder, or holds a run of this recipe (other settings: said, then resumed)."""
+    run_file = output / "run.json"
+    if output.exists() and not output.is_dir():
+        raise StPruneError(f"--output {output} is a file: choose a folder")
+    if run_file.is_file():
+        previous = read_json(run_file, fix="delete it and run again to redo that stage")
+        if previous.get("recipe") != recipe_name:
+            raise StPruneError(
+                f"{output} holds a run of recipe {previous.get('recipe')!r}, not {recipe_name!r}: choose another --output"
+            )
+        if previous.get("hash") != digest:
+            # Each stage's marker keys what it depends on (st_prune.pipeline.stage_keys): only the stages downstream of
+            # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
+            log(f"{output} holds a run of {recipe_name} with other settings: the stages that "
+                "depend on the changed settings run again")
+    elif output.is_dir() and any(output.iterdir()):
+        raise StPruneError(f"{output} is not empty and holds no st-prune run: choose another --output")
+
+
+def check_destinations(output: Path, zoo_index: Path | None) -> None:
+    """The run folder and the --zoo-index folder can be written (else the zoo index fails after every stage)."""
+    from st_prune.pipeline.stages.zoo_index import check_zoo_index
+    from st_prune.util.writable import check_writable_folder
+
+    check_writable_folder(output, "--output")
+    if (output / "models").is_dir():  # the run's own index (replaced as the run's file, never a user's)
+        check_zoo_index(output / "models", "--output")
+    if zoo_index is None:
+        return
+    if zoo_index.exists() and not zoo_index.is_dir():
+        raise StPruneError(
+            f"--zoo-index {zoo_index} is a file; pass the folder that holds (or will hold) zoo.json and "
+            "README.md, e.g. --zoo-index model_cards"
+        )
+    check_writable_folder(zoo_index, "--zoo-index")
+    check_zoo_index(zoo_index)  # a README.md or zoo.json there that st-prune did not write is never replaced
+
+
+def base_num_layers(recipe: Any, folder: str, gguf_file: str | None) -> int:
+    """Decoder layers of the base (``folder``, or the GGUF file in it), read from its config only (also refuses
+    non-decoder models and a ``base.layers`` that disagrees)."""
+    from st_prune.model import architectures
+    from st_prune.model.truncated_llm import load_base_config
+
+    try:
+        config = load_base_config(folder, gguf_file=gguf_file)
+    except OSError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StPruneError(
+            f"base.model {recipe.base.model!r} cannot be loaded ({first}): use a Hub id (online or cached), "
+            "a local model folder or a .gguf file"
+        ) from None
+    total = architectures.num_layers(config)
+    if recipe.base.layers is not None and recipe.base.layers != total:
+        raise StPruneError(
+            f"base.layers is {recipe.base.layers} but {recipe.base_id} has {total} decoder layers: "
+            f"fix the recipe or pass --set base.layers={total}"
+        )
+    return total
+
+
+def check_variant_depths(recipe: Any, total: int) -> None:
+    """Every variant's fixed layer count or fraction fits a base of ``total`` layers."""
+    from st_prune.model import architectures
+    for index, variant in enumerate(recipe.variants):
+        if variant.layers is not None and variant.layers > total:
+            raise StPruneError(
+                f"variant {variant.name!r} keeps {variant.layers} layers but {recipe.base_id} has {total}: "
+                f"use --set variants.{index}.layers=K with 1 <= K <= {total}"
+            )
+        if variant.fraction is not None:
+            architectures.layers_to_keep(total, fraction=variant.fraction)
+
+
+def check_precision(recipe: Any, source: str, *, training: bool) -> None:
+    """base.dtype (auto: the checkpoint's) and training.bf16 this machine can run, or one line naming the fix."""
+    from st_prune.model.dtypes import check_load_dtype
+
+    check_load_dtype(source, recipe.base.dtype, training=training, fix="pass --dtype float32 (or --set base.dtype=float32)")
+    if training and recipe.training.bf16:
+        import torch
+
+        if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+            raise StPruneError(
+                "training.bf16 is true (bfloat16 mixed precision), which needs a CUDA GPU with bfloat16 support and "
+                "this machine has none: pass --set training.bf16=false"
+            )
+
+
+def check_hub_access(recipe: Any, source: str, *, org_flag: str | None, token: str | None,
+                     endpoint: str | None) -> None:
+    """Publishing can work: a Hub base id, a valid org and repo names, a token allowed to write (a read token or a bad
+    one is refused now, not after training). ``org_flag`` is ``--push-to-hub``'s value (else ``publish.org``)."""
+    from huggingface_hub import HfApi
+
+    from st_prune.hub.publish import _hub_errors, check_repo_id, resolve_endpoint, resolve_token
+
+    if recipe.base.id is None and is_local(source):
+        # The card's base_model (and repo names) would name a folder on this machine on the Hub.
+        raise StPruneError(
+            f"base.model {recipe.base.model!r} is a local path and base.id is not set, so the published cards "
+            "would name it as the base model: set base.id to the base's Hub id (--set base.id=ORG/NAME)"
+        )
+    org = org_flag or recipe.publish.org or ""
+    if "/" in org or not _is_hub_name(org):  # `run` has no --repo-id: name the flag (or key) the org came from
+        where = "--push-to-hub" if org_flag else "publish.org"
+        raise StPruneError(
+            f"invalid {where} {org!r}: give a Hub user or organisation name (letters, digits, '-', '_' and '.'), "
+            "e.g. --push-to-hub my-org"
+        )
+    for variant in recipe.variants:
+        name = recipe.repo_name(variant, 1)
+        try:
+            check_repo_id(f"{org}/{name}")
+        except StPruneError:
+            raise StPruneError(
+                f"publish.repo_name {recipe.publish.repo_name!r} gives the invalid repo name {name!r} for "
+                f"variant {variant.name!r}: use letters, digits, '-', '_' and '.' (--set publish.repo_name=...)"
+            ) from None
+    token = resolve_token(token)
+    api = HfApi(endpoint=resolve_endpoint(endpoint), token=token)
+    with _hub_errors(org_flag or "", token, "checking write access to", "log in with a write token"):
+        info = api.whoami()
+    role = (((info.get("auth") or {}).get("accessToken") or {}).get("role")) or "write"
+    if role == "read":
+        raise StPruneError(
+            f"the Hugging Face token is read-only, so nothing can be published to {org_flag}: "
+            "log in with `hf auth login` or set HF_TOKEN with a write token"
+        )
+
+
+def _is_hub_name(name: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return bool(name)

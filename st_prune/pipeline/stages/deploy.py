@@ -1,0 +1,54 @@
+"""The deploy stage: backend files (ONNX, OpenVINO; quantized where the recipe asks) beside the model folder's
+weights, each checked against torch and timed (``st_prune.deploy.deploy``).
+
+The record (``work/<variant>/deploy.json``) lists every file built, shipped or not (with why), its agreement with
+torch and its speed on this machine: the card's backend table is rendered from it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+#: The text fields of the local evaluation task files (st_prune.evaluation.evaluate's task types).
+TEXT_FIELDS = ("sentence1", "sentence2", "query", "document", "text")
+
+
+def deploy_variant(folder: Path, *, backends: Sequence[str], quantize: Sequence[str],
+                   check_texts: list[str], speed_texts: list[str], check_source: str = "",
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build and check the backend files in ``folder``: agreement on ``check_texts`` (``check_source`` says what
+    they are, for the card), speed on ``speed_texts``."""
+    from st_prune.deploy.deploy import deploy, measure_backend_speed
+    from st_prune.util.machine import machine_description
+
+    report = deploy(folder, backends=backends, quantize=quantize, overwrite=True, texts=check_texts)
+    speed = measure_backend_speed(folder, report, speed_texts)
+    record = {"files": report["files"], "speed": speed, "machine": machine_description(), "versions": report["versions"],
+              "checked_on": {**report.get("checked_on", {}), "source": check_source}}
+    best = max(speed.values(), key=lambda entry: entry["speedup"], default=None)
+    if best is not None:
+        log(f"       shipped {', '.join(shipped_files(record))}; fastest {best['file']}: {best['speedup']:.2f}x torch")
+    return record
+
+
+def shipped_files(record: dict[str, Any]) -> list[str]:
+    """The backend files a deploy record ships (the rest were built, checked and left out, with the reason)."""
+    return [name for name, entry in record["files"].items() if entry.get("shipped")]
+
+
+def held_out_texts(task_files: Sequence[Path], count: int = 64, seed: int = 0) -> list[str]:
+    """Up to ``count`` texts drawn (seeded) from the recipe's local evaluation task files: dev data the model never
+    trained on, so a quantized file is judged on texts it was not fitted to (empty when the recipe has none)."""
+    texts: list[str] = []
+    for path in task_files:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    texts += [row[name] for name in TEXT_FIELDS if isinstance(row.get(name), str) and row[name].strip()]
+    unique = list(dict.fromkeys(texts))
+    return random.Random(seed).sample(unique, min(count, len(unique)))

@@ -1,0 +1,1 @@
+"""Exact vocabulary trimming of a saved model folder."""

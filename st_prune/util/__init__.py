@@ -1,0 +1,1 @@
+"""Helpers every layer may use: atomic files, staging folders, writability, integrity checks, the machine, devices, DDP processes, optional packages. Imports nothing else of st_prune but st_prune.errors."""
