@@ -931,14 +931,20 @@ def remove_work_dir(work_dir: Path, *, checkpoints_only: bool = False) -> list[s
 
 
 def check_run_folders(
-    output_dir: str | os.PathLike | None, work_dir: Path, resume: bool | str | os.PathLike | None, overwrite: bool
+    output_dir: str | os.PathLike | None, work_dir: Path, resume: bool | str | os.PathLike | None, overwrite: bool,
+    *, derived_work_dir: bool = True,
 ) -> str | None:
-    """Fail fast on the export folder and the checkpoints in ``work_dir``; the checkpoint to resume from, if any."""
+    """Fail fast on the export folder and the checkpoints in ``work_dir``; the checkpoint to resume from, if any.
+
+    ``derived_work_dir``: ``work_dir`` is ``<output_dir>.work``, chosen by st-prune, not by the caller: a folder of the
+    user's there is refused (a work folder the caller names is theirs to give; only st-prune's files in it are
+    ever removed either way)."""
     from st_prune.model.export import prepare_output_dir
 
     if output_dir is not None:
         prepare_output_dir(output_dir, overwrite)
-    check_work_dir(Path(work_dir))
+    if derived_work_dir:
+        check_work_dir(Path(work_dir))
     checkpoint = resolve_resume(resume, work_dir)
     if checkpoint is None and has_checkpoints(work_dir) and not overwrite:
         raise StPruneError(
@@ -997,10 +1003,11 @@ def train_pruned(
     config = config or TrainingConfig()
     config.validate()
     temporary_work = work_dir is None and output_dir is None
+    derived = work_dir is None and output_dir is not None
     if work_dir is None:
         work_dir = tempfile.mkdtemp(prefix="st-prune-train-") if temporary_work else work_dir_for(output_dir)
     work_dir = Path(work_dir)
-    checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite)
+    checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite, derived_work_dir=derived)
     if not temporary_work and is_main_process():
         claim_work_dir(work_dir)
         callbacks = [_RecordCheckpoints(work_dir), *(callbacks or [])]
