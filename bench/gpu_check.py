@@ -535,7 +535,7 @@ def step_figures(timer, tokens_per_step: int, kept: int, total: int) -> dict[str
 def training_config(recipe, seq_len: int, tiny: bool, **changes: Any):
     """The recipe's own TrainingConfig with this check's sizes: no checkpoints, every step's loss logged; on CPU
     (--tiny) bf16 is left to st-prune's auto (off), since the recipe's bf16=True is refused there."""
-    from st_prune.pipeline.runner import training_config as recipe_training_config
+    from st_prune.pipeline.recipe import training_config as recipe_training_config
 
     base = recipe_training_config(recipe.training)
     if tiny:
@@ -576,7 +576,7 @@ class Check:
         self.bpe = train_bpe(texts + prompts * 100)  # the prompts (and the " →" closing them) become few tokens
 
     def encoder(self, folder: Path, recipe, seq_len: int, layers: int | None = None):
-        """The model the recipe runner builds (``RecipeRunner._encoder``), loaded straight onto the device."""
+        """The model the recipe runner builds (``RunContext.encoder``), loaded straight onto the device."""
         from st_prune import encoder_from_llm
         from st_prune.data.triplets import instruction_prompt
 
@@ -615,7 +615,7 @@ class Check:
     def run_main(self) -> None:
         from st_prune import L3Prune, export_model
         from st_prune.l3prune.scan import scan
-        from st_prune.pipeline.runner import load_recipe
+        from st_prune.pipeline.recipe import load_recipe
 
         args, report, name = self.args, self.report, MAIN
         recipe = load_recipe(name)
@@ -690,7 +690,7 @@ class Check:
     # --- the other four: load, cut, a few steps, export -------------------------------------------------------------
     def run_other(self, name: str) -> None:
         from st_prune.model import architectures
-        from st_prune.pipeline.runner import load_recipe
+        from st_prune.pipeline.recipe import load_recipe
         from st_prune.training.trainer import train_pruned
 
         args, report = self.args, self.report

@@ -20,7 +20,8 @@ from test_recipe import tiny_model, write_recipe  # noqa: E402,F401  (module fix
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.util.optional import REQUIREMENTS, require  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner, load_recipe, shipped_recipes  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe, shipped_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "sentence_transformers", "transformers", "mteb", "datasets", "peft")
@@ -240,11 +241,13 @@ def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monke
     from test_recipe import write_recipe
     from tiny_models import make_tiny_llm
 
-    from st_prune.pipeline.runner import RecipeRunner, load_recipe
+    from st_prune.pipeline.context import RunContext
+    from st_prune.pipeline.recipe import load_recipe
+    from st_prune.pipeline.runner import RecipeRunner
 
     model_dir = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
     path = write_recipe(tmp_path, model_dir, variants=[{"name": "small", "pick": "small"}])
-    original, alive_at_load, loaded = RecipeRunner._encoder, [], []
+    original, alive_at_load, loaded = RunContext.encoder, [], []
 
     def recording_encoder(self, *args, **kwargs):
         alive_at_load.append(sum(ref() is not None for ref in loaded))  # earlier stages' models still alive
@@ -252,7 +255,7 @@ def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monke
         loaded.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(RecipeRunner, "_encoder", recording_encoder)
+    monkeypatch.setattr(RunContext, "encoder", recording_encoder)
     RecipeRunner(load_recipe(path), tmp_path / "run", log=lambda _: None).run()
     assert len(loaded) == 3  # scan, train, export
     assert alive_at_load == [0, 0, 0]

@@ -72,7 +72,7 @@ def test_shipped_configs_match_their_recipes_vocabularies_and_published_sizes(tm
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from st_prune.pipeline.runner import load_recipe
+    from st_prune.pipeline.recipe import load_recipe
 
     for name in ARCHITECTURES:
         folder = tmp_path / name

@@ -22,15 +22,10 @@ from tiny_models import make_tiny_bert, make_tiny_llm  # noqa: E402
 
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.pipeline.runner import (  # noqa: E402
-    STAGES,
-    Recipe,
-    RecipeRunner,
-    load_recipe,
-    parse_override,
-    recipes_dir,
-    resolve_model_reference,
-)
+from st_prune.pipeline.stages import STAGES  # noqa: E402
+from st_prune.pipeline.schema import Recipe, parse_override  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe, recipes_dir, resolve_model_reference  # noqa: E402
 
 RECIPES = sorted(recipes_dir().glob("*.yaml"))
 PAPER_RECIPES = {
@@ -177,7 +172,7 @@ def test_every_newer_recipe_says_why():
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"])
 def test_cpu_recipes_evaluation_files_load_as_their_tasks(name):
     from st_prune.evaluation.evaluate import load_local_task
-    from st_prune.pipeline.runner import recipe_relative
+    from st_prune.pipeline.recipe import recipe_relative
 
     recipe = load_recipe(recipes_dir() / f"{name}.yaml")
     types = {}
@@ -318,7 +313,7 @@ def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsy
 
 
 def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, capsys):
-    from st_prune.pipeline.stage_keys import train_key
+    from st_prune.pipeline.stages.train import TRAIN
 
     variants = [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}]
     plain = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
@@ -327,8 +322,8 @@ def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, caps
     assert [own.training_for(v).learning_rate for v in own.variants] == [2e-3, plain.training.learning_rate]
     assert own.training.learning_rate == plain.training.learning_rate  # the shared section is not changed
     # Only the variant with its own rate retrains; the digest of a recipe without one is as before the field.
-    assert train_key(own, own.variants[0], 2) != train_key(plain, plain.variants[0], 2)
-    assert train_key(own, own.variants[1], 2) == train_key(plain, plain.variants[1], 2)
+    assert TRAIN.key(own, own.variants[0], 2) != TRAIN.key(plain, plain.variants[0], 2)
+    assert TRAIN.key(own, own.variants[1], 2) == TRAIN.key(plain, plain.variants[1], 2)
     assert own.digest() != plain.digest()
     status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run"])
     assert status == 0 and "[small: small, 3 steps, lr 0.002]" in capsys.readouterr().out
@@ -420,7 +415,7 @@ def test_specs_check_their_ranges_when_built_in_code_too():
 
     from pydantic import ValidationError
 
-    from st_prune.pipeline.runner import TrainingSpec, VariantSpec
+    from st_prune.pipeline.schema import TrainingSpec, VariantSpec
 
     training = TrainingSpec()
     assert dataclasses.replace(training, steps=5).steps == 5

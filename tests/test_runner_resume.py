@@ -23,7 +23,9 @@ import yaml
 from safetensors.torch import load_file
 
 from st_prune.training import trainer as training
-from st_prune.pipeline.runner import RecipeRunner, load_recipe
+from st_prune.pipeline.recipe import load_recipe
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.util.run_lock import LOCK_NAME
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_resume import StopAt  # noqa: E402  (the Ctrl-C-at-step callback of the st-prune train resume tests)
@@ -86,6 +88,7 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=30) == -signal.SIGKILL
     assert not (killed / "stages" / "train.solo.json").exists()  # killed mid-training, not after
+    assert json.loads((killed / LOCK_NAME).read_text())["pid"] == victim.pid  # the kill left its lock behind
     saved = sorted(int(path.name.split("-")[1]) for path in checkpoints.glob("checkpoint-*")
                    if (path / "trainer_state.json").is_file())
     earlier_seconds = json.loads(
@@ -95,6 +98,8 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     resumed = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
     resumed_seconds = time.perf_counter() - started
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"took over the lock left by process {victim.pid}, which is no longer running" in resumed.stderr
+    assert not (killed / LOCK_NAME).exists()
     match = re.search(r"resuming from checkpoint-(\d+) \(step (\d+) of 40\)", resumed.stdout)
     assert match and match.group(1) == match.group(2), resumed.stdout
     step = int(match.group(1))
@@ -168,3 +173,23 @@ def test_checkpoints_of_other_settings_are_discarded_not_resumed(tiny_llm, tmp_p
     assert not any("resuming from" in line for line in lines), lines
     trained = record(output)
     assert trained["resumed_from"] is None and trained["settings"]["learning_rate"] == 5e-4
+
+
+RUN_MADE_BY_4BEF010 = Path(__file__).parent / "data" / "run-made-by-4bef010"
+
+
+def test_a_run_folder_written_by_the_flat_layout_code_resumes_with_every_stage_skipped(tmp_path):
+    """Issue 24: the package layout and the stage contract keep every stage key, so a run folder written by the code
+    before them (tests/data/run-made-by-4bef010, made by commit 4bef010) resumes with no stage re-run."""
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(RUN_MADE_BY_4BEF010, folder)
+    lines: list[str] = []
+    runner = RecipeRunner(load_recipe(folder / "recipe.yaml"), folder / "run", log=lines.append)
+    summary = runner.run()
+    assert runner.calls == {}, lines
+    skipped = [line for line in lines if line.startswith("[skip]")]
+    assert len(skipped) == 1 + 5 * 2, lines  # the scan, then prune, train, export, evaluate, card of both variants
+    assert not any(line.startswith("[run ]") for line in lines), lines
+    assert summary["small"]["score"] == json.loads((folder / "run/work/small/eval.json").read_text())["average"]

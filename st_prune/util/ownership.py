@@ -278,28 +278,17 @@ def write_text(folder: str | os.PathLike, relative: str, text: str, *, by: str, 
 
 def write_file(folder: str | os.PathLike, relative: str, produce: Callable[[Path], Any], *, by: str,
                overwrite: bool = False, legacy: Legacy | None = None, fix: str) -> Path:
-    """``produce(temporary)`` writes the content, which is then renamed to ``folder/relative`` and recorded."""
-    import tempfile
-
-    from st_prune.util.files import umask_mode
+    """``produce(temporary)`` writes the content, which is then renamed to ``folder/relative`` and recorded
+    (``st_prune.util.files.atomic_path``: all of it or nothing), after ``check_replace``."""
+    from st_prune.util.files import atomic_path
 
     folder = Path(folder)
-    path = folder / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
     check_replace(folder, relative, by=by, overwrite=overwrite, legacy=legacy, fix=fix)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
+    with atomic_path(folder / relative) as temporary:
         produce(temporary)
-        os.chmod(temporary, umask_mode(directory=False))  # mkstemp's 0600 would keep a shared file private
         check_replace(folder, relative, by=by, overwrite=overwrite, legacy=legacy, fix=fix)  # nothing came meanwhile
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     record(folder, [relative], by=by)
-    return path
+    return folder / relative
 
 
 def install(staging: Path, destination: Path, *, by: str, clear: Iterable[str] = (), overwrite: bool = False,
