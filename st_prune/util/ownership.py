@@ -285,7 +285,12 @@ def write_file(folder: str | os.PathLike, relative: str, produce: Callable[[Path
     folder = Path(folder)
     check_replace(folder, relative, by=by, overwrite=overwrite, legacy=legacy, fix=fix)
     with atomic_path(folder / relative) as temporary:
-        produce(temporary)
+        try:
+            produce(temporary)
+        except OSError as error:  # a writer that stages its own temporary file: name the file it was writing
+            if error.filename and Path(error.filename).name.startswith(f".{Path(relative).name}."):
+                error.filename = None
+            raise
         check_replace(folder, relative, by=by, overwrite=overwrite, legacy=legacy, fix=fix)  # nothing came meanwhile
     record(folder, [relative], by=by)
     return folder / relative
