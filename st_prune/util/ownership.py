@@ -13,8 +13,9 @@ existing folder are recorded before they are moved in, so a kill part-way leaves
 (which count for nothing).
 
 Writers use three calls: ``check_replace`` (before any long work and again just before writing), ``install`` (a
-complete staging folder into its destination) and ``write_text`` (one file). ``remove_owned`` removes what st-prune
-wrote and nothing else (the folders it created, once empty).
+complete staging folder into its destination) and ``write_text``/``write_file`` (one file). ``remove_owned`` removes
+what st-prune wrote and nothing else (the folders it created, once empty). Files written by an st-prune from before the
+record are recognised by writer-specific proofs (``adopt``), e.g. a zoo index that is exactly what st-prune renders.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from st_prune.errors import StPruneError
 MANIFEST = ".st-prune-files.json"
 ABOUT = ("The files st-prune wrote in this folder; st-prune replaces or removes only these, and only while they are "
          "unchanged. Not part of the model: safe to delete (st-prune then treats every file here as yours).")
-#: Where a file's sha256 is computed: only when its modification time no longer matches the record.
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # bytes read at a time when hashing
 
 Legacy = Callable[[Path], bool]  # writer-specific proof for files an older st-prune wrote without a record
 
@@ -176,12 +176,14 @@ def _walk(top: Path, base: Path) -> tuple[list[str], list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------ the question
-def owner(folder: str | os.PathLike, relative: str, *, legacy: Legacy | None = None) -> str | None:
+def owner(folder: str | os.PathLike, relative: str, *, legacy: Legacy | None = None,
+          recorded: dict[str, Any] | None = None) -> str | None:
     """The verb that wrote ``folder/relative`` if it is st-prune's and unchanged, else None.
 
-    ``legacy`` decides for a file the record does not list (written by an st-prune from before the record)."""
+    ``legacy`` decides for a file the record does not list (written by an st-prune from before the record);
+    ``recorded``: the folder's record, when the caller has read it already."""
     folder = Path(folder)
-    entry = read_record(folder)["files"].get(relative)
+    entry = (recorded or read_record(folder))["files"].get(relative)
     if entry is not None and _unchanged(folder / relative, entry):
         return str(entry.get("by", "st-prune"))
     if entry is None and legacy is not None and (folder / relative).is_file() and legacy(folder / relative):
@@ -213,7 +215,7 @@ def foreign(folder: str | os.PathLike, *, legacy: Legacy | None = None) -> list[
     folder = Path(folder)
     current = read_record(folder)
     files, dirs = _walk(folder, folder)
-    found = [name for name in files if owner(folder, name, legacy=legacy) is None]
+    found = [name for name in files if owner(folder, name, legacy=legacy, recorded=current) is None]
     holding = {str(Path(name).parent.as_posix()) for name in files}
     found += [name for name in dirs if name not in current["dirs"] and not any(
         other == name or other.startswith(name + "/") for other in holding)]
@@ -237,7 +239,7 @@ def remove_owned(folder: str | os.PathLike, *, under: Iterable[str] = ("",), roo
         if legacy is not None:
             names |= {name for name in _walk(folder, folder)[0] if name not in current["files"]}
         for name in sorted(names):
-            if _under(name, prefixes) and owner(folder, name, legacy=legacy) is not None:
+            if _under(name, prefixes) and owner(folder, name, legacy=legacy, recorded=current) is not None:
                 (folder / name).unlink()
                 current["files"].pop(name, None)
         for name in sorted(current["dirs"], key=lambda d: d.count("/"), reverse=True):
