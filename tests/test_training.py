@@ -21,14 +21,13 @@ from transformers import TrainerCallback
 from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.errors import StPruneError
+from st_prune.data.echo import E5_INSTRUCTIONS, load_e5_mix
 from st_prune.training.trainer import (
-    E5_INSTRUCTIONS,
     PAPER_LORA_TARGETS,
     NonFiniteLossError,
     TrainingConfig,
     build_loss,
     build_trainer,
-    load_e5_mix,
     prepare_training_data,
     resolve_lora_targets,
     train_pruned,
