@@ -32,8 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-batches", type=int, default=100, metavar="N", help="batches to average (default 100)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the row sampling (default 42)")
     parser.add_argument("--scale", type=float, default=50.0, help="InfoNCE scale, 1/temperature (default 50)")
-    parser.add_argument("--pooling", choices=sorted(POOLING_MODES), default="weighted_mean")
-    parser.add_argument("--max-seq-length", type=int, default=512, metavar="N")
+    parser.add_argument(
+        "--pooling", choices=sorted(POOLING_MODES),
+        help="pooling of an LLM's encoder (default weighted_mean); a sentence-transformers embedder is scanned with its "
+        "own pooling, Dense/Normalize and query/document prompts",
+    )
+    parser.add_argument(
+        "--max-seq-length", type=int, metavar="N", help="tokens per text (default 512; an embedder keeps its own)"
+    )
     parser.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default="auto",
         help="dtype the model loads in (default auto: the checkpoint's own; float32 if the loss overflows)",
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.l3prune.scan import L3Prune, scan
     from st_prune.model.truncated_llm import encoder_from_llm
 
-    if args.max_seq_length < 1:
+    if args.max_seq_length is not None and args.max_seq_length < 1:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise StPruneError(f"--scale must be a positive number (the paper uses 50), got {args.scale}")
@@ -87,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
     # The loader `st-prune train` and `run` use: an echo-data folder is read as the paper's E5 mix.
     source = load_training_source(args.data, instructions=instructions, default_instruction=args.instruction)
-    batches = selector.sample(source.data, source.prompts)
+    from st_prune.model.embedder import embedder_prompts
+
+    batches = selector.sample(source.data, embedder_prompts(args.model, source.data, source.prompts))
     print(f"data: {len(source.rows)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
 
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")

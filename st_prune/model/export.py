@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules.dense import Dense
 from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
@@ -34,7 +35,10 @@ LEGACY_TYPES: dict[type, str] = {
     Transformer: "sentence_transformers.models.Transformer",
     Pooling: "sentence_transformers.models.Pooling",
     Normalize: "sentence_transformers.models.Normalize",
+    Dense: "sentence_transformers.models.Dense",  # kept from a trained embedder (st_prune.model.embedder)
 }
+# The Dense keys ST 5.x's Dense(**config) accepts; it fails on any other key.
+LEGACY_DENSE_KEYS = ("in_features", "out_features", "bias", "activation_function")
 
 # ST 6 Pooling modes -> the boolean keys ST 5.x reads (ST 6 converts them back on load).
 LEGACY_POOLING_KEYS = {
@@ -56,7 +60,7 @@ def legacy_type(module: torch.nn.Module) -> str:
             return name
     raise StPruneError(
         f"cannot export a {type(module).__name__} module as a built-in sentence-transformers type; "
-        "exported models may contain only Transformer/TruncatedLLM, Pooling and Normalize modules"
+        "exported models may contain only Transformer/TruncatedLLM, Pooling, Dense and Normalize modules"
     )
 
 
@@ -73,6 +77,12 @@ def merge_adapters(model: SentenceTransformer) -> bool:
 def _check_exportable(model: SentenceTransformer) -> None:
     for module in model:
         legacy_type(module)
+        if isinstance(module, Dense) and (module.use_residual or {module.module_input_name, module.module_output_name}
+                                          != {"sentence_embedding"}):
+            raise StPruneError(
+                "cannot export a Dense module with a residual or other input/output names: sentence-transformers 5.x "
+                "cannot load it; exported Dense modules map sentence_embedding to itself"
+            )
     first = model[0]
     if not isinstance(first, Transformer):
         raise StPruneError("the first module must be a TruncatedLLM/Transformer to export the model")
@@ -93,15 +103,29 @@ def _rewrite_legacy_configs(model: SentenceTransformer, folder: Path) -> None:
             # Without modality keys, ST 6 falls back to plain-text forward -> last_hidden_state, the pinned config.
             config = {"max_seq_length": module.max_seq_length, "do_lower_case": module.do_lower_case}
             (module_folder / "sentence_bert_config.json").write_text(json.dumps(config, indent=2))
+            if module.tokenizer is not None and module.tokenizer.padding_side == "left":
+                # A trained embedder that pads on the left (Qwen3-Embedding) keeps it; transformers saves the side
+                # only when it was a constructor argument, and both 4.x and 5.x read it from tokenizer_config.json.
+                _set_tokenizer_config(module_folder / "tokenizer_config.json", padding_side="left")
         elif isinstance(module, Pooling):
             modes = (module.pooling_mode,) if isinstance(module.pooling_mode, str) else tuple(module.pooling_mode)
             config: dict[str, Any] = {"word_embedding_dimension": module.embedding_dimension}
             config.update({key: mode in modes for mode, key in LEGACY_POOLING_KEYS.items()})
             config["include_prompt"] = module.include_prompt
             (module_folder / "config.json").write_text(json.dumps(config, indent=2))
+        elif isinstance(module, Dense):
+            saved = json.loads((module_folder / "config.json").read_text())
+            config = {key: saved[key] for key in LEGACY_DENSE_KEYS if key in saved}
+            (module_folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "modules.json").write_text(json.dumps(modules_json, indent=2))
     _rewrite_tokenizer_class(folder / "tokenizer_config.json")
     _add_legacy_rope_keys(folder / "config.json")
+
+
+def _set_tokenizer_config(tokenizer_config_path: Path, **values: Any) -> None:
+    config = json.loads(tokenizer_config_path.read_text()) if tokenizer_config_path.is_file() else {}
+    config.update(values)
+    tokenizer_config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def _add_legacy_rope_keys(config_path: Path) -> None:

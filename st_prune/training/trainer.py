@@ -725,7 +725,7 @@ def train_pruned(
     prompts: Prompts = None,
     layers: int | None = None,
     fraction: float | None = None,
-    pooling: str = "weighted_mean",
+    pooling: str | None = None,
     work_dir: str | os.PathLike | None = None,
     resume: bool | str | os.PathLike = False,
     overwrite: bool = False,
