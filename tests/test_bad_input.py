@@ -180,7 +180,8 @@ def test_scan_under_a_file_size_limit_keeps_no_half_plot(tiny_llm, triplets_file
     finally:
         l3prune.L3PruneResult.plot = real_plot
     assert_one_line(status, err, f"a file exceeds the file-size limit while writing {tmp_path / 'out' / 'scan.png'}")
-    assert _left_in(tmp_path / "out") == {"scan.json"}  # whole; no half scan.png, no temporary file
+    # whole, with st-prune's record of it; no half scan.png, no temporary file
+    assert _left_in(tmp_path / "out") == {"scan.json", ".st-prune-files.json"}
 
 
 def test_no_space_left_is_one_line_naming_the_output(tiny_llm, tmp_path, capsys, monkeypatch):
@@ -321,7 +322,7 @@ def test_submit_under_a_file_size_limit_leaves_no_half_submission(mteb_results, 
     assert _left_in(tmp_path / "sub") == {"notes.txt"}
     file_size_limit(None)  # space again: the submission lands beside the user's file
     assert run_cli(["submit", mteb_results, "--output", tmp_path / "sub"], capsys)[0] == 0
-    assert _left_in(tmp_path / "sub") == {"notes.txt", "results", "o_models.py", "SUBMISSION.md"}
+    assert _left_in(tmp_path / "sub") == {"notes.txt", "results", "o_models.py", "SUBMISSION.md", ".st-prune-files.json"}
     assert (tmp_path / "sub" / "results" / "o__m" / "main" / "STSBenchmark.json").is_file()
 
 

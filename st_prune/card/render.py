@@ -25,7 +25,7 @@ import jinja2
 
 from st_prune.model.dtypes import saved_weights
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json, write_text_atomic
+from st_prune.util.files import read_json
 from st_prune.util.local_only import load_model_folder
 
 TEMPLATE_NAME = "model_card.md.j2"
@@ -356,12 +356,19 @@ def _local_names(recipe) -> set[str]:
 
 
 def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None) -> Path:
-    """Render the card into ``folder/README.md`` (atomically) and copy the L3Prune curve beside it."""
+    """Render the card into ``folder/README.md`` (atomically) and copy the L3Prune curve beside it.
+
+    They replace st-prune's own files only (the export's card, an earlier card): a README.md the user wrote or
+    edited in the model folder is refused (``st_prune.util.ownership``)."""
+    from st_prune.util import ownership
+
     local = tuple(str(p) for p in {folder.resolve().parent.parent, Path.cwd()} if str(p) not in ("/", ""))
     text = render_card(context, extra_forbidden=local)
+    fix = "move it away and run the card stage again"
     if curve is not None and curve.is_file():
-        shutil.copyfile(curve, folder / CURVE_FILE)
-    write_text_atomic(folder / "README.md", text)
+        ownership.write_file(folder, CURVE_FILE, lambda path: shutil.copyfile(curve, path), by="card", overwrite=True,
+                             fix=fix)
+    ownership.write_text(folder, "README.md", text, by="card", overwrite=True, fix=fix)
     return folder / "README.md"
 
 

@@ -79,9 +79,15 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.util.writable import check_writable_file
 
     check_device(args.device)
-    check_writable_file(args.output, "--output")
+    # Every file the scan will write, checked now: a scan can take minutes, and must never replace the user's files.
+    destinations = [("--output", Path(args.output))]
     if not args.no_plot:
-        check_writable_file(args.plot or Path(args.output).with_suffix(".png"), "--plot" if args.plot else "--output")
+        destinations.append(("--plot" if args.plot else "--output", Path(args.plot or Path(args.output).with_suffix(".png"))))
+    for flag, path in destinations:
+        check_writable_file(path, flag)
+        _check_destination(path, flag, Path(args.data))
+    if len({path.resolve() for _, path in destinations}) < len(destinations):
+        raise StPruneError(f"--plot {args.plot} is the --output file; give the curve its own name, e.g. --plot scan.png")
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     # Every data error comes before the (possibly minutes long) model load.
     instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
@@ -101,10 +107,33 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         settings={"batch_size": args.batch_size, "num_batches": len(batches), "seed": args.seed},
     )
-    output = result.save(args.output)
+    output = _write(Path(args.output), "--output", result.save)
     print(result.summary())
     print(f"curve -> {output}")
     if not args.no_plot:
-        plot = result.plot(args.plot or Path(args.output).with_suffix(".png"))
+        flag = "--plot" if args.plot else "--output"
+        plot = _write(Path(args.plot or Path(args.output).with_suffix(".png")), flag, result.plot)
         print(f"plot -> {plot}")
     return 0
+
+
+def _check_destination(path: Path, flag: str, data: Path) -> None:
+    """``path`` is not the training data (nor inside a data folder) and holds no file st-prune did not write."""
+    from st_prune.util import ownership
+
+    target, source = path.resolve(), data.resolve()
+    if target == source:
+        raise StPruneError(f"{flag} {path} is the --data file, which the scan would overwrite; choose another {flag}, "
+                           f"e.g. {flag} scan.json")
+    if source in target.parents:
+        raise StPruneError(f"{flag} {path} is inside the --data folder {data}, whose files are read as training data; "
+                           f"choose another {flag}, e.g. {flag} scan.json")
+    ownership.check_replace(path.parent, path.name, by="scan", fix=f"choose another {flag} or move that file away")
+
+
+def _write(path: Path, flag: str, save) -> Path:
+    """``save(temporary)`` renamed to ``path`` and recorded as st-prune's (``st_prune.util.ownership``)."""
+    from st_prune.util import ownership
+
+    ownership.write_file(path.parent, path.name, save, by="scan", fix=f"choose another {flag} or move that file away")
+    return path

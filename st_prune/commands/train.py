@@ -3,8 +3,8 @@
 Prune, train with the paper's recipe (LoRA, hard-negative InfoNCE, instructions excluded from pooling) and
 export the merged, vanilla-loadable model to DIR. Checkpoints go to the sibling folder DIR.work/ so
 that DIR only ever holds the finished export (plus scan.json/scan.png with --l3prune); a run
-that stops early continues with --resume. DIR.work/ is deleted after a successful export unless
---keep-checkpoints.
+that stops early continues with --resume. What st-prune wrote in DIR.work/ is deleted after a successful
+export unless --keep-checkpoints; a DIR.work/ of your own is never used or deleted.
 
 Several GPUs: the same command under torchrun --nproc_per_node N -m st_prune.cli train ... (or
 accelerate launch -m st_prune.cli train ...) trains with DDP and shares in-batch negatives across
@@ -22,7 +22,7 @@ from typing import Any
 
 from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json, write_json_atomic
+from st_prune.util.files import read_json
 from st_prune.util.interrupts import Resume
 
 RUN_FILE = "run.json"
@@ -271,9 +271,16 @@ def run(args: argparse.Namespace) -> int:
         extra_files["teacher.json"] = json.dumps(cost, indent=2) + "\n"  # the teacher's cost, beside the model
     module = model[0]
     if is_main_process():
-        write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "dtype": args.dtype,
-                          "kept_layers": module.num_layers,
-                          "num_original_layers": module.num_original_layers, "config": config.to_dict()})
+        import json
+
+        from st_prune.training.trainer import claim_work_dir
+        from st_prune.util import ownership
+
+        claim_work_dir(work)
+        run_record = {"model": args.model, **depth, "dtype": args.dtype, "kept_layers": module.num_layers,
+                      "num_original_layers": module.num_original_layers, "config": config.to_dict()}
+        ownership.write_text(work, RUN_FILE, json.dumps(run_record, indent=2, sort_keys=True) + "\n", by="train",
+                             fix="move it away or choose another --output")
 
     train_pruned(
         model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
@@ -365,8 +372,12 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
         options["batch_size"] = args.scan_batch_size
     result = L3Prune(**options).select(full, data)  # the trainer's datasets and prompts (TrainingData)
     if is_main_process():
-        work.mkdir(parents=True, exist_ok=True)
-        result.save(work / SCAN_JSON)
-        result.plot(work / SCAN_PNG)
+        from st_prune.training.trainer import claim_work_dir
+        from st_prune.util import ownership
+
+        claim_work_dir(work)
+        fix = "move it away or choose another --output"
+        ownership.write_file(work, SCAN_JSON, result.save, by="train", fix=fix)
+        ownership.write_file(work, SCAN_PNG, result.plot, by="train", fix=fix)
         print(result.summary())
     return result.prune(full, args.l3prune)
