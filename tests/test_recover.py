@@ -101,6 +101,7 @@ def test_cli_self_distillation_from_jsonl_text(embedder, tmp_path, capsys, count
     assert exported[0].auto_model.config.num_hidden_layers == 2
     assert distance_to_teacher(exported, teacher) < 0.7 * distance_to_teacher(encoder_from_llm(str(embedder), layers=2),
                                                                            teacher)
+    assert not (tmp_path / "out.work").exists()  # the cache went with the checkpoints once exported
     cost = json.loads((tmp_path / "out" / "teacher.json").read_text())
     assert cost["texts"] == len(TEXTS) and cost["teacher_layers"] == 4 and not cost["cached"]
 
@@ -192,17 +193,27 @@ def test_an_empty_text_file_is_one_line(embedder, tmp_path, capsys, content, mes
     assert sorted(path.name for path in tmp_path.iterdir()) == ["docs.txt"]  # nothing written
 
 
-def test_a_stale_cache_in_the_work_folder_is_refused(embedder, tmp_path, capsys):
-    """DIR.work holds another model's teacher embeddings: one line naming the fix, exit 2, nothing written."""
+def test_a_stale_cache_in_the_work_folder_is_refused(embedder, tmp_path, capsys, monkeypatch):
+    """A run stopped after the teacher embedded its texts leaves the cache in DIR.work; a re-run with another
+    --max-seq-length finds it stale: one line naming the fix, exit 2, nothing written."""
+    import st_prune.training.trainer as trainer
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    data = write_txt(tmp_path / "docs.txt")
+    argv = ["train", embedder, "--data", data, "--layers", 2, "--recover", "distill", "--batch-size", 4,
+            "--output", tmp_path / "out"]
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "train_pruned", stop)  # Ctrl-C once the teacher's embeddings are cached
+        assert run_cli(argv, capsys)[0] == 130
     work = tmp_path / "out.work"
-    teacher = encoder_from_llm(str(embedder))
-    self_distill.self_distillation_data(teacher, TEXTS, work / self_distill.CACHE_DIR, identity="another model",
-                                        batch_size=4, progress=False)
+    assert (work / self_distill.CACHE_DIR / "key.json").is_file()
     before = sorted((p.name, p.stat().st_mtime_ns) for p in work.rglob("*"))
-    status, err, _ = run_cli(["train", embedder, "--data", write_txt(tmp_path / "docs.txt"), "--layers", 2,
-                              "--recover", "distill", "--batch-size", 4, "--output", tmp_path / "out"], capsys)
+    status, err, _ = run_cli([*argv, "--max-seq-length", 16], capsys)
     assert status == 2 and len(err.splitlines()) == 1, err
-    assert "holds teacher embeddings of another teacher" in err and "delete" in err and "--overwrite" in err, err
+    assert "holds teacher embeddings of another max_seq_length (96, now 16)" in err, err
+    assert "delete" in err and "--overwrite" in err, err
     assert sorted((p.name, p.stat().st_mtime_ns) for p in work.rglob("*")) == before
     assert not (tmp_path / "out").exists()
 

@@ -271,8 +271,6 @@ def run(args: argparse.Namespace) -> int:
         extra_files["teacher.json"] = json.dumps(cost, indent=2) + "\n"  # the teacher's cost, beside the model
     module = model[0]
     if is_main_process():
-        import json
-
         from st_prune.training.trainer import claim_work_dir
         from st_prune.util import ownership
 
@@ -313,12 +311,18 @@ def _teacher_embeddings(args: argparse.Namespace, config, model, data, work: Pat
     from st_prune.training.trainer import is_main_process, teacher_identity
     from st_prune.util.resources import release_memory
 
+    from st_prune.training.trainer import WORK_WRITER, claim_work_dir
+    from st_prune.util import ownership
+
     teacher = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=model.max_seq_length, dtype=args.dtype)
-    # --overwrite starts over: a stale cache is st-prune's own scratch then; otherwise it is refused (one line).
+    # --overwrite starts over: a stale cache is st-prune's own scratch then; otherwise it is refused (one line) before
+    # anything is written. The cache's files are recorded as st-prune's, so the clean-up after the export removes them.
     data, cost = self_distillation_data(
         teacher, data, work / CACHE_DIR, identity=teacher_identity(args.model, teacher), batch_size=config.batch_size,
-        stale="rebuild" if args.overwrite else "refuse", progress=is_main_process())
+        stale="rebuild" if args.overwrite else "refuse", progress=is_main_process(),
+        before_write=(lambda: claim_work_dir(work)) if is_main_process() else None)
     if is_main_process():
+        ownership.record_tree(work, CACHE_DIR, by=WORK_WRITER, digest=False)
         how = "read from the cache" if cost.cached else f"embedded in {cost.seconds:.0f}s"
         print(f"teacher: the uncut model ({teacher[0].num_layers} layers), {cost.texts} texts {how}")
     del teacher

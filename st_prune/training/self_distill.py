@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,14 +148,18 @@ def teacher_embeddings(
     stale: str = "refuse",
     progress: bool = True,
     chunk_size: int = CHUNK,
+    before_write: Callable[[], Any] | None = None,
 ) -> tuple[np.ndarray, TeacherCost]:
     """The teacher's embedding of every (prompt, text) in ``items``, (len(items), dimension) float32, cached in
-    ``folder`` (resumable: chunks of ``chunk_size`` texts, each written whole)."""
+    ``folder`` (resumable: chunks of ``chunk_size`` texts, each written whole). ``before_write`` runs once the cache is
+    known to be usable, before anything is written (``st-prune train`` claims its work folder there)."""
     from tqdm.auto import tqdm
 
     folder = Path(folder)
     key = cache_key(identity, items, teacher.max_seq_length, teacher)
     check_cache(folder, key, stale)
+    if before_write is not None:
+        before_write()
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / KEY_FILE, key)
     cost_file = folder / "cost.json"  # the embedding time of earlier (killed) runs, so the card counts it all
@@ -225,6 +229,7 @@ def self_distillation_data(
     prompts: Any = None,
     stale: str = "refuse",
     progress: bool = True,
+    before_write: Callable[[], Any] | None = None,
 ) -> tuple[TrainingData, TeacherCost]:
     """Training data carrying the teacher's embedding of every text in a ``label`` column, and the teacher's cost.
 
@@ -254,7 +259,7 @@ def self_distillation_data(
             items.extend((prompt, text) for text in dataset[column])
         layout.append((name, dataset, len(dataset.column_names), len(dataset)))
     vectors, cost = teacher_embeddings(teacher, items, cache_dir, identity=identity, batch_size=32, stale=stale,
-                                       progress=progress)
+                                       progress=progress, before_write=before_write)
     datasets, offset = {}, 0
     for name, dataset, columns, rows in layout:
         block = vectors[offset:offset + columns * rows].reshape(columns, rows, -1).transpose(1, 0, 2)
