@@ -157,8 +157,9 @@ def test_pairs_train_on_contrastive_plus_distance(embedder, tmp_path):
     query = teacher.encode([rows[0]["anchor"]], prompt=labelled.prompt("train", "anchor") or "")[0]
     assert abs(sum(a * b for a, b in zip(query, dataset[0]["label"][0], strict=True)) - 1) < 1e-4
     # Against the contrastive loss alone, the same steps on the same pairs: the distance term keeps the cut nearer.
-    distilled = train_pruned(encoder_from_llm(str(embedder), layers=2), labelled,
-                             TrainingConfig(recover="distill", **FAST), work_dir=tmp_path / "w1")
+    distilled = train_pruned(str(embedder), str(data), TrainingConfig(recover="distill", **FAST), tmp_path / "o1",
+                             layers=2)  # the teacher: the full-depth model at that path
+    assert not (tmp_path / "o1.work").exists()  # the teacher's cache went with the checkpoints once exported
     plain_rows = labelled.datasets["train"].remove_columns("label")
     contrastive = train_pruned(encoder_from_llm(str(embedder), layers=2), plain_rows, TrainingConfig(**FAST),
                                work_dir=tmp_path / "w2")
@@ -196,7 +197,7 @@ def test_an_empty_text_file_is_one_line(embedder, tmp_path, capsys, content, mes
 def test_a_stale_cache_in_the_work_folder_is_refused(embedder, tmp_path, capsys, monkeypatch):
     """A run stopped after the teacher embedded its texts leaves the cache in DIR.work; a re-run with another
     --max-seq-length finds it stale: one line naming the fix, exit 2, nothing written."""
-    import st_prune.training.trainer as trainer
+    from st_prune.training import trainer
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt

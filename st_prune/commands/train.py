@@ -336,10 +336,15 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
     command that resumes from it."""
     from st_prune.training.trainer import TrainingConfig, last_intact_checkpoint, work_dir_for
 
-    last = last_intact_checkpoint(work_dir_for(Path(args.output)))
+    work = work_dir_for(Path(args.output))
+    last = last_intact_checkpoint(work)
     if last is None:
         every = args.save_steps or TrainingConfig.save_steps
-        return Resume(f"no checkpoint was saved yet (one every {every} steps, --save-steps)", argv,
+        from st_prune.training.self_distill import CACHE_DIR
+
+        # --recover distill: the teacher's embeddings finished so far are kept, and the same command goes on from them
+        cached = f"; the teacher's embeddings so far are kept in {work / CACHE_DIR}" if (work / CACHE_DIR).is_dir() else ""
+        return Resume(f"no checkpoint was saved yet (one every {every} steps, --save-steps){cached}", argv,
                       action="start again with")
     return Resume(f"the last checkpoint is {last}", _resume_argv(args, argv))
 

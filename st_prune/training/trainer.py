@@ -798,6 +798,11 @@ def train_pruned(
     if config.recover == "distill" and not _carries_teacher_embeddings(data):
         data, cost = _self_distillation(model_or_path, model, teacher, data, config, work_dir, prompts, pooling)
         prompts = None  # the prepared data carries its prompts
+        if not temporary_work and is_main_process():  # st-prune's own files: the clean-up after the export removes them
+            from st_prune.training.self_distill import CACHE_DIR
+            from st_prune.util import ownership
+
+            ownership.record_tree(work_dir, CACHE_DIR, by=WORK_WRITER, digest=False)
     try:
         train_encoder(model, data, config, work_dir, prompts=prompts, resume=checkpoint, callbacks=callbacks)
         model.st_prune_teacher_cost = cost.to_dict() if cost is not None else None

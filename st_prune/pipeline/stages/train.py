@@ -179,16 +179,13 @@ def self_distillation_data(ctx, config) -> tuple[Any, dict[str, Any]]:
     cache = ctx.folder.root / "work" / self_distill.CACHE_DIR
     # stale="rebuild": the cache is the run's own scratch (like checkpoints), and a changed key means changed settings.
     # Rank 0 embeds; under DDP the other ranks then read its cache (no two processes write it).
-    def embed():
-        return self_distill.self_distillation_data(
-            teacher, source.data, cache, identity=f"{ctx.source()} ({layers} layers)", batch_size=config.batch_size,
-            prompts=source.prompts, stale="rebuild", progress=distributed.is_main())
-
+    options = {"identity": f"{ctx.source()} ({layers} layers)", "batch_size": config.batch_size,
+               "prompts": source.prompts, "stale": "rebuild", "progress": distributed.is_main()}
     if distributed.is_main():
-        data, cost = embed()
+        data, cost = self_distill.self_distillation_data(teacher, source.data, cache, **options)
     distributed.wait_for_everyone()
     if not distributed.is_main():
-        data, cost = embed()
+        data, cost = self_distill.self_distillation_data(teacher, source.data, cache, **options)
     how = "read from the cache" if cost.cached else f"embedded in {cost.seconds:.0f}s"
     ctx.log(f"       teacher: the uncut base ({layers} layers), {cost.texts} training texts {how}")
     del teacher
