@@ -255,7 +255,7 @@ def test_export_onnx_stays_one_file_below_the_threshold_unless_asked(tiny_llm, t
     model = _load(folder)
     example = model.preprocess(["hello", TEXTS[2]])
     transformer = model[0].model
-    assert onnx_export.weight_bytes(transformer) < onnx_export.EXTERNAL_DATA_THRESHOLD
+    assert onnx_export.parameter_bytes(transformer) < onnx_export.EXTERNAL_DATA_THRESHOLD
     for name in ("single", "split"):
         (tmp_path / name).mkdir()
     single = onnx_export.export_onnx(transformer, example, tmp_path / "single" / "model.onnx")
@@ -266,88 +266,6 @@ def test_export_onnx_stays_one_file_below_the_threshold_unless_asked(tiny_llm, t
     expected = _torch_embeddings(model)
     for path in (single, split):
         assert np.abs(_graph_embeddings(model, onnx_runner(path), "right") - expected).max() <= 1e-4, path.parent.name
-
-
-def _down_proj_inputs(model, samples):
-    """Per-layer max / median of the down projections' input channel maxima (how hard one int8 scale has it)."""
-    from st_prune.deploy.onnx import EncoderGraph
-
-    seen = {}
-    hooks = [layer.mlp.down_proj.register_forward_pre_hook(
-        lambda module, args, index=index: seen.setdefault(index, []).append(args[0].abs().amax((0, 1))))
-        for index, layer in enumerate(model.layers)]
-    with torch.no_grad():
-        for sample in samples:
-            EncoderGraph(model)(sample["input_ids"], sample["attention_mask"])
-    for hook in hooks:
-        hook.remove()
-    maxima = [torch.stack(values).amax(0) for _, values in sorted(seen.items())]
-    return [float(channel.max() / channel.median()) for channel in maxima]
-
-
-def test_smoothing_the_down_projections_keeps_the_function_and_flattens_their_input(tiny_llm, tmp_path):
-    from st_prune.deploy.onnx import EncoderGraph, smooth_down_projections
-
-    model = _load(_model_folder(tiny_llm, tmp_path / "model"))
-    transformer = model[0].model
-    with torch.no_grad():  # one channel of each MLP an outlier, as in real LLMs
-        for layer in transformer.layers:
-            layer.mlp.up_proj.weight[3] *= 50
-    samples = [{key: features[key] for key in ("input_ids", "attention_mask")}
-               for features in (model.preprocess([text]) for text in TEXTS)]
-    smoothed = smooth_down_projections(transformer, samples)
-    batch = model.preprocess(TEXTS)
-    with torch.no_grad():
-        before = EncoderGraph(transformer)(batch["input_ids"], batch["attention_mask"])
-        after = EncoderGraph(smoothed)(batch["input_ids"], batch["attention_mask"])
-    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)  # the same function in float
-    spread_before, spread_after = _down_proj_inputs(transformer, samples), _down_proj_inputs(smoothed, samples)
-    assert all(flat < 0.5 * steep for flat, steep in zip(spread_after, spread_before)), (spread_before, spread_after)
-    assert transformer.layers[0].mlp.up_proj.weight[3].abs().max() > 1  # the original is untouched
-    assert smooth_down_projections(transformer, []) is None  # nothing to calibrate on
-
-
-def test_int8_onnx_quantizes_every_matmul_after_smoothing_and_falls_back_without_it(tiny_llm, tmp_path, monkeypatch):
-    import onnx
-
-    def matmuls(path):
-        graph = onnx.load(str(path)).graph
-        return [(node.op_type, node.name) for node in graph.node if "MatMul" in node.op_type and "proj" in node.name]
-
-    folder = _model_folder(tiny_llm, tmp_path / "model")
-    monkeypatch.setattr("st_prune.deploy.deploy.MIN_COSINE", -1.0)  # tiny random models: the bar is not what is tested
-    monkeypatch.setattr("st_prune.deploy.deploy.SMOOTH_ALL_MATMULS", True)  # off by default (held-out texts, see there)
-    report = deploy(folder, backends=["onnx"], quantize=["int8"])
-    entry = report["files"][FILES["onnx", "int8"]]
-    assert entry["shipped"] and "SmoothQuant" in entry["precision"]
-    assert not any(op == "MatMul" for op, _ in matmuls(folder / FILES["onnx", "int8"]))  # all integer MatMuls
-    assert sorted(path.name for path in (folder / "onnx").iterdir()) == ["model.onnx", "model_qint8_avx2.onnx"]
-
-    # When every MatMul in int8 misses the bar, the down projections stay fp32 and the rest is int8.
-    real_compare = st_prune_deploy()._Checks.compare
-    calls = []
-
-    def compare(self, run_graph):
-        measured = real_compare(self, run_graph)
-        calls.append(measured)
-        return {**measured, "cosine_to_torch_min": 0.5} if len(calls) == 2 else measured  # 2nd: smoothed int8
-
-    monkeypatch.setattr("st_prune.deploy.deploy.MIN_COSINE", 0.9)
-    monkeypatch.setattr(st_prune_deploy()._Checks, "compare", compare)
-    report = deploy(folder, backends=["onnx"], quantize=["int8"], overwrite=True)
-    entry = report["files"][FILES["onnx", "int8"]]
-    assert len(calls) == 3 and entry["shipped"] and "down projections fp32" in entry["precision"]
-    kept = [name for op, name in matmuls(folder / FILES["onnx", "int8"]) if op == "MatMul"]
-    assert kept and all("down_proj" in name for name in kept)
-    assert sorted(path.name for path in (folder / "onnx").iterdir()) == ["model.onnx", "model_qint8_avx2.onnx"]
-
-
-def test_phi3s_fused_mlp_is_not_smoothed(tiny_llm, tmp_path):
-    from st_prune.deploy.onnx import smooth_down_projections
-
-    model = _load(_model_folder(tiny_llm, tmp_path / "model", "phi3"))
-    features = model.preprocess([TEXTS[0]])
-    assert smooth_down_projections(model[0].model, [features]) is None
 
 
 def st_prune_deploy():

@@ -396,9 +396,9 @@ def test_folders_that_are_not_models_are_refused_before_any_request(hub, tmp_pat
     shutil.rmtree(broken / "1_Pooling")
 
     cases = [
-        (tmp_path / "does-not-exist", "is not a directory"),
-        (empty, r"not a SentenceTransformer model folder \(no modules\.json\)"),
-        (no_modules, r"not a SentenceTransformer model folder \(no modules\.json\)"),
+        (tmp_path / "does-not-exist", "is not a folder"),
+        (empty, r"not a sentence-transformers model folder \(no modules\.json\)"),
+        (no_modules, r"not a sentence-transformers model folder \(no modules\.json\)"),
         (broken, "module folder '1_Pooling' listed in .* is missing"),
     ]
     for folder, expected in cases:

@@ -22,8 +22,8 @@ from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.errors import StPruneError
 from st_prune.data.echo import E5_INSTRUCTIONS, load_e5_mix
+from st_prune.paper import PAPER_LORA_TARGETS
 from st_prune.training.trainer import (
-    PAPER_LORA_TARGETS,
     NonFiniteLossError,
     TrainingConfig,
     build_loss,

@@ -71,12 +71,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
 from st_prune.errors import StPruneError
 from st_prune.training.config import TrainingConfig, automatic_bf16, automatic_gradient_checkpointing
+from st_prune.util import distributed
 from st_prune.util.distributed import world_size
 
 logger = logging.getLogger(__name__)
-
-# The paper's LoRA targets (LLM2Vec's list): attention and MLP projections of every decoder layer.
-from st_prune.paper import PAPER_LORA_TARGETS  # noqa: E402  (re-exported: the paper's LoRA targets)
 
 # Fused projections that stand in for split ones (Phi-3: qkv_proj, gate_up_proj; Baichuan: W_pack; ...).
 FUSED_LORA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -770,11 +768,11 @@ def train_pruned(
         work_dir = tempfile.mkdtemp(prefix="st-prune-train-") if temporary_work else work_dir_for(output_dir)
     work_dir = Path(work_dir)
     checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite, derived_work_dir=derived)
-    if not temporary_work and is_main_process():
+    if not temporary_work and distributed.is_main():
         claim_work_dir(work_dir)
         callbacks = [_RecordCheckpoints(work_dir), *(callbacks or [])]
     if checkpoint is None and has_checkpoints(work_dir):
-        if is_main_process():  # --overwrite: start over (st-prune's checkpoints only)
+        if distributed.is_main():  # --overwrite: start over (st-prune's checkpoints only)
             remove_work_dir(work_dir, checkpoints_only=True)
 
     if isinstance(model_or_path, SentenceTransformer):
@@ -789,13 +787,13 @@ def train_pruned(
     try:
         train_encoder(model, data, config, work_dir, prompts=prompts, resume=checkpoint, callbacks=callbacks)
         merge_adapters(model)
-        if output_dir is not None and is_main_process():
+        if output_dir is not None and distributed.is_main():
             export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
             if not keep_checkpoints:
                 remove_work_dir(work_dir)  # what st-prune wrote there, and nothing else
     finally:
         # Checkpoints of a run without an export folder are only scratch: never leave them behind.
-        if temporary_work and is_main_process():
+        if temporary_work and distributed.is_main():
             shutil.rmtree(work_dir, ignore_errors=True)
     return model
 
@@ -928,8 +926,3 @@ def _checkpoint_step(checkpoint: str | None) -> int:
         return 0
     state = json.loads(Path(checkpoint, "trainer_state.json").read_text())
     return int(state.get("global_step", 0))
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch run, or a plain single process."""
-    return int(os.environ.get("RANK", "0")) == 0
