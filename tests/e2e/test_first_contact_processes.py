@@ -1,4 +1,5 @@
-"""What a new user meets in other processes and on the real SmolLM2: a `--help` that imports nothing heavy, the wheel's recipes, GGUF without gguf."""
+"""What a new user meets in other processes and on the real SmolLM2: a `--help` that imports nothing heavy,
+the recipes inside the wheel, a GGUF without the gguf package."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import subprocess
 import sys
 import zipfile
 
-from first_contact import HEAVY, ROOT
+from paths import ROOT
 
-from st_prune import cli  # noqa: E402
-from st_prune.pipeline.runner import load_recipe, shipped_recipes  # noqa: E402
+from st_prune import cli
+from st_prune.pipeline.runner import load_recipe, shipped_recipes
+
+HEAVY = ("torch", "sentence_transformers", "transformers", "mteb", "datasets", "peft")
 
 
 # ------------------------------------------------------------------------------------------- fast --help

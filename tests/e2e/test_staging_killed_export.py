@@ -19,7 +19,6 @@ def _marked(folder: Path, pid: int) -> Path:
     return folder
 
 
-
 def test_the_next_export_removes_what_a_killed_export_left_beside_the_same_destination(tiny_llm, tmp_path):
     llm = tiny_llm("llama", layers=2)
     destination = tmp_path / "encoder"

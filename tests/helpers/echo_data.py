@@ -9,7 +9,6 @@ from pathlib import Path
 TASK_ROWS = {"msmarco_passage": 8, "allnli": 16, "quora_duplicates": 8, "fever": 4}
 
 
-
 def write_echo_data(folder: Path) -> Path:
     folder.mkdir(parents=True)
     for task, count in TASK_ROWS.items():

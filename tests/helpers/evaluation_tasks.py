@@ -8,7 +8,6 @@ from pathlib import Path
 ANIMAL, FINANCE = "animal", "finance"
 
 
-
 LABELLED = [
     ("the cat sat on the mat", ANIMAL),
     ("a dog runs in the park", ANIMAL),
@@ -19,7 +18,6 @@ LABELLED = [
     ("prices rose in early trading", FINANCE),
     ("investors sold their shares", FINANCE),
 ]
-
 
 
 TASK_ROWS = {

@@ -13,7 +13,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = " ".join(CORPUS).split()
 
 
-
 def triplets(rows: int, seed: int = 0, instructions: list[str] | None = None) -> Dataset:
     """Random short texts of uneven length (so padding matters) from the tiny tokenizer's corpus."""
     rng = random.Random(seed)

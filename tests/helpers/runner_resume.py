@@ -10,7 +10,6 @@ import yaml
 WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
 
 
-
 def write_recipe(folder: Path, model: Path, steps: int, save_steps: int, **training_changes) -> Path:
     """One 2-layer variant of the tiny model, trained ``steps`` steps on 24 triplets in two instruction groups
     (several epochs, so the resumed data order matters), no evaluation."""

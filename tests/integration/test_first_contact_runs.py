@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from recipe_files import write_recipe
 
-from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner, load_recipe  # noqa: E402
+from st_prune.errors import StPruneError
+from st_prune.pipeline.runner import RecipeRunner, load_recipe
 
 
 def test_an_existing_path_wins_over_a_shipped_name(tmp_path, tiny_model, monkeypatch):

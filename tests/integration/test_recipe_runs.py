@@ -117,7 +117,6 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return status, capsys.readouterr().err.strip()
 
 
-
 def test_bad_inputs_fail_fast_with_one_line(tmp_path, tiny_model, capsys):
     recipe = write_recipe(tmp_path, tiny_model)
     output = str(tmp_path / "out")

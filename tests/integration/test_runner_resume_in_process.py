@@ -19,7 +19,6 @@ def interrupt_training_at(monkeypatch, step: int) -> None:
         *a, callbacks=[*(callbacks or []), StopAt(step)], **k))
 
 
-
 def test_a_checkpoint_damaged_by_the_kill_is_skipped_for_the_one_before(tiny_llm, tmp_path, monkeypatch, caplog):
     recipe = load_recipe(write_recipe(tmp_path, tiny_llm("llama", layers=4), steps=6, save_steps=2))
     output, lines = tmp_path / "run", []

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from st_prune.card.render import _budget, check_card, load_template  # noqa: E402
-from st_prune.errors import StPruneError  # noqa: E402
+from st_prune.card.render import _budget, check_card, load_template
+from st_prune.errors import StPruneError
 
 
 def test_budget_counts_the_batch_of_every_process():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import mteb  # noqa: E402
+import mteb
 import pytest
 from evaluation_tasks import TASK_ROWS, write_jsonl
 
 from st_prune import cli
-from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.evaluation import evaluate as evaluation  # noqa: E402
+from st_prune.errors import StPruneError
+from st_prune.evaluation import evaluate as evaluation
 
 
 def test_paper_resolves_to_the_15_v1_tasks():

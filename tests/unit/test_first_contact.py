@@ -16,7 +16,7 @@ from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.util.optional import REQUIREMENTS, require  # noqa: E402
 from st_prune.pipeline.runner import load_recipe, shipped_recipes  # noqa: E402
-from first_contact import ROOT
+from paths import ROOT
 
 
 def test_public_names_still_import_lazily():

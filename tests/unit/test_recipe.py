@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from st_prune import cli  # noqa: E402
-from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.pipeline.runner import (  # noqa: E402
+from st_prune import cli
+from st_prune.errors import StPruneError
+from st_prune.pipeline.runner import (
     Recipe,
     load_recipe,
     recipes_dir,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from st_prune.pipeline.runner import load_recipe  # noqa: E402
+from st_prune.pipeline.runner import load_recipe
 
 
 def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp_path):
