@@ -121,7 +121,7 @@ def test_encoder_from_llm_on_a_missing_gpu_fails_before_loading(tiny_llm):
 
 
 def _tiny_recipe(folder, model):
-    from test_recipe import write_recipe
+    from recipe_files import write_recipe
 
     return write_recipe(folder, model)
 

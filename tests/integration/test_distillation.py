@@ -93,7 +93,7 @@ def test_bad_setups_fail_with_one_line(models, tmp_path):
 
 # ------------------------------------------------------------------------------ the recipe option
 def distill_recipe(folder, tiny_model, **distill):
-    from test_recipe import write_recipe
+    from recipe_files import write_recipe
 
     return write_recipe(folder, tiny_model, distill={"teacher": "large", "variants": ["small"], **distill})
 

@@ -37,7 +37,6 @@ def test_usage_table_is_printed_at_the_end(tmp_path, tiny_model):
 def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monkeypatch):
     import weakref
 
-    from test_recipe import write_recipe
     from tiny_models import make_tiny_llm
 
     from st_prune.pipeline.runner import RecipeRunner, load_recipe
