@@ -19,7 +19,7 @@ import pytest
 
 # The environment is fixed here, before anything imports huggingface_hub: it reads HF_* once, at import, into
 # `huggingface_hub.constants`, so a caller's HF_HUB_OFFLINE=1 (or HF_ENDPOINT, HF_TOKEN, HF_HOME) would
-# otherwise reach the tests that talk to the local fake Hub (tests/hub_server.py) and fail 31 of them.
+# otherwise reach the tests that talk to the local fake Hub (tests/helpers/hub_server.py) and fail 31 of them.
 # pytest-xdist workers inherit the controller's environment, which is why this clears and does not setdefault.
 for _name in [name for name in os.environ if name.startswith(("HF_", "HUGGING_FACE_", "TRANSFORMERS_"))]:
     del os.environ[_name]

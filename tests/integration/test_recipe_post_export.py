@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from plain_st import encode_in_plain_process  # noqa: E402
-from tiny_models import make_tiny_llm  # noqa: E402
 
 from st_prune import cli  # noqa: E402
 from st_prune.pipeline.runner import RecipeRunner, load_recipe  # noqa: E402
@@ -20,9 +19,9 @@ pytest.importorskip("openvino")
 
 
 @pytest.fixture(scope="module")
-def post_export_run(tmp_path_factory):
+def post_export_run(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("post-export")
-    model = make_tiny_llm(folder / "tiny-llama", "llama", layers=4)
+    model = tiny_model
     path = write_recipe(
         folder, model,
         trim={"variants": ["small"]},
@@ -84,8 +83,8 @@ def test_trimmed_variant_loads_with_plain_sentence_transformers_and_onnx_agrees(
     assert np.allclose(encode_with_graph(model, onnx_runner(small / "onnx/model.onnx"), texts), plain, atol=1e-4)
 
 
-def test_recipe_trim_and_deploy_sections_are_checked_up_front(tmp_path, capsys):
-    model = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
+def test_recipe_trim_and_deploy_sections_are_checked_up_front(tmp_path, capsys, tiny_model):
+    model = tiny_model
     bad = [
         ({"trim": {"variants": ["tiny"]}}, "trim.variants names 'tiny', not a variant of this recipe"),
         ({"trim": {"vocab_size": 10, "min_frequency": 2}}, "give vocab_size or min_frequency, not both"),
@@ -100,10 +99,10 @@ def test_recipe_trim_and_deploy_sections_are_checked_up_front(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_deploy_without_its_runtimes_is_refused_before_the_scan(tmp_path, capsys, monkeypatch):
+def test_deploy_without_its_runtimes_is_refused_before_the_scan(tmp_path, capsys, monkeypatch, tiny_model):
     import st_prune.deploy.deploy
 
-    model = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
+    model = tiny_model
     path = write_recipe(tmp_path, model, deploy={"backends": ["openvino"]})
     monkeypatch.setattr(st_prune.deploy.deploy, "_importable", lambda name: name != "openvino")
     status = cli.main(["run", str(path), "--output", str(tmp_path / "out")])

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from tiny_models import make_tiny_llm  # noqa: E402
 
 from st_prune import cli
 
@@ -25,9 +24,9 @@ def keys(recipe, layers: int = 2) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("keys")
-    model = make_tiny_llm(folder / "tiny-llama", "llama", layers=4)
+    model = tiny_model
     return folder, write_recipe(folder, model, variants=[{"name": "small", "pick": "small"}])
 
 
