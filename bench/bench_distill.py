@@ -43,7 +43,7 @@ from st_prune import encoder_from_llm
 from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings
 from st_prune.model.export import merge_adapters
 from st_prune.util.machine import machine_description
-from st_prune.pipeline.runner import find_recipe, load_recipe, load_recipe_data, training_config
+from st_prune.pipeline.recipe import find_recipe, load_recipe, load_recipe_data, training_config
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 
 

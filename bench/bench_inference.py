@@ -21,7 +21,7 @@ from st_prune import encoder_from_llm, export_model
 
 from st_prune.model import architectures
 from st_prune.model.export import weight_bytes
-from st_prune.pipeline.runner import machine_description
+from st_prune.util.machine import machine_description
 
 from common import round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 

@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from st_prune.l3prune.scan import CONFIDENT_SHARE, L3Prune, L3PruneResult, scan, select_depths
-from st_prune.pipeline.runner import RecipeRunner, load_recipe, machine_description, recipes_dir
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.pipeline.recipe import load_recipe, recipes_dir
+from st_prune.util.machine import machine_description
 
 
 def prepare(recipe_name: str, num_batches: int, sizes: list[int]):
@@ -45,13 +47,13 @@ def prepare(recipe_name: str, num_batches: int, sizes: list[int]):
         runner = RecipeRunner(recipe, scratch, log=lambda _: None)
         start = time.perf_counter()
         # The runner's own encoder: the model exactly as the recipe's scan stage builds it.
-        model = runner._encoder(None, settings.max_seq_length)
+        model = runner.ctx.encoder(None, settings.max_seq_length)
         load_seconds = time.perf_counter() - start
         # The data and prompts the scan stage gives L3Prune (runners with echo-data support hand over prompts too).
         if hasattr(runner, "training_source"):
-            data, prompts = runner.training_source().data, runner.training_source().prompts
+            data, prompts = runner.ctx.training_source().data, runner.ctx.training_source().prompts
         else:
-            data, prompts = runner.rows(), None
+            data, prompts = runner.ctx.rows(), None
     selector = L3Prune(batch_size=settings.batch_size, num_batches=num_batches, seed=settings.seed, scale=settings.scale,
                        show_progress_bar=False)
     batches = selector.sample(data, prompts)

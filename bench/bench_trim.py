@@ -36,7 +36,7 @@ from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, 
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
 from st_prune.data.triplets import instruction_prompt  # noqa: E402
-from st_prune.pipeline.runner import machine_description  # noqa: E402
+from st_prune.util.machine import machine_description  # noqa: E402
 from st_prune.trim.vocab import trim_vocabulary  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

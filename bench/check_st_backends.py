@@ -38,7 +38,7 @@ import numpy as np
 
 from st_prune.data.triplets import instruction_prompt
 from st_prune.deploy.deploy import FILES, REPORT_NAME, SAMPLE_TEXTS, deploy
-from st_prune.pipeline.runner import machine_description
+from st_prune.util.machine import machine_description
 
 from common import smollm2_gguf  # noqa: E402
 

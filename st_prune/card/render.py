@@ -132,19 +132,6 @@ def _public_name(path_text: str) -> str:
     return Path(path_text).name or path_text
 
 
-def stage_records(work: Path, *, trims: bool, deploys: bool) -> dict[str, dict[str, Any] | None]:
-    """The stage records a card is rendered from, read from a variant's work folder: prune, train
-    and export always; trim where the recipe trims; eval and deploy where they ran (else None)."""
-    return {
-        "prune": _load(work / "prune.json", "prune"),
-        "train": _load(work / "train.json", "train"),
-        "export": _load(work / "export.json", "export"),
-        "trim": _load(work / "trim.json", "trim") if trims else None,
-        "eval": _load_optional(work / "eval.json"),
-        "deploy": _load_optional(work / "deploy.json") if deploys else None,
-    }
-
-
 def final_record(records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """The record of the folder as shipped: the trim's where the variant was trimmed, else the export's."""
     final = records.get("trim") or records["export"]
@@ -355,17 +342,6 @@ def _precision(train: dict[str, Any]) -> str:
 
 def _local_names(recipe) -> set[str]:
     return {task.name or Path(task.path).stem for task in recipe.evaluation.local_tasks}
-
-
-def _load(path: Path, stage: str) -> dict[str, Any]:
-    """A stage's record from the run folder; missing or damaged, the message names the stage to (re)run."""
-    if not path.is_file():
-        raise StPruneError(f"{path.name} is missing: run the {stage} stage first (--only {stage})")
-    return read_json(path, fix=f"run the {stage} stage again (--only {stage})")
-
-
-def _load_optional(path: Path) -> dict[str, Any] | None:
-    return _load(path, path.stem) if path.is_file() else None
 
 
 def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None) -> Path:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from st_prune.errors import StPruneError
+from st_prune.util.interrupts import Resume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--texts", metavar="FILE", help="check the files on these texts (one per line) instead of built-in samples"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing onnx/ or openvino/ folders")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # st_prune.deploy.deploy builds every file in a staging folder and moves them in only once all of them are checked.
+    return Resume(f"{args.model} is as it was", argv, action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:

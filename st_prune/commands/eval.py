@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from st_prune.util.interrupts import Resume
+
 DESCRIPTION = """\
 Evaluate a saved SentenceTransformer model with mteb. Task instructions (LLM2Vec / E5 style, as in the paper) are
 passed as prompts: on the query side of retrieval and reranking tasks, on both sides of symmetric tasks; a Pooling
@@ -60,7 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size (default: 32)")
     parser.add_argument("--overwrite", action="store_true", help="re-run tasks that already have results")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # mteb writes each task's results as it finishes; without --overwrite a re-run skips the tasks that have them.
+    skipped = "" if args.overwrite else ", and the same command skips them"
+    return Resume(f"the results of the finished tasks are kept in {args.output}{skipped}", argv)
 
 
 def run(args: argparse.Namespace) -> int:

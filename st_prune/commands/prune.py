@@ -7,6 +7,7 @@ import argparse
 from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.paper import POOLING_MODES
+from st_prune.util.interrupts import Resume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # export_model assembles the folder beside --output and renames it into place whole, at the very end.
+    return Resume(f"nothing was written to {args.output}", argv, action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:

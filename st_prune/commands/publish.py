@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from st_prune.util.interrupts import Resume
+
 DESCRIPTION = """\
 Mirror a saved SentenceTransformer model folder (weights, configs, tokenizer, README.md card, plots) into a
 Hugging Face model repo as one atomic commit: only new or changed files are uploaded, remote files missing
@@ -27,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--create-pr", action="store_true", help="open a pull request with the commit instead of pushing to main"
     )
     parser.add_argument("-m", "--message", dest="commit_message", help="commit title (default: 'Publish DIR ...')")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # One commit: the Hub has all of it or none of it, and the same command uploads only what is not there yet.
+    return Resume(f"{args.repo_id} holds either the whole commit or none of it", argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.pipeline.runner import load_recipe, shipped_recipes
+from st_prune.pipeline.recipe import load_recipe, shipped_recipes
+from st_prune.util.interrupts import same_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the recipes shipped with st-prune: name, base model, decoder layers, what hardware it is "
         "sized for. `st-prune run NAME` runs one; `st-prune run NAME --dry-run` shows its settings.",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=same_command)
 
 
 def recipe_lines() -> list[str]:

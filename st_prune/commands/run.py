@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 
 from st_prune.model.dtypes import DTYPE_CHOICES
-from st_prune.pipeline.runner import STAGES, RecipeRunner, load_recipe
+from st_prune.pipeline.recipe import load_recipe
+from st_prune.pipeline.preflight import check_depths
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.pipeline.stages import STAGES
+from st_prune.util.interrupts import Resume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,16 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--zoo-index", metavar="DIR",
         help="also merge this run's variants into DIR/zoo.json and DIR/README.md (e.g. model_cards/)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # Every stage writes its marker last, so a re-run skips exactly the finished ones; training keeps checkpoints.
+    folder = args.output or "the run folder"
+    return Resume(f"the finished stages are kept in {folder} and the same command skips them (a stopped training "
+                  "goes on from its last checkpoint)", argv)
 
 
 def run(args: argparse.Namespace) -> int:
     # --dtype is --set base.dtype=..., applied last so that it wins over the recipe and any --set.
     overrides = [*args.overrides, f"base.dtype={args.dtype}"] if args.dtype else args.overrides
     recipe = load_recipe(args.recipe, overrides)
-    output = args.output or f"runs/{recipe.name}"
+    args.output = output = args.output or f"runs/{recipe.name}"  # also named by `interrupted`
     runner = RecipeRunner(recipe, output, push_to_hub=args.push_to_hub, only=args.only, zoo_index=args.zoo_index)
     if args.dry_run:
+        check_depths(runner.ctx)  # what a run refuses, a plan refuses too (reads the base's config only)
         print(runner.plan())
         return 0
     summary = runner.run()

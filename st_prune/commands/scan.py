@@ -9,6 +9,7 @@ from pathlib import Path
 from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.paper import POOLING_MODES
+from st_prune.util.interrupts import Resume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="scan.json", metavar="FILE", help="scan file to write (default scan.json)")
     parser.add_argument("--plot", metavar="FILE", help="PNG of the curve (default: --output with .png)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    return Resume(f"nothing was written (the scan writes {args.output} when it ends)", argv, action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:

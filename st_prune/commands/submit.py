@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from st_prune.util.interrupts import Resume
+
 DESCRIPTION = """\
 Prepare what the MTEB leaderboard needs from an `st-prune eval --output` folder: DIR/results/ in the layout of the
 embeddings-benchmark/results repository (MTEB tasks only; local tasks are left out), DIR/<org>_models.py registering
@@ -22,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("results", type=Path, metavar="RESULTS_DIR", help="the --output folder of `st-prune eval`")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder to write the submission to")
     parser.add_argument("--model-name", metavar="ORG/NAME", help="submit only this model (default: every model found)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    return Resume(f"{args.output} may hold part of the submission, which the same command writes again", argv,
+                  action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,18 +14,15 @@ processes; --batch-size is per process.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.util.files import read_json, write_json_atomic
+from st_prune.util.interrupts import Resume
 
 RUN_FILE = "run.json"
-# Exit status after Ctrl-C: 128 + SIGINT, what shells report for a command stopped by Ctrl-C, so scripts can tell
-# an interruption (resumable) from bad input (2).
-INTERRUPTED = 130
 SCAN_JSON = "scan.json"
 SCAN_PNG = "scan.png"
 
@@ -85,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="continue the run from the last checkpoint in DIR.work (or from CHECKPOINT)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR and start DIR.work over")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep DIR.work after the export")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
 
 
 def build_config(args: argparse.Namespace):
@@ -187,17 +184,10 @@ def run(args: argparse.Namespace) -> int:
                           "kept_layers": module.num_layers,
                           "num_original_layers": module.num_original_layers, "config": config.to_dict()})
 
-    try:
-        train_pruned(
-            model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
-            keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
-        )
-    except KeyboardInterrupt:
-        # Ctrl-C is how long runs are stopped on purpose: say what was kept and how to go on, not a traceback.
-        if is_main_process():
-            _close_progress_bars()  # so the message starts on its own line, not after a half-drawn bar
-            print(f"st-prune train: interrupted; {_resume_hint(work, config.save_steps)}", file=sys.stderr)
-        return INTERRUPTED
+    train_pruned(
+        model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
+    )
     if is_main_process():
         parameters = sum(parameter.numel() for parameter in model.parameters())
         print(
@@ -207,22 +197,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _close_progress_bars() -> None:
-    from tqdm import tqdm
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    """Ctrl-C is how long trainings are stopped on purpose: the newest intact checkpoint in DIR.work and the
+    command that resumes from it."""
+    from st_prune.training.trainer import TrainingConfig, last_intact_checkpoint, work_dir_for
 
-    for bar in list(getattr(tqdm, "_instances", ())):
-        bar.close()
-
-
-def _resume_hint(work: Path, save_steps: int) -> str:
-    """Where an interrupted run can continue from, as the end of a one-line message."""
-    from st_prune.training.trainer import last_intact_checkpoint
-
-    last = last_intact_checkpoint(work)
+    last = last_intact_checkpoint(work_dir_for(Path(args.output)))
     if last is None:
-        return (f"no checkpoint was saved yet (one every {save_steps} steps, --save-steps); "
-                "run the same command to start again")
-    return f"the last checkpoint is {last}: run the same command with --resume to continue from it"
+        every = args.save_steps or TrainingConfig.save_steps
+        return Resume(f"no checkpoint was saved yet (one every {every} steps, --save-steps)", argv,
+                      action="start again with")
+    return Resume(f"the last checkpoint is {last}", _resume_argv(args, argv))
+
+
+def _resume_argv(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """``argv`` with a bare ``--resume`` (the newest checkpoint) instead of ``--overwrite`` (refused beside it)
+    or of ``--resume CHECKPOINT`` (an older checkpoint than the one just saved)."""
+    kept: list[str] = []
+    value_follows = False
+    for token in argv:
+        if value_follows and token == args.resume:  # the CHECKPOINT of `--resume CHECKPOINT`, as argparse read it
+            value_follows = False
+            continue
+        value_follows = token == "--resume" and isinstance(args.resume, str)
+        if token in ("--overwrite", "--resume") or token.startswith("--resume="):
+            continue
+        kept.append(token)
+    return [*kept, "--resume"]
 
 
 def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from st_prune.util.interrupts import Resume
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="texts for the 'tokenization changed' figure (default: 10%% of the corpus, measured "
                         "against a second vocabulary built without them; the shipped one counts every corpus text)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (new or empty)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=interrupted)
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
+    # trim_vocabulary assembles the folder beside --output and renames it into place whole, at the very end.
+    return Resume(f"nothing was written to {args.output}", argv, action="start again with")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)  # before reading the corpus
     texts = read_corpus(args.corpus)
-    held_out = read_corpus(args.held_out) if args.held_out else None
+    held_out = read_corpus(args.held_out, "--held-out") if args.held_out else None
     report = trim_vocabulary(args.model_dir, texts, args.output, vocab_size=args.vocab_size,
                              min_frequency=args.min_frequency, held_out=held_out)
     print(json.dumps(report.to_dict(), indent=2))

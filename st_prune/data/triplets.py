@@ -16,6 +16,7 @@ The prompt format is ``QUERY_PROMPT_TEMPLATE`` (``"{instruction} →"``), the sa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 from datasets import Dataset
 
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json
+from st_prune.util.files import read_json, read_utf8
 
 #: How an instruction becomes the prompt put before a text (LLM2Vec / E5-Mistral: the instruction, then the text).
 #: Two properties decide the format, and ``Pooling(include_prompt=False)`` needs both to exclude exactly the prompt:
@@ -195,7 +196,7 @@ def _read(source: Dataset | str | os.PathLike) -> tuple[dict[str, list[Any]], st
 def _read_file(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path)
         if suffix == ".json" and text.lstrip().startswith("["):
             rows = json.loads(text)
         else:
@@ -212,8 +213,7 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
                 raise StPruneError(f"{path.name} row {number} is not a JSON object; write one object per line")
         return rows
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            return [dict(row) for row in csv.DictReader(handle)]
+        return [dict(row) for row in csv.DictReader(io.StringIO(read_utf8(path), newline=""))]
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path)).to_list()
     raise StPruneError(f"cannot read {path.name}: use a .jsonl, .json, .csv or .parquet file")

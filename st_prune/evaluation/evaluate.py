@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from mteb.types import PromptType
 
 from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
 from st_prune.errors import StPruneError
+from st_prune.util.staging import commit_staging_into, new_staging_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -738,6 +740,7 @@ def _evaluate_model(
     # One probe of the Hub for all tasks, instead of each task's dataset load retrying for ~25 s without network.
     with offline_unless_reachable(needed=any(not isinstance(task, _LocalTask) for task in tasks)):
         for task in tasks:
+            written_before = _json_files(run.results_dir)
             try:
                 result = mteb.evaluate(
                     encoder,
@@ -748,8 +751,9 @@ def _evaluate_model(
                     co2_tracker=False,  # codecarbon may try the network
                     show_progress_bar=show_progress_bar,
                 )
-            except Exception as error:
-                if not _is_offline_error(error):
+            except BaseException as error:
+                _remove_cut_short(run.results_dir, written_before)
+                if not isinstance(error, Exception) or not _is_offline_error(error):
                     raise
                 logger.warning("skipping %s: its dataset is not in the local cache", task.metadata.name)
                 missing.append(task)
@@ -764,6 +768,30 @@ def _evaluate_model(
     return run
 
 
+def _json_files(folder: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in folder.glob("*.json")} if folder.is_dir() else {}
+
+
+def _remove_cut_short(folder: Path, before: dict[Path, int]) -> None:
+    """Remove the JSON files a failed task left half written (a full disk, a file-size limit): a task result cut
+    short would read as done, or fail, on the next run. Whole files, and files the task did not touch, stay."""
+    from st_prune.util.file_integrity import json_problem
+
+    for path, modified in _json_files(folder).items():
+        if before.get(path) != modified and json_problem(path) is not None:
+            path.unlink(missing_ok=True)
+
+
+def read_model_meta(path: Path, *, fix: str) -> dict[str, Any]:
+    """The JSON object in a results folder's ``model_meta.json``; a damaged one is one line ending in ``fix``."""
+    from st_prune.util.files import read_json
+
+    data = read_json(path, fix=fix)
+    if not isinstance(data, dict):
+        raise StPruneError(f"{path} is not a JSON object (it holds a {type(data).__name__}); {fix}")
+    return data
+
+
 def _recorded_prompts(cache: mteb.ResultCache, meta: ModelMeta, prompts: Mapping[str, str]) -> dict[str, str]:
     """Prompts for `model_meta.json`: those of earlier runs into the same folder plus this run's.
 
@@ -773,7 +801,8 @@ def _recorded_prompts(cache: mteb.ResultCache, meta: ModelMeta, prompts: Mapping
     meta_path = cache.get_task_result_path("_", meta).parent / "model_meta.json"
     earlier: dict[str, str] = {}
     if meta_path.is_file():
-        earlier = json.loads(meta_path.read_text()).get("loader_kwargs", {}).get("model_prompts", {}) or {}
+        meta = read_model_meta(meta_path, fix="delete it (st-prune eval writes it again) or choose another --output")
+        earlier = (meta.get("loader_kwargs") or {}).get("model_prompts") or {}
     return {key: value for key, value in {**earlier, **prompts}.items() if _is_mteb_prompt_key(key)}
 
 
@@ -996,6 +1025,10 @@ def prepare_submission(
         results_root = results_root.parent  # accept the `results` folder itself
     if not (results_root / "results").is_dir():
         raise StPruneError(f"{results_root} has no results/ folder: pass the --output folder of `st-prune eval`")
+    if output_dir.resolve() == results_root.resolve() or output_dir.resolve().is_relative_to(
+            (results_root / "results").resolve()):
+        raise StPruneError(f"--output {output_dir} is the results folder the submission is copied from; choose a "
+                           f"new folder, e.g. --output {results_root.resolve().parent / 'submission'}")
 
     cache = mteb.ResultCache(results_root)
     metas = _submitted_model_metas(cache, model_name)
@@ -1011,17 +1044,22 @@ def prepare_submission(
         raise StPruneError(f"no MTEB task results under {results_root}: only MTEB tasks go to the leaderboard")
 
     submission_results = output_dir / "results"
-    CopyResultsAction(copied, submission_results).do()
-
     registration_file = output_dir / f"{_python_identifier(next(iter(copied)).name.split('/')[0])}_models.py"
-    registration_file.write_text(render_model_registration(list(copied)))
     warnings = [
         f"{meta.name}: revision {meta.revision!r} is not a Hub commit; re-run `st-prune eval --revision <commit>` "
         "on the published model before opening the pull request"
         for meta in copied
         if not re.fullmatch(r"[0-9a-f]{40}", meta.revision or "")
     ]
-    (output_dir / "SUBMISSION.md").write_text(_submission_instructions(list(copied), registration_file, warnings))
+    # Assembled beside the destination and moved in when complete: a full disk leaves no half submission.
+    staging = new_staging_dir(output_dir)
+    try:
+        CopyResultsAction(copied, staging / "results").do()
+        (staging / registration_file.name).write_text(render_model_registration(list(copied)))
+        (staging / "SUBMISSION.md").write_text(_submission_instructions(list(copied), registration_file, warnings))
+        commit_staging_into(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for warning in warnings:
         logger.warning(warning)
     return Submission(
@@ -1047,7 +1085,14 @@ def _submitted_model_metas(cache: mteb.ResultCache, model_name: str | None) -> l
             raise StPruneError(
                 f"{meta_path.parent} has no model_meta.json: re-run `st-prune eval --model-name ORG/NAME` to write it"
             )
-        metas.append(ModelMeta.model_validate_json_resolved(meta_path.read_text()))
+        fix = "re-run `st-prune eval` for this model into a new --output to write it again"
+        data = read_model_meta(meta_path, fix=fix)
+        try:
+            metas.append(ModelMeta.model_validate_json_resolved(json.dumps(data)))
+        except ValueError as error:  # pydantic's ValidationError: a field missing or of the wrong type
+            problem = error.errors()[0] if hasattr(error, "errors") else {"loc": (), "msg": str(error)}
+            where = ".".join(map(str, problem["loc"])) or "model_meta"
+            raise StPruneError(f"{meta_path} is not a valid mteb ModelMeta ({where}: {problem['msg']}); {fix}") from None
     return metas
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from st_prune.model import architectures
 from st_prune.data.triplets import TEXT_COLUMNS, load_triplets, split_by_instruction
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json
+from st_prune.util.files import atomic_path, read_json, write_text_atomic
 from st_prune.util.optional import require
 
 logger = logging.getLogger(__name__)
@@ -278,8 +278,7 @@ class L3PruneResult:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``scan.json``: the curve, picks, parameter counts and the scan's settings."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")  # a full disk leaves no half file
         return path
 
     @classmethod
@@ -326,9 +325,11 @@ class L3PruneResult:
         axes.legend(fontsize=8)
         figure.tight_layout()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png")
-        plt.close(figure)
+        try:
+            with atomic_path(path) as temporary:  # a full disk leaves no half image
+                figure.savefig(temporary, format="png")
+        finally:
+            plt.close(figure)
         return path
 
     def summary(self) -> str:

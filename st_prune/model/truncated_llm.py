@@ -38,6 +38,7 @@ from transformers.utils import logging as transformers_logging
 
 from st_prune.model import architectures
 from st_prune.errors import StPruneError
+from st_prune.util.file_integrity import check_model_weights
 from st_prune.util.local_only import keep_card_local
 from st_prune.util.staging import commit_staging, new_staging_dir
 from st_prune.model.gguf_check import check_gguf_complete
@@ -68,6 +69,8 @@ def resolve_source(model_name_or_path: str | os.PathLike) -> str:
             f"model not found: {reference} is neither an existing folder or .gguf file nor a Hub id (org/name); "
             "check the path"
         )
+    if os.path.isdir(os.path.expanduser(reference)):
+        check_model_weights(os.path.expanduser(reference))  # one line for a cut-short copy, not a SafetensorError
     return reference
 
 

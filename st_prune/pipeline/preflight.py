@@ -1,4 +1,4 @@
-"""The checks ``st-prune run`` makes before any long work (``RecipeRunner.preflight`` calls them in order).
+"""The checks ``st-prune run`` makes before any long work (``check_run`` makes them in order).
 
 Each takes plain inputs (the recipe's specs, paths, flags) and either returns quietly or raises one
 ``StPruneError`` line that names the fix, so a mistake costs seconds, not a scan and a training.
@@ -13,6 +13,7 @@ from typing import Any
 from st_prune.errors import StPruneError
 from st_prune.util.files import read_json
 from st_prune.util.local_only import is_local
+from st_prune.util.run_lock import LOCK_NAME
 
 
 def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[str], None]) -> None:
@@ -27,11 +28,11 @@ def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[st
                 f"{output} holds a run of recipe {previous.get('recipe')!r}, not {recipe_name!r}: choose another --output"
             )
         if previous.get("hash") != digest:
-            # Each stage's marker keys what it depends on (st_prune.pipeline.stage_keys): only the stages downstream of
+            # Each stage's marker keys what it depends on (st_prune.pipeline.stage): only the stages downstream of
             # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
             log(f"{output} holds a run of {recipe_name} with other settings: the stages that "
                 "depend on the changed settings run again")
-    elif output.is_dir() and any(output.iterdir()):
+    elif output.is_dir() and any(path.name != LOCK_NAME for path in output.iterdir()):  # a run starting now
         raise StPruneError(f"{output} is not empty and holds no st-prune run: choose another --output")
 
 
@@ -154,3 +155,49 @@ def _is_hub_name(name: str) -> bool:
     except HFValidationError:
         return False
     return bool(name)
+
+
+# The stages that read the training data (texts for the scan, training, speed measurements, the trim and the card).
+DATA_STAGES = frozenset({"scan", "train", "export", "trim", "deploy", "card"})
+
+
+def check_run(ctx: Any, names: list[str], *, zoo_index: Path | None, only: str | None,
+              scan_is_current: Callable[[], bool]) -> None:
+    """Every check of a run of the stages ``names`` (a ``RunContext``): data, deploy runtimes, Hub access, DIR, base
+    config and layer counts, precision, the scan behind ``--only``, evaluation files."""
+    from st_prune.pipeline.recipe import resolve_data_path
+
+    recipe, output = ctx.recipe, ctx.folder.root
+    resolve_data_path(recipe)
+    if recipe.deploy is not None and "deploy" in names:
+        from st_prune.deploy.deploy import check_runtimes
+
+        check_runtimes(recipe.deploy.backends, recipe.deploy.quantize)  # before the scan, not after training
+    if "publish" in names:
+        check_hub_access(recipe, ctx.source(), org_flag=ctx.org, token=ctx.token, endpoint=ctx.endpoint)
+    check_run_dir(output, recipe.name, recipe.digest(), ctx.log)
+    check_destinations(output, zoo_index)
+    check_depths(ctx)
+    check_precision(recipe, ctx.source(), training="train" in names)
+    # --only STAGE for a variant whose depth is a scan's pick: that scan must be the one of these settings. Without it
+    # the stage's key cannot be known: a stale marker would read as "done earlier", a fresh run would cut the model at
+    # a depth picked with other settings.
+    if only and "scan" not in names and any(variant.layers is None for variant in recipe.variants) \
+            and not scan_is_current():
+        state = "was made with other settings" if ctx.folder.marker("scan").is_file() else "has not run"
+        raise StPruneError(f"--only {only}: the scan in {output} {state}, and the variants' depths come from it: "
+                           f"run --only scan first, or run without --only")
+    for task in recipe.evaluation.local_tasks:
+        if not ctx.local_task_path(task).is_file():
+            raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")
+    if set(names) & DATA_STAGES:
+        # Read and checked now, kept for the stages: empty or unreadable data must not leave a run folder behind.
+        ctx.training_source()
+
+
+def check_depths(ctx: Any) -> None:
+    """base.layers and every variant's fixed depth against the base, read from its config alone (never the
+    weights)."""
+    from st_prune.pipeline.recipe import split_gguf
+
+    check_variant_depths(ctx.recipe, base_num_layers(ctx.recipe, *split_gguf(ctx.source())))

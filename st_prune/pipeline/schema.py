@@ -1,6 +1,6 @@
 """The recipe schema: every key a recipe may hold, its type and its range, as pydantic dataclasses.
 
-The specs are ``pydantic.dataclasses``: real dataclasses (the runner, ``st_prune.pipeline.stage_keys`` and the cards use
+The specs are ``pydantic.dataclasses``: real dataclasses (the runner, the stage keys (``st_prune.pipeline.stages``) and the cards use
 ``dataclasses.asdict``/``replace``/``fields`` on them) that pydantic validates when they are built. So an unknown
 key, a wrong type or a value out of range (``training.learning_rate=-1``, ``scan.scale=0``) is refused when the
 recipe loads, and ``st-prune run RECIPE --dry-run`` catches it before any stage runs: a stage that failed late
@@ -589,6 +589,54 @@ def _override_type(path: list[str]) -> Any:
     return tp
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of a recipe names the same key twice: ``key`` at ``first`` and ``second`` (1-based lines), inside
+    ``where`` (the dotted path of the mapping, empty at the top)."""
+
+    def __init__(self, key: Any, where: str, first: int, second: int) -> None:
+        super().__init__(f"key {key!r} appears twice")
+        self.key, self.where, self.first, self.second = key, where, first, second
+
+    def describe(self) -> str:
+        inside = f" in {self.where}" if self.where else ""
+        return f"key {self.key!r} appears twice{inside} (lines {self.first} and {self.second}); keep one"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, at any depth.
+
+    PyYAML keeps the last value silently: a second ``training:`` block replaced the first (steps 6 -> 1000). Keys
+    brought in by a merge (``<<: *defaults``) may be overridden, as YAML intends.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_duplicate_keys(node, [], set())
+        return super().construct_document(node)
+
+
+def _refuse_duplicate_keys(node: yaml.Node, path: list[str], seen: set[int]) -> None:
+    if id(node) in seen:  # an alias of a node already checked (and the way out of a recursive document)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                if key in lines:
+                    raise DuplicateKeyError(key_node.value, ".".join(path), lines[key], line)
+                lines[key] = line
+            _refuse_duplicate_keys(value_node, [*path, str(getattr(key_node, "value", "?"))], seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, [*path, str(index)], seen)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, but a duplicate key raises ``DuplicateKeyError``."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``key.path=value``: the value is typed by the schema (strings stay strings, the rest is YAML)."""
     if "=" not in text:
@@ -601,7 +649,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value: Any = raw
     else:
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
+        except DuplicateKeyError as error:
+            raise StPruneError(f"--set {key}: {error.key!r} appears twice in {raw!r}; keep one") from None
         except yaml.YAMLError:
             raise StPruneError(f"--set {key}: {raw!r} is not a valid value") from None
     return path, value

@@ -553,6 +553,17 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
         )
 
     # --- checkpoints --------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial) -> None:
+        folder = Path(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        existed = folder.exists()
+        try:
+            super()._save_checkpoint(model, trial)
+        except BaseException:
+            # A save cut short (a full disk, a file-size limit) is no resume point: drop the half checkpoint.
+            if not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -128,25 +128,25 @@ class TrimReport:
 # --------------------------------------------------------------------------------------------- corpus
 
 
-def read_corpus(path: str | os.PathLike) -> list[str]:
+def read_corpus(path: str | os.PathLike, flag: str = "--corpus") -> list[str]:
     """Texts of ``path``: every string column of a JSONL/JSON/CSV/Parquet file, else one text a line.
-    Blank texts are skipped; none left is an error."""
+    Blank texts are skipped; none left is an error. ``flag`` is the option the file was given with."""
     path = Path(path)
     if not path.is_file():
-        raise StPruneError(f"corpus {path} not found; give --corpus a text file (one text a line) or a "
+        raise StPruneError(f"{flag} {path} not found; give {flag} a text file (one text a line) or a "
                            "JSONL/CSV/Parquet file")
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         try:
             texts = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
-            raise StPruneError(f"corpus {path} is not UTF-8 text; give one text a line or a JSONL/CSV/Parquet "
+            raise StPruneError(f"{flag} {path} is not UTF-8 text; give one text a line or a JSONL/CSV/Parquet "
                                "file") from None
     else:
         texts = _table_texts(path, fmt)
     texts = [text for text in texts if text.strip()]
     if not texts:
-        raise StPruneError(f"corpus {path} has no text; the trim keeps the tokens a corpus uses, so give it the "
+        raise StPruneError(f"{flag} {path} has no text; the trim keeps the tokens a corpus uses, so give it the "
                            "texts the model will embed")
     return texts
 
@@ -463,9 +463,11 @@ def trim_vocabulary(
     min_frequency: int | None = None,
     held_out: Sequence[str] | None = None,
     seed: int = 0,
+    card: bool = True,
 ) -> TrimReport:
     """Write ``model_dir`` with a vocabulary trimmed to ``texts`` into ``output`` (new or empty) and return the
-    report (also written to ``output/trim.json`` and appended to its model card).
+    report (also written to ``output/trim.json`` and, with ``card``, appended to its model card: ``st-prune run``
+    passes False, its card stage renders the trim's section itself).
 
     Every text of ``texts`` is counted, so each tokenizes and embeds exactly as before (below a ``vocab_size`` or
     ``min_frequency`` limit, those made of kept tokens). ``held_out`` texts measure how often tokenization changes
@@ -598,12 +600,13 @@ def trim_vocabulary(
             disk_bytes_before=_disk_bytes(model_dir), disk_bytes_after=0, held_out_texts=len(held_out),
             held_out_changed_share=changed, held_out_source=held_out_source, verified_texts=verified, notes=notes,
         )
-        card = staging / "README.md"
-        existing = card.read_text(encoding="utf-8").rstrip() + "\n\n" if card.is_file() else ""
+        readme = staging / "README.md"
+        existing = readme.read_text(encoding="utf-8").rstrip() + "\n\n" if readme.is_file() else ""
         # The card and report are part of the folder they measure: write, measure, rewrite until the written
         # figure is the folder's size (it changes by a few bytes at most, so this settles at once).
         for _ in range(5):
-            card.write_text(existing + report.card_section(), encoding="utf-8")
+            if card:
+                readme.write_text(existing + report.card_section(), encoding="utf-8")
             (staging / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
             size = _disk_bytes(staging)
             if size == report.disk_bytes_after:

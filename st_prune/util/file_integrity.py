@@ -26,6 +26,8 @@ def safetensors_problem(path: Path) -> str | None:
     if not path.is_file():
         return f"no {path.name}"
     size = path.stat().st_size
+    if size == 0:
+        return f"{path.name} is empty (0 bytes)"
     try:
         with path.open("rb") as handle:
             prefix = handle.read(8)
@@ -50,3 +52,38 @@ def torch_zip_problem(path: Path) -> str | None:
     if not zipfile.is_zipfile(path):
         return f"{path.name} is truncated"
     return None
+
+
+def check_model_weights(folder: str | Path) -> None:
+    """Refuse a model folder whose safetensors weights are empty or cut short (an interrupted copy or download),
+    before transformers fails deep in its loader with a ``SafetensorError`` traceback. Checked: the folder's own
+    ``*.safetensors`` files, the shards its index names, and those of the modules a sentence-transformers
+    ``modules.json`` lists. Only headers and sizes are read."""
+    from st_prune.errors import StPruneError
+
+    folder = Path(folder)
+    for path in _weight_files(folder):
+        problem = safetensors_problem(path)
+        if problem is not None:
+            raise StPruneError(
+                f"the model in {folder} is damaged or incomplete: {problem}; copy or download the model again "
+                "(or re-run the st-prune command that wrote it)"
+            )
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    folders = [folder]
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        folders += [folder / entry["path"] for entry in modules if entry.get("path")]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or not ours to judge: the loader says
+        pass
+    files: set[Path] = set()
+    for module in folders:
+        files.update(module.glob("*.safetensors"))
+        try:  # a sharded checkpoint: a shard that is missing altogether counts too
+            index = json.loads((module / "model.safetensors.index.json").read_text(encoding="utf-8"))
+            files.update(module / name for name in index["weight_map"].values())
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+    return sorted(files)

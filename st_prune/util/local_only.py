@@ -39,5 +39,8 @@ def load_model_folder(folder: str | os.PathLike, **kwargs: Any) -> SentenceTrans
     """``SentenceTransformer(folder)`` for a local folder, without sending its path to the Hub as a repo id."""
     from sentence_transformers import SentenceTransformer
 
+    from st_prune.util.file_integrity import check_model_weights
+
+    check_model_weights(folder)  # one line for a cut-short copy, not a SafetensorError traceback
     kwargs.setdefault("local_files_only", True)
     return SentenceTransformer(str(folder), **kwargs)

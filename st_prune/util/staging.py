@@ -61,6 +61,24 @@ def commit_staging(staging: Path, destination: str | os.PathLike) -> None:
     os.replace(staging, destination)
 
 
+def commit_staging_into(staging: Path, destination: str | os.PathLike) -> None:
+    """Like ``commit_staging``, for a ``destination`` that may already hold other files: each file of the complete
+    ``staging`` folder is renamed into place beside them (a rename cannot run out of space), then staging is removed."""
+    destination = Path(destination)
+    if not destination.exists():
+        commit_staging(staging, destination)
+        return
+    (staging / MARKER).unlink(missing_ok=True)
+    file_mode = umask_mode(directory=False)
+    for path in sorted(staging.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            target = destination / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, file_mode)
+            os.replace(path, target)
+    shutil.rmtree(staging)
+
+
 def remove_stale_staging(destination: str | os.PathLike) -> list[Path]:
     """Remove the staging folders a killed writer left beside ``destination``; the removed paths."""
     destination = Path(destination)

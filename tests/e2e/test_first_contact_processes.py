@@ -10,7 +10,7 @@ import zipfile
 from paths import ROOT
 
 from st_prune import cli
-from st_prune.pipeline.runner import load_recipe, shipped_recipes
+from st_prune.pipeline.recipe import load_recipe, shipped_recipes
 
 HEAVY = ("torch", "sentence_transformers", "transformers", "mteb", "datasets", "peft")
 

@@ -21,6 +21,7 @@ import pytest
 from safetensors.torch import load_file
 
 from st_prune.training import trainer as training
+from st_prune.util.run_lock import LOCK_NAME
 
 from runner_resume import record, write_recipe
 
@@ -53,6 +54,7 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=30) == -signal.SIGKILL
     assert not (killed / "stages" / "train.solo.json").exists()  # killed mid-training, not after
+    assert json.loads((killed / LOCK_NAME).read_text())["pid"] == victim.pid  # the kill left its lock behind
     saved = sorted(int(path.name.split("-")[1]) for path in checkpoints.glob("checkpoint-*")
                    if (path / "trainer_state.json").is_file())
     earlier_seconds = json.loads(
@@ -62,6 +64,8 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     resumed = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
     resumed_seconds = time.perf_counter() - started
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"took over the lock left by process {victim.pid}, which is no longer running" in resumed.stderr
+    assert not (killed / LOCK_NAME).exists()
     match = re.search(r"resuming from checkpoint-(\d+) \(step (\d+) of 40\)", resumed.stdout)
     assert match and match.group(1) == match.group(2), resumed.stdout
     step = int(match.group(1))

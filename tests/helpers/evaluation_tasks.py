@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import mteb
 
 ANIMAL, FINANCE = "animal", "finance"
 
@@ -47,3 +51,14 @@ TASK_ROWS = {
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
     return path
+
+
+def stsbenchmark_in_memory() -> mteb.AbsTask:
+    """The registered STSBenchmark task with a few rows supplied in memory, so it runs without a download."""
+    import mteb  # here, not at the top: the unit tests that read the rows need no mteb
+    from datasets import Dataset, DatasetDict
+
+    task = mteb.get_task("STSBenchmark")
+    task.dataset = DatasetDict({"test": Dataset.from_list(TASK_ROWS["sts"])})
+    task.data_loaded = True
+    return task

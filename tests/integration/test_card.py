@@ -14,7 +14,10 @@ from st_prune.card.render import render_card  # noqa: E402
 from st_prune.pipeline.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation.evaluate import PAPER_CITATION  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner, load_recipe, machine_description  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.stages.card import card_inputs  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe  # noqa: E402
+from st_prune.util.machine import machine_description  # noqa: E402
 
 SECTIONS = ("## Pruning", "### L3Prune layer selection", "## Training", "## Evaluation", "## Usage",
             "## Model details", "## License", "## Citation")
@@ -122,7 +125,7 @@ def test_render_card_refuses_a_local_path_in_any_field(card_run):
 
     runner = card_run["runner"]
     variant = runner.recipe.variants[0]
-    context = card_context(runner.recipe, variant, **runner.card_inputs(variant))
+    context = card_context(runner.recipe, variant, **card_inputs(runner.ctx, variant))
     context["training"]["data"] = str(card_run["folder"] / "data.jsonl")
     with pytest.raises(StPruneError, match="path"):
         render_card(context, extra_forbidden=(str(card_run["folder"]),))

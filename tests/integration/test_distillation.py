@@ -99,8 +99,8 @@ def distill_recipe(folder, tiny_model, **distill):
 
 
 def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path, tiny_llm):
-    from st_prune.pipeline import stage_keys
-    from st_prune.pipeline.runner import load_recipe
+    from st_prune.pipeline.stages.train import TRAIN
+    from st_prune.pipeline.recipe import load_recipe
 
     path = distill_recipe(tmp_path, tiny_llm("llama", layers=4))
     recipe = load_recipe(path)
@@ -110,7 +110,7 @@ def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path,
 
     def train_keys(overrides):
         changed = load_recipe(path, overrides)
-        return [stage_keys.train_key(changed, variant, 2) for variant in changed.variants]
+        return [TRAIN.key(changed, variant, 2) for variant in changed.variants]
 
     small_key, large_key = train_keys([])
     # The teacher's own training changes the student's key; the distillation weight changes the student's only.
@@ -118,7 +118,7 @@ def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path,
     assert train_keys(["distill.weight=2.0"]) == [train_keys(["distill.weight=2.0"])[0], large_key]
     assert train_keys(["distill.weight=2.0"])[0] != small_key
     without = load_recipe(path, ["distill=null"])
-    assert stage_keys.train_key(without, without.variants[0], 2) != small_key
+    assert TRAIN.key(without, without.variants[0], 2) != small_key
     for override, message in [("distill.teacher=huge", "distill.teacher names 'huge'"),
                               ("distill.variants=[large]", "cannot learn from itself"),
                               ("distill.weight=-1", "distill.weight must be a positive number")]:
@@ -129,7 +129,8 @@ def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path,
 def test_run_trains_the_teacher_first_and_the_student_on_its_embeddings(tmp_path, tiny_llm):
     import json
 
-    from st_prune.pipeline.runner import RecipeRunner, load_recipe
+    from st_prune.pipeline.runner import RecipeRunner
+    from st_prune.pipeline.recipe import load_recipe
 
     path = distill_recipe(tmp_path, tiny_llm("llama", layers=4), weight=2.0)
     lines: list[str] = []
@@ -141,9 +142,9 @@ def test_run_trains_the_teacher_first_and_the_student_on_its_embeddings(tmp_path
     assert any("teacher large" in line and "embedded" in line for line in lines), lines
     record = json.loads((tmp_path / "run" / "work" / "small" / "train.json").read_text())
     assert record["distillation"]["teacher"] == "large" and record["distillation"]["weight"] == 2.0
-    assert record["distillation"]["teacher_layers"] == runner.layers_of(runner.recipe.variants[1])
+    assert record["distillation"]["teacher_layers"] == runner.ctx.layers_of(runner.recipe.variants[1])
     assert "distillation" not in json.loads((tmp_path / "run" / "work" / "large" / "train.json").read_text())
     small, large = runner.recipe.variants
-    card = (runner.zoo_dir(small) / "README.md").read_text()
+    card = (runner.ctx.zoo_dir(small) / "README.md").read_text()
     assert "| Distillation | + 2 × cosine distance to the embeddings of the trained `large` variant" in card
-    assert "| Distillation |" not in (runner.zoo_dir(large) / "README.md").read_text()
+    assert "| Distillation |" not in (runner.ctx.zoo_dir(large) / "README.md").read_text()

@@ -18,7 +18,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before mteb / datasets read it
 
 import mteb  # noqa: E402
 import torch  # noqa: E402
-from datasets import Dataset, DatasetDict  # noqa: E402
 from mteb.models import ModelMeta  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402
@@ -30,6 +29,7 @@ from st_prune import cli
 from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from evaluation_tasks import TASK_ROWS, write_jsonl
+from evaluation_tasks import stsbenchmark_in_memory
 
 HIDDEN = 32
 CORPUS = [
@@ -119,14 +119,6 @@ MAIN_SCORES = {  # task type -> (main score key, valid range)
 
 def local_task_name(task_type: str) -> str:
     return f"local_{task_type.replace('-', '_')}"
-
-
-def stsbenchmark_in_memory() -> mteb.AbsTask:
-    """The registered STSBenchmark task with a few rows supplied in memory, so it runs without a download."""
-    task = mteb.get_task("STSBenchmark")
-    task.dataset = DatasetDict({"test": Dataset.from_list(TASK_ROWS["sts"])})
-    task.data_loaded = True
-    return task
 
 
 MODEL_NAME, REVISION = "st-prune-tests/tiny-llama-pruned", "0123456789abcdef0123456789abcdef01234567"

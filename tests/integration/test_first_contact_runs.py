@@ -6,7 +6,8 @@ import pytest
 from recipe_files import write_recipe
 
 from st_prune.errors import StPruneError
-from st_prune.pipeline.runner import RecipeRunner, load_recipe
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.pipeline.recipe import load_recipe
 
 
 def test_an_existing_path_wins_over_a_shipped_name(tmp_path, tiny_model, monkeypatch):
@@ -39,11 +40,12 @@ def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monke
 
     from tiny_models import make_tiny_llm
 
-    from st_prune.pipeline.runner import RecipeRunner, load_recipe
+    from st_prune.pipeline.context import RunContext
+    from st_prune.pipeline.recipe import load_recipe
 
     model_dir = make_tiny_llm(tmp_path / "tiny-llama", "llama", layers=4)
     path = write_recipe(tmp_path, model_dir, variants=[{"name": "small", "pick": "small"}])
-    original, alive_at_load, loaded = RecipeRunner._encoder, [], []
+    original, alive_at_load, loaded = RunContext.encoder, [], []
 
     def recording_encoder(self, *args, **kwargs):
         alive_at_load.append(sum(ref() is not None for ref in loaded))  # earlier stages' models still alive
@@ -51,7 +53,7 @@ def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monke
         loaded.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(RecipeRunner, "_encoder", recording_encoder)
+    monkeypatch.setattr(RunContext, "encoder", recording_encoder)
     RecipeRunner(load_recipe(path), tmp_path / "run", log=lambda _: None).run()
     assert len(loaded) == 3  # scan, train, export
     assert alive_at_load == [0, 0, 0]

@@ -11,7 +11,8 @@ import pytest
 from plain_st import encode_in_plain_process  # noqa: E402
 
 from st_prune import cli  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner, load_recipe  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe  # noqa: E402
 from recipe_files import write_recipe
 
 pytest.importorskip("onnxruntime")
@@ -36,7 +37,7 @@ def post_export_run(tmp_path_factory, tiny_model):
 
 def test_small_ships_trimmed_with_backend_files_and_large_is_untouched(post_export_run):
     runner = post_export_run["runner"]
-    small, large = (runner.zoo_dir(variant) for variant in runner.recipe.variants)
+    small, large = (runner.ctx.zoo_dir(variant) for variant in runner.recipe.variants)
     trim = json.loads((small / "trim.json").read_text())
     assert trim["vocab_after"] < trim["vocab_before"]
     assert json.loads((small / "config.json").read_text())["vocab_size"] == trim["vocab_after"]
@@ -49,17 +50,17 @@ def test_small_ships_trimmed_with_backend_files_and_large_is_untouched(post_expo
 
 def test_card_and_zoo_index_describe_the_folder_as_shipped(post_export_run):
     runner = post_export_run["runner"]
-    small = runner.zoo_dir(runner.recipe.variants[0])
+    small = runner.ctx.zoo_dir(runner.recipe.variants[0])
     card = (small / "README.md").read_text()
     trim = json.loads((small / "trim.json").read_text())
     assert "## Vocabulary trimmed" in card and f"| tokens | {trim['vocab_before']:,} | {trim['vocab_after']:,} |" in card
     assert "## Faster on CPU: ONNX and OpenVINO" in card
-    repo_id = runner.repo_id(runner.recipe.variants[0])
+    repo_id = runner.ctx.repo_id(runner.recipe.variants[0])
     assert f'`SentenceTransformer("{repo_id}", backend="onnx")`' in card
     assert f"| {trim['parameters_after']:,} |" in card
     index = {row["variant"]: row for row in json.loads((post_export_run["folder"] / "index" / "zoo.json").read_text())}
     assert index["small"]["parameters"] == trim["parameters_after"] < index["large"]["parameters"]
-    deploy = json.loads((runner.work_dir(runner.recipe.variants[0]) / "deploy.json").read_text())
+    deploy = json.loads((runner.folder.work(runner.recipe.variants[0].name) / "deploy.json").read_text())
     assert deploy["speed"]["torch"]["speedup"] == 1.0 and deploy["speed"]["onnx/model.onnx"]["texts_per_second"] > 0
     # The files were checked on the evaluation task's dev sentences (24 distinct ones), not the training texts.
     assert deploy["checked_on"]["source"] == "held-out dev texts of the evaluation tasks"
@@ -73,12 +74,12 @@ def test_trimmed_variant_loads_with_plain_sentence_transformers_and_onnx_agrees(
     from st_prune.util.local_only import load_model_folder
 
     runner = post_export_run["runner"]
-    small = runner.zoo_dir(runner.recipe.variants[0])
+    small = runner.ctx.zoo_dir(runner.recipe.variants[0])
     texts = ["the cat and dog", "a bank with money"]  # words of the training data: kept tokens only
     plain, _ = encode_in_plain_process(small, texts, tmp_path)
     model = load_model_folder(small)
     assert np.allclose(plain, model.encode(texts), atol=1e-5)
-    untrimmed = load_model_folder(runner.export_dir(runner.recipe.variants[0]))
+    untrimmed = load_model_folder(runner.ctx.export_dir(runner.recipe.variants[0]))
     assert np.allclose(plain, untrimmed.encode(texts), atol=1e-5)  # exact on texts of kept tokens
     assert np.allclose(encode_with_graph(model, onnx_runner(small / "onnx/model.onnx"), texts), plain, atol=1e-4)
 

@@ -14,12 +14,10 @@ from hub_server import FakeHub  # noqa: E402
 from tiny_models import make_tiny_bert  # noqa: E402
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.pipeline.runner import (  # noqa: E402
-    STAGES,
-    RecipeRunner,
-    load_recipe,
-    parse_override,
-)
+from st_prune.pipeline.stages import STAGES  # noqa: E402
+from st_prune.pipeline.schema import parse_override  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe  # noqa: E402
 from recipe_tokens import ORG, READ_TOKEN, WRITE_TOKEN
 from recipe_files import write_recipe
 
@@ -186,7 +184,7 @@ def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsy
 
 
 def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, capsys):
-    from st_prune.pipeline.stage_keys import train_key
+    from st_prune.pipeline.stages.train import TRAIN
 
     variants = [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}]
     plain = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
@@ -195,8 +193,8 @@ def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, caps
     assert [own.training_for(v).learning_rate for v in own.variants] == [2e-3, plain.training.learning_rate]
     assert own.training.learning_rate == plain.training.learning_rate  # the shared section is not changed
     # Only the variant with its own rate retrains; the digest of a recipe without one is as before the field.
-    assert train_key(own, own.variants[0], 2) != train_key(plain, plain.variants[0], 2)
-    assert train_key(own, own.variants[1], 2) == train_key(plain, plain.variants[1], 2)
+    assert TRAIN.key(own, own.variants[0], 2) != TRAIN.key(plain, plain.variants[0], 2)
+    assert TRAIN.key(own, own.variants[1], 2) == TRAIN.key(plain, plain.variants[1], 2)
     assert own.digest() != plain.digest()
     status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run"])
     assert status == 0 and "[small: small, 3 steps, lr 0.002]" in capsys.readouterr().out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,14 @@ def interrupted_run(model_dir: str, data: Path, work: Path, stop_at: int, max_st
                       callbacks=[StopAt(stop_at)]).train()
 
 
+def train_argv(model_dir: str, data: Path, output: Path, *extra: str) -> list[str]:
+    return ["train", model_dir, "--data", str(data), "--layers", "2", "--max-steps", "6", "--save-steps", "2",
+            "--batch-size", "4", "--lora-r", "4", "--max-seq-length", "32", "--learning-rate", "1e-3",
+            "--output", str(output), *extra]
+
+
 def cli_train(model_dir: str, data: Path, output: Path, *extra: str) -> int:
-    return cli.main(["train", model_dir, "--data", str(data), "--layers", "2", "--max-steps", "6", "--save-steps", "2",
-                     "--batch-size", "4", "--lora-r", "4", "--max-seq-length", "32", "--learning-rate", "1e-3",
-                     "--output", str(output), *extra])
+    return cli.main(train_argv(model_dir, data, output, *extra))
 
 
 def st_prune_lines(stderr: str) -> str:
@@ -71,12 +76,12 @@ def test_ctrl_c_names_the_last_checkpoint_and_resume(model_dir, data, tmp_path, 
     assert cli_train(model_dir, data, output) == 130
     err = st_prune_lines(capsys.readouterr().err)
     checkpoint = tmp_path / "model.work" / "checkpoint-2"
-    assert err == (f"st-prune train: interrupted; the last checkpoint is {checkpoint}: run the same command with "
-                   "--resume to continue from it")
+    command = shlex.join(["st-prune", *train_argv(model_dir, data, output, "--resume")])
+    assert err == f"st-prune train: interrupted; the last checkpoint is {checkpoint}; continue with `{command}`"
     assert not output.exists()
 
     monkeypatch.setattr(training, "build_trainer", real_build_trainer)
-    assert cli_train(model_dir, data, output, "--resume") == 0  # what the message says works
+    assert cli.main(shlex.split(err.split("`")[1])[1:]) == 0  # the command the message names works
     assert (output / "modules.json").is_file()
 
 
@@ -86,8 +91,9 @@ def test_ctrl_c_before_the_first_checkpoint_says_so(model_dir, data, tmp_path, c
         *a, callbacks=[*(callbacks or []), StopAt(1)], **k))
     assert cli_train(model_dir, data, tmp_path / "model") == 130
     err = st_prune_lines(capsys.readouterr().err)
+    command = shlex.join(["st-prune", *train_argv(model_dir, data, tmp_path / "model")])
     assert err == ("st-prune train: interrupted; no checkpoint was saved yet (one every 2 steps, --save-steps); "
-                   "run the same command to start again")
+                   f"start again with `{command}`")
 
 
 # --- checkpoints damaged by a kill during their save ------------------------------------------------------

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 from runner_resume import record, write_recipe
+from paths import TESTS
 from stop_at import StopAt
 
-from st_prune.pipeline.runner import RecipeRunner, load_recipe
+from st_prune.pipeline.runner import RecipeRunner
+from st_prune.pipeline.recipe import load_recipe
 from st_prune.training import trainer as training
 
 
@@ -58,3 +61,23 @@ def test_checkpoints_of_other_settings_are_discarded_not_resumed(tiny_llm, tmp_p
     assert not any("resuming from" in line for line in lines), lines
     trained = record(output)
     assert trained["resumed_from"] is None and trained["settings"]["learning_rate"] == 5e-4
+
+
+RUN_MADE_BY_4BEF010 = TESTS / "data" / "run-made-by-4bef010"
+
+
+def test_a_run_folder_written_by_the_flat_layout_code_resumes_with_every_stage_skipped(tmp_path):
+    """Issue 24: the package layout and the stage contract keep every stage key, so a run folder written by the code
+    before them (tests/data/run-made-by-4bef010, made by commit 4bef010) resumes with no stage re-run."""
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(RUN_MADE_BY_4BEF010, folder)
+    lines: list[str] = []
+    runner = RecipeRunner(load_recipe(folder / "recipe.yaml"), folder / "run", log=lines.append)
+    summary = runner.run()
+    assert runner.calls == {}, lines
+    skipped = [line for line in lines if line.startswith("[skip]")]
+    assert len(skipped) == 1 + 5 * 2, lines  # the scan, then prune, train, export, evaluate, card of both variants
+    assert not any(line.startswith("[run ]") for line in lines), lines
+    assert summary["small"]["score"] == json.loads((folder / "run/work/small/eval.json").read_text())["average"]

@@ -9,8 +9,9 @@ import pytest
 
 from st_prune import cli
 
-from st_prune.pipeline import stage_keys  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner, load_recipe  # noqa: E402
+from st_prune.pipeline.stages import BY_NAME  # noqa: E402
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe  # noqa: E402
 from recipe_files import write_recipe
 
 STAGES = ("prune", "train", "export", "evaluate", "card")
@@ -18,8 +19,8 @@ STAGES = ("prune", "train", "export", "evaluate", "card")
 
 def keys(recipe, layers: int = 2) -> dict[str, str]:
     variant = recipe.variants[0]
-    result = {"scan": stage_keys.scan_key(recipe)}
-    result.update({stage: stage_keys.VARIANT_KEYS[stage](recipe, variant, layers, "folder") for stage in STAGES})
+    result = {"scan": BY_NAME["scan"].key(recipe)}
+    result.update({stage: BY_NAME[stage].key(recipe, variant, layers, "folder") for stage in STAGES})
     return result
 
 

@@ -15,7 +15,7 @@ import pytest
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.util.optional import REQUIREMENTS, require  # noqa: E402
-from st_prune.pipeline.runner import load_recipe, shipped_recipes  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe, shipped_recipes  # noqa: E402
 from paths import ROOT
 
 

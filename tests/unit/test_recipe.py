@@ -13,12 +13,8 @@ import pytest
 
 from st_prune import cli
 from st_prune.errors import StPruneError
-from st_prune.pipeline.runner import (
-    Recipe,
-    load_recipe,
-    recipes_dir,
-    resolve_model_reference,
-)
+from st_prune.pipeline.schema import Recipe
+from st_prune.pipeline.recipe import load_recipe, recipes_dir, resolve_model_reference
 
 RECIPES = sorted(recipes_dir().glob("*.yaml"))
 PAPER_RECIPES = {
@@ -76,7 +72,7 @@ def test_every_newer_recipe_says_why():
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"])
 def test_cpu_recipes_evaluation_files_load_as_their_tasks(name):
     from st_prune.evaluation.evaluate import load_local_task
-    from st_prune.pipeline.runner import recipe_relative
+    from st_prune.pipeline.recipe import recipe_relative
 
     recipe = load_recipe(recipes_dir() / f"{name}.yaml")
     types = {}
@@ -176,7 +172,7 @@ def test_specs_check_their_ranges_when_built_in_code_too():
 
     from pydantic import ValidationError
 
-    from st_prune.pipeline.runner import TrainingSpec, VariantSpec
+    from st_prune.pipeline.schema import TrainingSpec, VariantSpec
 
     training = TrainingSpec()
     assert dataclasses.replace(training, steps=5).steps == 5

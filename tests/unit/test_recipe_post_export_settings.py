@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from st_prune.pipeline.runner import load_recipe
+from st_prune.pipeline.recipe import load_recipe
 
 
 def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp_path):
@@ -23,7 +23,7 @@ def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp
 
 def test_the_main_jobs_small_variant_ships_onnx_and_openvino_files():
     """README's main job (the shipped CPU recipe) must keep shipping backend files for `small`, int8 included."""
-    from st_prune.pipeline.runner import recipes_dir
+    from st_prune.pipeline.recipe import recipes_dir
 
     recipe = load_recipe(recipes_dir() / "smollm2-135m-instruct-cpu.yaml")
     small, large = recipe.variants

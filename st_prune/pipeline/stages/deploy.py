@@ -7,11 +7,15 @@ torch and its speed on this machine: the card's backend table is rendered from i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from st_prune.pipeline.stage import Stage, digest
+from st_prune.pipeline.stages.trim import final_key
 
 #: The text fields of the local evaluation task files (st_prune.evaluation.evaluate's task types).
 TEXT_FIELDS = ("sentence1", "sentence2", "query", "document", "text")
@@ -52,3 +56,36 @@ def held_out_texts(task_files: Sequence[Path], count: int = 64, seed: int = 0) -
                     texts += [row[name] for name in TEXT_FIELDS if isinstance(row.get(name), str) and row[name].strip()]
     unique = list(dict.fromkeys(texts))
     return random.Random(seed).sample(unique, min(count, len(unique)))
+
+
+class DeployStage(Stage):
+    name = "deploy"
+    record = "deploy.json"
+
+    def applies(self, ctx, variant) -> bool:
+        return ctx.recipe.deploys(variant)
+
+    def key(self, recipe, variant, layers, folder) -> str:
+        deploy = dataclasses.asdict(recipe.deploy) if recipe.deploy is not None else None
+        return digest("deploy", final_key(recipe, variant, layers, folder), deploy)
+
+    def check_inputs(self, ctx, variant) -> None:
+        ctx.final_record(variant)
+
+    def run(self, ctx, variant) -> dict[str, Any]:
+        from st_prune.util.machine import speed_texts
+
+        spec = ctx.recipe.deploy
+        # Checked on held-out dev texts (the recipe's local evaluation tasks) with each prompt and without, else on
+        # the recipe's own training texts: a quantized file must hold on texts it was not fitted to.
+        check_texts = held_out_texts([ctx.local_task_path(task) for task in ctx.recipe.evaluation.local_tasks])
+        source = "held-out dev texts of the evaluation tasks"
+        if not check_texts:
+            check_texts, source = speed_texts(ctx.rows(), count=32), "the recipe's training texts"
+        data = ctx.folder.write_record(variant.name, self.record, deploy_variant(
+            ctx.zoo_dir(variant), backends=spec.backends, quantize=spec.quantize, log=ctx.log,
+            check_texts=check_texts, check_source=source, speed_texts=speed_texts(ctx.rows())))
+        return {"shipped": shipped_files(data)}
+
+
+DEPLOY = DeployStage()

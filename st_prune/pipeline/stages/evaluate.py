@@ -7,9 +7,13 @@ and model-index need, the average, and where the results are (relative to the ru
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from st_prune.pipeline.stage import Stage, digest
+from st_prune.pipeline.stages.trim import final_key
 
 
 def evaluation_tasks(names: Sequence[str] | str | None, local_tasks: Iterable[tuple[Path, Any]]) -> list[Any]:
@@ -39,3 +43,29 @@ def evaluate_variant(folder: Path, tasks: list[Any], *, repo_id: str, base_model
         "average": round(sum(scores.values()) / len(scores), 6) if scores else None,
         "results_dir": str(run.results_dir.relative_to(run_dir)),
     }
+
+
+class EvaluateStage(Stage):
+    name = "evaluate"
+    record = "eval.json"
+
+    def applies(self, ctx, variant) -> bool:
+        return bool(ctx.recipe.evaluation.tasks or ctx.recipe.evaluation.local_tasks)
+
+    def key(self, recipe, variant, layers, folder) -> str:
+        return digest("evaluate", final_key(recipe, variant, layers, folder), dataclasses.asdict(recipe.evaluation))
+
+    def check_inputs(self, ctx, variant) -> None:
+        ctx.final_record(variant)
+
+    def run(self, ctx, variant) -> dict[str, Any]:
+        spec, repo_id = ctx.recipe.evaluation, ctx.repo_id(variant)
+        repo_id = repo_id if "/" in repo_id else f"local/{repo_id}"
+        tasks = evaluation_tasks(spec.tasks, [(ctx.local_task_path(task), task) for task in spec.local_tasks])
+        data = ctx.folder.write_record(variant.name, self.record, evaluate_variant(
+            ctx.zoo_dir(variant), tasks, repo_id=repo_id, base_model=ctx.recipe.base_id,
+            license=ctx.recipe.card.license, batch_size=spec.batch_size, run_dir=ctx.folder.root))
+        return {"average": data["average"]}
+
+
+EVALUATE = EvaluateStage()

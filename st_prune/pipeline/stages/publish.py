@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from st_prune.pipeline.stage import Stage
+
 
 def folder_digest(folder: Path) -> str:
     """A short digest of the folder's file names, sizes and modification times (cheap: no file is read)."""
@@ -27,3 +29,35 @@ def publish_variant(folder: Path, repo_id: str, *, private: bool, token: str | N
                             commit_message=commit_message)
     log(f"       published {repo_id} ({result.commit_url or 'unchanged'})")
     return {"repo_id": repo_id, "repo_url": result.repo_url, "commit": result.commit_oid, "changed": result.changed}
+
+
+class PublishStage(Stage):
+    """Not a function of the recipe alone: its key is the repo and the folder's digest, known when it runs."""
+
+    name = "publish"
+
+    def applies(self, ctx, variant) -> bool:
+        return ctx.org is not None
+
+    def describe(self, ctx, variant, extra: str = "") -> str:
+        return f"{super().describe(ctx, variant, extra)} -> {ctx.repo_id(variant)}"
+
+    def check_inputs(self, ctx, variant) -> None:
+        from st_prune.errors import StPruneError
+
+        card = ctx.folder.marker_data("card", variant.name)
+        if card is None or (card.get("key") or [None])[0] != ctx.repo_id(variant):
+            raise StPruneError(f"the card of {variant.name} was written for another repo: run the card stage first")
+
+    def marker_key(self, ctx, variant, layers) -> Any:
+        # Re-publish when the folder changed (e.g. a re-rendered card); publish_folder itself skips no-op commits.
+        return [ctx.repo_id(variant), folder_digest(ctx.zoo_dir(variant))]
+
+    def run(self, ctx, variant) -> dict[str, Any]:
+        folder = ctx.zoo_dir(variant)
+        return publish_variant(
+            folder, ctx.repo_id(variant), private=ctx.recipe.publish.private, token=ctx.token, endpoint=ctx.endpoint,
+            commit_message=f"Publish {folder.name} ({ctx.recipe.name} recipe) with st-prune", log=ctx.log)
+
+
+PUBLISH = PublishStage()

@@ -7,10 +7,17 @@ Under several processes only rank 0 runs it; the others wait and then read the r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from st_prune.pipeline.stage import Stage, digest
+
+# Base-model fields that change the loaded model (id, short_name and layers only name or describe it).
+_LOAD_FIELDS = ("model", "pooling", "max_seq_length", "dtype")
+# Data fields that change the rows (description and names only go to the card).
+_DATA_EXCLUDED = ("description", "names")
 # The scan settings L3Prune takes (the recipe's scan section also holds max_seq_length, which shapes the model).
 _L3PRUNE_OPTIONS = ("batch_size", "num_batches", "seed", "scale")
 
@@ -45,3 +52,26 @@ def scan_base(
     if scan["pick_confidence"]:  # how sure: bootstrap over the scan's batches (in scan.json too)
         log("       " + "; ".join(result.confidence_text(pick, scan["pick_confidence"]) for pick in ("small", "large")))
     return scan
+
+
+class ScanStage(Stage):
+    name = "scan"
+    per_variant = False
+
+    def key(self, recipe, variant=None, layers=None, folder=None) -> str:
+        base = {name: getattr(recipe.base, name, None) for name in _LOAD_FIELDS}
+        data = {key: value for key, value in dataclasses.asdict(recipe.data).items() if key not in _DATA_EXCLUDED}
+        return digest("scan", base, dataclasses.asdict(recipe.scan), data, recipe.query_instruction)
+
+    def run(self, ctx, variant=None) -> dict[str, Any]:
+        from st_prune.util.machine import speed_texts
+
+        recipe, source, folder = ctx.recipe, ctx.training_source(), ctx.folder
+        scan = scan_base(ctx.encoder(None, recipe.scan.max_seq_length), source.data, source.prompts,
+                         dataclasses.asdict(recipe.scan), folder.scan_dir, texts=speed_texts(ctx.rows()),
+                         title=f"L3Prune scan of {recipe.base_id}", log=ctx.log)
+        folder.forget(folder.scan_record)  # rewritten: the picks may have moved
+        return {"small": scan["small"], "large": scan["large"]}
+
+
+SCAN = ScanStage()

@@ -15,10 +15,16 @@ Under several processes (``torchrun``), every rank trains; rank 0 alone writes t
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from st_prune.pipeline.stage import Stage, digest
+from st_prune.pipeline.stages.prune import PRUNE
+from st_prune.util.staging import commit_staging, new_staging_dir
 
 CHECKPOINTS = "checkpoints"
 KEY_FILE = "key.json"
@@ -92,11 +98,18 @@ def train_variant(
     if not is_main:
         return record
     adapter, partial = work_dir / ADAPTER, work_dir / f"{ADAPTER}.partial"
-    for old in (adapter, partial):  # this stage's own output, rebuilt whole
+    for old in (adapter, partial):  # this stage's own output, rebuilt whole (adapter.partial: left by older versions)
         if old.exists():
             shutil.rmtree(old)
-    model[0].model.save_pretrained(str(partial))
-    partial.rename(adapter)  # a kill during the save leaves adapter.partial, never a half adapter
+    # Staged like every other output: a kill or a full disk during the save leaves no half adapter (the next save
+    # removes a killed one's staging folder), and the files get the umask's modes, not the 0600 peft writes.
+    staging = new_staging_dir(adapter)
+    try:
+        model[0].model.save_pretrained(str(staging))
+        commit_staging(staging, adapter)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     write_json_atomic(work_dir / RECORD, record)
     return record
 
@@ -104,3 +117,117 @@ def train_variant(
 def discard_checkpoints(work_dir: Path) -> None:
     """Delete the stage's checkpoints once its marker is written (before it, a kill would lose the training)."""
     shutil.rmtree(work_dir / CHECKPOINTS, ignore_errors=True)
+
+
+# Training fields that do not change the trained weights: how often a checkpoint is saved.
+_TRAINING_EXCLUDED = ("save_steps",)
+
+
+def _training_settings(recipe, variant) -> dict[str, Any]:
+    return {key: value for key, value in dataclasses.asdict(recipe.training_for(variant)).items()
+            if key not in _TRAINING_EXCLUDED}
+
+
+def load_trained(ctx, variant):
+    """The variant's pruned encoder with its trained LoRA adapter attached (not merged)."""
+    from peft import PeftModel
+
+    from st_prune.errors import StPruneError
+
+    layers = ctx.folder.record(variant.name, PRUNE.record, stage="prune")["layers"]
+    adapter = ctx.folder.work(variant.name) / ADAPTER
+    if not adapter.is_dir():
+        raise StPruneError(f"{adapter} is missing: run the train stage first (--only train)")
+    model = ctx.encoder(layers)
+    module = model[0]
+    module.model = PeftModel.from_pretrained(module.auto_model, str(adapter))
+    return model
+
+
+def distillation_data(ctx, teacher, spec, batch_size: int) -> tuple[Any, dict[str, Any]]:
+    """The training data with the trained teacher's embeddings of every text (``st_prune.training.distillation``)."""
+    from st_prune.training.distillation import add_teacher_embeddings
+    from st_prune.training.trainer import prepare_training_data
+    from st_prune.util.resources import release_memory
+
+    start = time.perf_counter()
+    model = load_trained(ctx, teacher)
+    model.max_seq_length = spec.max_seq_length or ctx.recipe.base.max_seq_length  # the student's inputs
+    source = ctx.training_source()
+    data = add_teacher_embeddings(model, prepare_training_data(source.data, batch_size, source.prompts))
+    seconds = round(time.perf_counter() - start, 1)
+    texts = sum(len(dataset) * (len(dataset.column_names) - 1) for dataset in data.datasets.values())  # not label
+    ctx.log(f"       teacher {teacher.name} ({ctx.layers_of(teacher)} layers) embedded {texts} "
+            f"training texts in {seconds:.0f}s")
+    del model
+    release_memory()
+    distill = ctx.recipe.distill
+    return data, {"teacher": teacher.name, "teacher_layers": ctx.layers_of(teacher), "weight": distill.weight,
+                  "distance": distill.distance, "teacher_seconds": seconds}
+
+
+class TrainStage(Stage):
+    """Every rank trains (DDP); checkpoints every ``training.save_steps`` let a re-run continue inside the stage, and
+    rank 0 alone writes the adapter, the record and the marker."""
+
+    name = "train"
+    record = RECORD
+
+    def key(self, recipe, variant, layers, folder=None) -> str:
+        training = _training_settings(recipe, variant)
+        teacher = recipe.teacher_of(variant)
+        if teacher is None:
+            return digest("train", PRUNE.key(recipe, variant, layers), training)
+        # A distilled student also depends on its teacher's training. The teacher is named by its spec, not its layer
+        # count: its depth follows from the scan (in the scan key) and the spec, so the key stays a function of the
+        # recipe.
+        from st_prune.pipeline.stages.scan import SCAN
+
+        distill = {key: value for key, value in dataclasses.asdict(recipe.distill).items() if key != "variants"}
+        teacher_part = (dataclasses.asdict(teacher), _training_settings(recipe, teacher), SCAN.key(recipe))
+        return digest("train", PRUNE.key(recipe, variant, layers), training, distill, teacher_part)
+
+    def check_inputs(self, ctx, variant) -> None:
+        ctx.folder.record(variant.name, PRUNE.record, stage="prune")
+
+    def describe(self, ctx, variant, extra: str = "") -> str:
+        extra += f", {ctx.recipe.training_for(variant).steps} steps"
+        extra += f", lr {variant.learning_rate:g}" if variant.learning_rate is not None else ""
+        return super().describe(ctx, variant, extra)
+
+    def run(self, ctx, variant) -> dict[str, Any]:
+        from st_prune.pipeline.recipe import training_config
+        from st_prune.util import distributed
+
+        layers = ctx.folder.record(variant.name, PRUNE.record, stage="prune")["layers"]
+        work = ctx.folder.work(variant.name)
+        if distributed.is_main():
+            prepare_checkpoints(work, self.key(ctx.recipe, variant, layers), log=ctx.log)  # drops other settings'
+        distributed.wait_for_everyone()  # ... before any rank picks the checkpoint to continue from
+        resume = resume_point(work)
+        spec = ctx.recipe.training_for(variant)
+        source = ctx.training_source()  # the data `st-prune train` would read from the same path
+        data, prompts, config = source.data, source.prompts, training_config(spec)
+        teacher = ctx.recipe.teacher_of(variant)
+        distillation = None
+        if teacher is not None:
+            data, distillation = distillation_data(ctx, teacher, spec, config.batch_size)
+            prompts = None  # the prepared data carries its prompts
+            config = config.replace(distill_weight=ctx.recipe.distill.weight, distill_distance=ctx.recipe.distill.distance)
+        record = train_variant(
+            ctx.encoder(layers, spec.max_seq_length), data, prompts, config, work,
+            resume=resume, settings=dataclasses.asdict(spec), layers=layers, log=ctx.log,
+            is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
+        ctx.folder.forget(ctx.folder.record_path(variant.name, RECORD))
+        return {"steps": record["steps"], "train_loss": record["train_loss"]}
+
+    def finish(self, ctx, variant, key) -> None:
+        from st_prune.util import distributed
+
+        distributed.wait_for_everyone()  # the adapter and marker are written before any rank moves on
+        marker = ctx.folder.marker(self.name, variant.name)
+        if distributed.is_main() and marker.is_file() and ctx.folder.read(marker).get("key") == key:
+            discard_checkpoints(ctx.folder.work(variant.name))
+
+
+TRAIN = TrainStage()
