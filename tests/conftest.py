@@ -86,3 +86,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(tier_of(item.path))
     if problems:
         raise pytest.UsageError("\n".join(problems))
+
+
+@pytest.fixture()
+def triplets_file(tmp_path):
+    """12 triplets of short texts in a JSONL file (the bad-input tests of scan and train read it)."""
+    import json
+
+    words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road"]
+    path = tmp_path / "triplets.jsonl"
+    path.write_text("".join(
+        json.dumps({"anchor": f"{i} the {words[i % 10]}", "positive": f"a {words[i % 10]} {i}",
+                    "negative": f"some {words[(i + 3) % 10]} {i + 100}"}) + "\n"
+        for i in range(12)
+    ))
+    return path

@@ -52,20 +52,6 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(st_prune.model.truncated_llm, "encoder_from_llm", refuse)
 
 
-@pytest.fixture()
-def triplets_file(tmp_path):
-    import json
-
-    words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road"]
-    path = tmp_path / "triplets.jsonl"
-    path.write_text("".join(
-        json.dumps({"anchor": f"{i} the {words[i % 10]}", "positive": f"a {words[i % 10]} {i}",
-                    "negative": f"some {words[(i + 3) % 10]} {i + 100}"}) + "\n"
-        for i in range(12)
-    ))
-    return path
-
-
 def test_prune_to_an_unwritable_folder(tiny_llm, unwritable, capsys, no_model_load):
     status, err = run_cli(["prune", tiny_llm(), "--layers", "1", "--output", unwritable / "out"], capsys)
     assert_one_line(status, err, "--output")
