@@ -43,16 +43,16 @@ from st_prune import encoder_from_llm
 from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings
 from st_prune.model.export import merge_adapters
 from st_prune.util.machine import machine_description
-from st_prune.pipeline.recipe import find_recipe, load_recipe, load_recipe_data, training_config
+from st_prune.pipeline.recipe import find_recipe, load_recipe, load_recipe_data
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 
 
 def config_for(recipe, steps: int) -> TrainingConfig:
     """The recipe's own training settings for its ``small`` variant, at ``steps`` steps (warm-up kept in proportion)."""
     spec = recipe.training_for(next(v for v in recipe.variants if v.name == "small"))
-    warmup = max(1, round(spec.warmup_steps * steps / spec.steps))
-    return dataclasses.replace(training_config(spec), max_steps=steps, warmup_steps=warmup, save_steps=10**6,
-                               max_seq_length=spec.max_seq_length or recipe.base.max_seq_length)
+    warmup = max(1, round(spec.config().effective_warmup_steps * steps / spec.steps))
+    return spec.config(max_steps=steps, warmup_steps=warmup, save_steps=10**6,
+                       max_seq_length=spec.max_seq_length or recipe.base.max_seq_length)
 
 
 def train(layers: int, data, config: TrainingConfig, weight: float | None, max_seq_length: int):

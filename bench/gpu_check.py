@@ -535,9 +535,7 @@ def step_figures(timer, tokens_per_step: int, kept: int, total: int) -> dict[str
 def training_config(recipe, seq_len: int, tiny: bool, **changes: Any):
     """The recipe's own TrainingConfig with this check's sizes: no checkpoints, every step's loss logged; on CPU
     (--tiny) bf16 is left to st-prune's auto (off), since the recipe's bf16=True is refused there."""
-    from st_prune.pipeline.recipe import training_config as recipe_training_config
-
-    base = recipe_training_config(recipe.training)
+    base = recipe.training.config()
     if tiny:
         base = base.replace(bf16=None)
     return base.replace(max_seq_length=seq_len, warmup_steps=None, save_steps=100_000, logging_steps=1,

@@ -14,6 +14,9 @@ processes; --batch-size is per process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--l3prune", choices=("small", "large"),
         help="keep the layer count L3Prune picks from the model's per-layer loss on --data (writes scan.json/png)",
     )
-    parser.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (default 1000)")
-    parser.add_argument("--batch-size", type=int, metavar="B", help="triplets per batch and process (default 64)")
-    parser.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate (default 2e-4)")
-    parser.add_argument(
-        "--warmup-steps", type=int, metavar="N", help="linear warm-up steps (default 30%% of --max-steps: 300 of 1000)"
-    )
-    parser.add_argument("--max-seq-length", type=int, metavar="N", help="tokens per text (default 512)")
-    parser.add_argument("--lora-r", type=int, metavar="R", help="LoRA rank (default 16, alpha = 2R); 0 trains all weights")
-    parser.add_argument(
-        "--lora-targets", metavar="NAME,...",
-        help="projections to adapt (default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)",
-    )
-    parser.add_argument("--seed", type=int, metavar="S", help="random seed (default 42)")
-    parser.add_argument("--save-steps", type=int, metavar="N", help="checkpoint every N steps (default 100)")
-    parser.add_argument("--cached-loss", action="store_true", help="GradCache loss: big batches in little memory")
+    add_training_flags(parser)
     parser.add_argument("--pooling", choices=("weighted_mean", "last_token", "mean"), default="weighted_mean")
     parser.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default="auto",
@@ -85,26 +74,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run, interrupted=interrupted)
 
 
+#: TrainingConfig fields without a flag: a recipe sets them (its `distill` section), `st-prune train` has no teacher.
+RECIPE_ONLY = {"distill_weight": "distill.weight", "distill_distance": "distill.distance"}
+
+
+def training_flags() -> dict[str, list[str]]:
+    """``TrainingConfig`` field -> its flags: ``--name-with-dashes``, plus the field's other spelling if any."""
+    from st_prune.training.config import TrainingConfig
+
+    flags = {}
+    for info in dataclasses.fields(TrainingConfig):
+        if info.name not in RECIPE_ONLY:
+            other = info.metadata["cli"].get("flag")
+            flags[info.name] = [f"--{info.name.replace('_', '-')}", *([other] if other else [])]
+    return flags
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainingConfig`` field (its type, help and default from the field); unset flags keep the
+    field's default."""
+    from st_prune.training.config import TrainingConfig
+    from st_prune.util.settings import unwrap
+
+    group = parser.add_argument_group("training (TrainingConfig; defaults are the paper's)")
+    fields = {info.name: info for info in dataclasses.fields(TrainingConfig)}
+    for name, flags in training_flags().items():
+        info, kind = fields[name], unwrap(TrainingConfig.__annotations__[name])
+        help = info.metadata["help"].replace("%", "%%")
+        default = info.default if info.default_factory is dataclasses.MISSING else info.default_factory()
+        if default not in (None, {}) and kind is not bool and "paper:" not in help:
+            help += f" (default {','.join(default) if isinstance(default, tuple) else default})"
+        options: dict[str, Any] = {"dest": name, "default": None, "help": help}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is typing.Literal:
+            options["choices"] = typing.get_args(kind)
+        elif typing.get_origin(kind) is tuple:
+            options["type"] = _names
+        elif typing.get_origin(kind) is dict:
+            options["type"] = _json_object
+        else:
+            options["type"] = kind
+        if "metavar" in info.metadata["cli"]:
+            options["metavar"] = info.metadata["cli"]["metavar"]
+        group.add_argument(*flags, **options)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse names the type in its error: "invalid JSON object value"
+
+
 def build_config(args: argparse.Namespace):
     """A TrainingConfig from the paper's defaults and the flags that were given (validated)."""
-    from st_prune.training.trainer import TrainingConfig
+    from st_prune.training.config import TrainingConfig
 
-    changes: dict[str, Any] = {}
-    for flag, name in (
-        ("max_steps", "max_steps"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
-        ("warmup_steps", "warmup_steps"), ("max_seq_length", "max_seq_length"), ("seed", "seed"),
-        ("save_steps", "save_steps"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            changes[name] = value
-    if args.lora_r is not None:
-        changes.update(lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
-    if args.lora_targets:
-        changes["lora_target_modules"] = tuple(name.strip() for name in args.lora_targets.split(",") if name.strip())
-    if args.cached_loss:
-        changes["cached_loss"] = True
-    return TrainingConfig(**changes)
+    changes = {name: getattr(args, name) for name in training_flags() if getattr(args, name) is not None}
+    if "lora_r" in changes and "lora_alpha" not in changes:
+        changes["lora_alpha"] = 2 * changes["lora_r"]  # the paper's ratio (16 / 32), kept when only the rank is given
+    try:
+        return TrainingConfig(**changes)
+    except StPruneError as error:  # "max_steps must be ..." -> "--max-steps must be ...": the flag is the fix
+        name = str(error).split(" ", 1)[0]
+        if name in changes:
+            raise StPruneError(f"{training_flags()[name][0]}{str(error)[len(name):]}") from None
+        raise
 
 
 def _read_data(args: argparse.Namespace):
@@ -128,10 +171,10 @@ def run(args: argparse.Namespace) -> int:
         check_lora_targets,
         check_run_folders,
         is_main_process,
-        prepare_training_data,
         train_pruned,
         work_dir_for,
     )
+    from st_prune.data.training_data import prepare_training_data
     from st_prune.model.truncated_llm import encoder_from_llm
 
     # Every check that can fail fast, before minutes of loading and scanning.
@@ -169,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     if args.l3prune:
         if previous is not None and previous.get("kept_layers") and (work / SCAN_JSON).is_file():
             model = encoder_from_llm(args.model, layers=previous["kept_layers"], pooling=args.pooling,
-                                     max_seq_length=config.max_seq_length, dtype=args.dtype)
+                                     max_seq_length=config.sequence_length(), dtype=args.dtype)
         else:
             model = _scan_and_prune(args, config, data, work)
         for name in (SCAN_JSON, SCAN_PNG):
@@ -177,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
                 extra_files[name] = (work / name).read_bytes()
     else:
         model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
-                                 max_seq_length=config.max_seq_length, dtype=args.dtype)
+                                 max_seq_length=config.sequence_length(), dtype=args.dtype)
     module = model[0]
     if is_main_process():
         write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "dtype": args.dtype,
@@ -233,14 +276,13 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     from st_prune.training.trainer import is_main_process
     from st_prune.model.truncated_llm import encoder_from_llm
 
-    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length, dtype=args.dtype)
+    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.sequence_length(), dtype=args.dtype)
     options: dict[str, Any] = {"seed": config.seed, "scale": config.scale, "batch_size": config.batch_size}
     if args.scan_batches is not None:
         options["num_batches"] = args.scan_batches
     if args.scan_batch_size is not None:
         options["batch_size"] = args.scan_batch_size
-    train_dataset, prompts = data.for_trainer()
-    result = L3Prune(**options).select(full, train_dataset, prompts=prompts)
+    result = L3Prune(**options).select(full, data)  # the trainer's datasets and prompts (TrainingData)
     if is_main_process():
         work.mkdir(parents=True, exist_ok=True)
         result.save(work / SCAN_JSON)

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesRankingLoss,
@@ -41,19 +40,14 @@ from sentence_transformers.sentence_transformer.losses import (
 from tqdm.auto import tqdm
 
 from st_prune.model import architectures
-from st_prune.data.triplets import TEXT_COLUMNS, load_triplets, split_by_instruction
+from st_prune.data.training_data import Prompts, TrainingData, to_training_data
+from st_prune.data.triplets import TEXT_COLUMNS
 from st_prune.errors import StPruneError
 from st_prune.util.files import atomic_path, read_json, write_text_atomic
 from st_prune.util.optional import require
 
 logger = logging.getLogger(__name__)
 
-#: What ``select`` accepts as training data: a Dataset or a path (validated by ``load_triplets``; an ``instruction``
-#: column becomes per-instruction datasets with anchor prompts), or the ``train_dataset`` you give the trainer.
-TrainingData = Dataset | DatasetDict | Mapping[str, Dataset] | str | os.PathLike
-#: sentence-transformers' trainer ``prompts``: one string for every column, {column: prompt}, or
-#: {dataset name: {column: prompt}}.
-Prompts = str | Mapping[str, str] | Mapping[str, Mapping[str, str]] | None
 
 PICKS = ("small", "large")
 SCAN_FORMAT_VERSION = 1
@@ -474,7 +468,7 @@ class L3Prune:
         if not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or self.scale <= 0:
             raise StPruneError(f"scale must be a positive number (the paper uses 50), got {self.scale!r}")
 
-    def sample(self, data: TrainingData, prompts: Prompts = None) -> list[ScanBatch]:
+    def sample(self, data: TrainingData | Any, prompts: Prompts = None) -> list[ScanBatch]:
         """The batches the scan will use: validated data, grouped like the trainer groups it, sampled with ``seed``.
 
         Each batch comes from one dataset (one instruction), as sentence-transformers' multi-dataset samplers do.
@@ -482,7 +476,8 @@ class L3Prune:
         datasets count in proportion to their size and data of exactly ``batch_size * num_batches`` rows is used
         whole. Fewer available batches than ``num_batches``: all of them are used (with a warning).
         """
-        datasets, prompts, named = _prepare_data(data, prompts)
+        prepared = to_training_data(data, prompts)  # the trainer's datasets and prompts (st_prune.data.training_data)
+        datasets = prepared.datasets
         rng = np.random.default_rng(self.seed)
         pool: list[tuple[str, np.ndarray]] = []
         for name in sorted(datasets):
@@ -503,21 +498,20 @@ class L3Prune:
         for name, indices in chosen:
             rows = datasets[name][indices.tolist()]
             columns = {column: rows[column] for column in TEXT_COLUMNS if column in rows}
-            dataset_name = name if named else None  # the trainer names batches only for a DatasetDict
-            batches.append(ScanBatch(columns, {column: _column_prompt(prompts, dataset_name, column)
-                                               for column in columns}))
+            batches.append(ScanBatch(columns, {column: prepared.prompt(name, column) for column in columns}))
         return batches
 
     def select(
-        self, model: SentenceTransformer, data: TrainingData, prompts: Prompts = None
+        self, model: SentenceTransformer, data: TrainingData | Any, prompts: Prompts = None
     ) -> L3PruneResult:
         """Scan every depth of ``model`` on ``data`` and return the curve with its small and large picks.
 
         Args:
             model: a SentenceTransformer whose first module holds a decoder LLM (e.g. ``encoder_from_llm(...)`` at full
                 depth), followed by its pooling (and Normalize). The model is not modified.
-            data: a Dataset or a JSONL/CSV/Parquet path (see ``st_prune.data.triplets.load_triplets``: an ``instruction``
-                column becomes the anchor's prompt), or the ``train_dataset`` (Dataset or DatasetDict) you will train on.
+            data: what the trainer takes (``st_prune.data.training_data.to_training_data``): a Dataset or a
+                JSONL/CSV/Parquet path (an ``instruction`` column becomes the anchor's prompt), a DatasetDict, an E5-mix
+                folder or a ``TrainingData``.
             prompts: the ``prompts`` you will give the trainer, for data without an ``instruction`` column.
         """
         batches = self.sample(data, prompts)  # all data errors come before any model work
@@ -531,52 +525,6 @@ class ScanBatch:
 
     texts: dict[str, list[str]]
     prompts: dict[str, str | None]
-
-
-def _prepare_data(data: TrainingData, prompts: Prompts) -> tuple[dict[str, Dataset], Prompts, bool]:
-    """Validated datasets by name, their prompts, and whether the names are dataset names (a DatasetDict)."""
-    if isinstance(data, (DatasetDict, Mapping)) and not isinstance(data, Dataset):
-        if not data:
-            raise StPruneError("the training data holds no datasets; give at least one anchor/positive dataset")
-        datasets = {}
-        for name, dataset in data.items():
-            checked = load_triplets(dataset)
-            if "instruction" in checked.column_names:
-                raise StPruneError(
-                    f"dataset {name!r} has an instruction column; pass it whole (or split it with "
-                    "st_prune.data.triplets.split_by_instruction and pass the returned prompts)"
-                )
-            datasets[str(name)] = checked
-        return datasets, prompts, True
-    checked = load_triplets(data)
-    if "instruction" in checked.column_names:
-        if prompts:
-            raise StPruneError("the data has an instruction column; give either that column or prompts, not both")
-        datasets, instruction_prompts = split_by_instruction(checked)
-        return datasets, instruction_prompts, True
-    return {"d0": checked}, prompts, False
-
-
-def _column_prompt(prompts: Prompts, dataset_name: str | None, column: str) -> str | None:
-    """The prompt of ``column`` the way sentence-transformers' data collator resolves trainer prompts."""
-    if not prompts:
-        return None
-    if isinstance(prompts, str):
-        return prompts
-    if dataset_name is not None and dataset_name in prompts:
-        resolved = prompts[dataset_name]
-    elif isinstance(next(iter(prompts.values())), Mapping):
-        if dataset_name is None:
-            raise StPruneError(
-                "prompts are nested {dataset: {column: prompt}} but the data is a single dataset; give "
-                "{column: prompt} or a DatasetDict"
-            )
-        return None
-    else:
-        resolved = prompts
-    if isinstance(resolved, str):
-        return resolved
-    return resolved.get(column) if isinstance(resolved, Mapping) else None
 
 
 # =====================================================================================================================

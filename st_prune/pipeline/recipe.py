@@ -14,7 +14,6 @@ import importlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -22,7 +21,6 @@ from st_prune.errors import StPruneError
 from st_prune.pipeline.schema import (
     DuplicateKeyError,
     Recipe,
-    TrainingSpec,
     apply_override,
     load_yaml,
     parse_override,
@@ -176,26 +174,3 @@ def instruction_prompt(instruction: str) -> str:
     from st_prune.data.triplets import instruction_prompt as format_instruction
 
     return format_instruction(instruction) or ""
-
-
-def training_config(spec: TrainingSpec) -> Any:
-    """The recipe's training section as ``st_prune.training.trainer.TrainingConfig``."""
-    from st_prune.training.trainer import TrainingConfig
-
-    return TrainingConfig(
-        max_steps=spec.steps,
-        batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        warmup_steps=spec.warmup_steps,
-        max_seq_length=spec.max_seq_length,
-        scale=spec.scale,
-        lora_r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
-        lora_dropout=spec.lora.dropout,
-        lora_target_modules=tuple(spec.lora.target_modules),
-        gradient_checkpointing=spec.gradient_checkpointing,
-        bf16=spec.bf16,
-        seed=spec.seed,
-        save_steps=spec.save_steps,  # a killed run resumes inside the train stage from the last of these
-        logging_steps=spec.logging_steps,
-    )

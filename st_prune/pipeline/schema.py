@@ -17,73 +17,17 @@ import functools
 import hashlib
 import json
 import re
-import types
 import typing
 from dataclasses import field
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    AllowInfNan,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
-from pydantic.dataclasses import dataclass as _pydantic_dataclass
+from pydantic import TypeAdapter, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from st_prune.paper import PAPER_LORA_TARGETS
 from st_prune.errors import StPruneError
-
-# Unknown keys are errors (a typo must not silently fall back to the default). defer_build: pydantic builds a spec's
-# validator when it is first used, not at import: every `st-prune` command imports this module, few load a recipe.
-spec = _pydantic_dataclass(config=ConfigDict(extra="forbid", defer_build=True))
-
-
-def _yaml_number(value: Any) -> Any:
-    # PyYAML reads `2e-4` (no dot: YAML 1.1) as a string, in a recipe file and in `--set training.learning_rate=1e-4`.
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-# Strict: a recipe's `steps: "7"`, `steps: 3.5` or `bf16: 1` is a mistake to report, not to coerce; numbers take
-# integers (50 -> 50.0) and the numeric strings above, never true/false, NaN or infinity.
-Int = Annotated[int, Strict()]
-Number = Annotated[float, BeforeValidator(_yaml_number), Strict(), AllowInfNan(False)]
-Str = Annotated[str, Strict()]
-Bool = Annotated[bool, Strict()]
-Text = Annotated[str, Strict(), Field(min_length=1)]  # a required string that must not be empty
-
-_SEED_MAX = 2**32 - 1  # transformers' set_seed seeds numpy, which takes 0 .. 2**32 - 1
-
-
-def limits(*, ge: float | None = None, gt: float | None = None, lt: float | None = None, le: float | None = None,
-           note: str = "") -> Any:
-    """A value's range (pydantic constraints) and the words its error message uses, made from the same numbers."""
-    if ge is not None and lt is not None:
-        words = f"in [{ge}, {lt})"
-    elif ge is not None and le is not None:
-        words = f"in [{ge}, {le}]"
-    elif gt == 0:
-        words = "a positive number"
-    elif ge == 0:
-        words = "0 or more"
-    elif ge is not None:
-        words = f"at least {ge}"
-    else:  # pragma: no cover - every range above is one of these shapes
-        raise TypeError("limits() needs ge, or gt=0")
-    if note:
-        words += f" ({note})"
-    return Field(ge=ge, gt=gt, lt=lt, le=le, json_schema_extra={"range": words})
-
+from st_prune.training.config import DISTANCES, LoraSpec, TrainingSpec  # noqa: F401  (the recipe's training section)
+from st_prune.util.settings import SEED_MAX, Bool, Int, Number, Str, Text, limits, spec, unwrap
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
@@ -145,36 +89,9 @@ class ScanSpec:
 
     batch_size: Annotated[Int, limits(ge=1)] = 64
     num_batches: Annotated[Int, limits(ge=1)] = 100
-    seed: Annotated[Int, limits(ge=0, le=_SEED_MAX)] = 42
+    seed: Annotated[Int, limits(ge=0, le=SEED_MAX)] = 42
     scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = 50.0
     max_seq_length: Annotated[Int | None, limits(ge=1)] = None  # defaults to base.max_seq_length
-
-
-@spec
-class LoraSpec:
-    r: Annotated[Int, limits(ge=0, note="0 trains all weights; the paper uses 16")] = 16
-    alpha: Annotated[Int, limits(gt=0, note="the paper uses 32")] = 32
-    dropout: Annotated[Number, limits(ge=0, lt=1, note="the paper uses 0.05")] = 0.05
-    target_modules: list[Str] = field(default_factory=lambda: list(PAPER_LORA_TARGETS))
-
-
-@spec
-class TrainingSpec:
-    """The paper's defaults: 1000 steps, batch 64, lr 2e-4, 300 warm-up steps, InfoNCE scale 50, seed 42."""
-
-    steps: Annotated[Int, limits(ge=1)] = 1000
-    batch_size: Annotated[Int, limits(ge=2, note="in-batch negatives")] = 64
-    learning_rate: Annotated[Number, limits(gt=0, note="the paper uses 2e-4")] = 2e-4
-    warmup_steps: Annotated[Int, limits(ge=0)] = 300
-    scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = 50.0
-    seed: Annotated[Int, limits(ge=0, le=_SEED_MAX)] = 42
-    max_seq_length: Annotated[Int | None, limits(ge=1)] = None  # defaults to base.max_seq_length
-    bf16: Bool = False
-    gradient_checkpointing: Bool = False
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    logging_steps: Annotated[Int, limits(ge=1)] = 10
-    # A checkpoint (adapter, optimizer, scheduler, RNG, step) every N steps: a re-run resumes the stage from it.
-    save_steps: Annotated[Int, limits(ge=1)] = 100
 
 
 @spec
@@ -265,7 +182,7 @@ class DistillSpec:
     teacher: Text
     variants: list[Str] = field(default_factory=lambda: ["small"])
     weight: Annotated[Number, limits(gt=0, note="1.0 weighs the two terms alike")] = 1.0
-    distance: Literal["cosine", "mse", "l2"] = "cosine"
+    distance: Literal[DISTANCES] = "cosine"
 
 
 @spec
@@ -385,6 +302,7 @@ class Recipe:
         """Hash of everything that changes the produced models (publishing targets excluded)."""
         data = self.to_dict()
         data.pop("publish", None)
+        data["training"] = self.training.key_settings()  # automatic settings as what they resolve to
         data["training"].pop("save_steps", None)  # how often training checkpoints changes no weight
         if data.get("distill") is None:
             data.pop("distill", None)  # recipes without the (later) distill section keep their digests
@@ -398,18 +316,7 @@ class Recipe:
 # =====================================================================================================
 # Walking the schema (error messages and --set)
 # =====================================================================================================
-def _unwrap(tp: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
-    while True:
-        if typing.get_origin(tp) is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif typing.get_origin(tp) in (Union, types.UnionType):
-            options = [option for option in typing.get_args(tp) if option is not type(None)]
-            if len(options) != 1:
-                return tp
-            tp = options[0]
-        else:
-            return tp
+_unwrap = unwrap
 
 
 def _is_spec(tp: Any) -> bool:

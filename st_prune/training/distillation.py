@@ -28,10 +28,10 @@ from st_prune.errors import StPruneError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from st_prune.training.trainer import TrainingData
+    from st_prune.data.training_data import TrainingData
 
 LABEL_COLUMN = "label"  # the column sentence-transformers' collator passes to the loss as `labels`
-DISTANCES = ("cosine", "mse", "l2")
+from st_prune.training.config import DISTANCES  # noqa: E402  (one list: the settings check it too)
 
 
 def add_teacher_embeddings(teacher: SentenceTransformer, data: TrainingData, batch_size: int = 32) -> TrainingData:
@@ -48,9 +48,8 @@ def add_teacher_embeddings(teacher: SentenceTransformer, data: TrainingData, bat
         if LABEL_COLUMN in dataset.column_names:
             raise StPruneError(f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
                                "teacher's embeddings there: rename or drop that column")
-        prompts = data.prompts.get(name) or {}
         columns = [
-            teacher.encode(dataset[column], prompt=prompts.get(column), batch_size=batch_size,
+            teacher.encode(dataset[column], prompt=data.prompt(name, column), batch_size=batch_size,
                            convert_to_numpy=True, show_progress_bar=False)
             for column in dataset.column_names
         ]
@@ -125,10 +124,9 @@ def mean_distance(student: SentenceTransformer, data: TrainingData, distance_met
     measure = EmbedDistillLoss(student, distance_metric=distance_metric)
     values = []
     for name, dataset in data.datasets.items():
-        prompts = data.prompts.get(name) or {}
         texts = [column for column in dataset.column_names if column != LABEL_COLUMN]
         labels = torch.tensor(dataset[LABEL_COLUMN])
-        embeddings = [student.encode(dataset[column], prompt=prompts.get(column), convert_to_tensor=True,
+        embeddings = [student.encode(dataset[column], prompt=data.prompt(name, column), convert_to_tensor=True,
                                      show_progress_bar=False) for column in texts]
         with torch.no_grad():
             values.append(float(measure.compute_loss_from_embeddings(

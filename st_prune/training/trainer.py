@@ -41,19 +41,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict
 from sentence_transformers import (
     SentenceTransformer,
     SentenceTransformerTrainer,
@@ -70,14 +68,10 @@ from sentence_transformers.sentence_transformer.losses import (
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from st_prune.data.triplets import (
-    TEXT_COLUMNS,
-    instruction_prompt,
-    load_triplets,
-    split_by_instruction,
-)
-from st_prune.util.distributed import world_size
+from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
 from st_prune.errors import StPruneError
+from st_prune.training.config import TrainingConfig, automatic_bf16, automatic_gradient_checkpointing
+from st_prune.util.distributed import world_size
 
 logger = logging.getLogger(__name__)
 
@@ -104,124 +98,10 @@ class NonFiniteLossError(StPruneError):
 
 
 # =====================================================================================================
-# Configuration
+# Configuration: TrainingConfig (st_prune.training.config), resolved against this machine
 # =====================================================================================================
-@dataclass
-class TrainingConfig:
-    """The paper's training setup; every field can be overridden (``TrainingConfig(max_steps=200)``).
-
-    Attributes:
-        max_steps: optimizer steps (paper: 1000).
-        batch_size: triplets per batch *per process*; with several processes the loss sees
-            ``batch_size * processes`` candidates when ``gather_across_devices`` (paper: 64 in total).
-        learning_rate: peak learning rate of the linear schedule (paper: 2e-4).
-        warmup_steps: linear warm-up steps (paper: 300 of 1000). ``None`` keeps the paper's ratio,
-            30 % of ``max_steps``, which is 300 at 1000 steps and stays proportionate for short runs.
-        max_seq_length: tokens per text during training (paper: 512); ``None`` uses the model's own limit.
-            It does not change the model's inference ``max_seq_length``.
-        scale: InfoNCE inverse temperature on cosine similarity (paper: 50).
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling and dropout (paper: 16, 32, 0.05).
-            ``lora_r=0`` trains all weights instead (full fine-tuning).
-        lora_target_modules: projection names to adapt; fused projections (Phi-3) stand in for split ones.
-        cached_loss: use ``CachedMultipleNegativesRankingLoss`` (GradCache): big batches in small memory.
-        cached_mini_batch_size: texts per forward pass with ``cached_loss``.
-        gather_across_devices: share in-batch negatives across processes under DDP (no effect on one).
-        gradient_checkpointing: recompute activations in the backward pass. ``None``: on when training on
-            a CUDA GPU (the paper's setting), off on CPU where memory is rarely the limit.
-        bf16: bfloat16 mixed precision. ``None``: on when the CUDA GPU supports it.
-        seed: seed of the model init (LoRA), data order and dropout (paper: 42).
-        save_steps: checkpoint every N steps (resume continues from the last one).
-        save_total_limit: checkpoints kept (older ones are deleted); ``None`` keeps all.
-        logging_steps: log the loss every N steps.
-        lr_scheduler_type, weight_decay: passed to the trainer (paper: linear, 0).
-        distill_weight: above 0, the loss adds this times the distance of the student's embeddings to the
-            teacher's, which the data carries in a ``label`` column (``st_prune.training.distillation``); 0: the paper's loss.
-        distill_distance: ``cosine`` (1 - cosine), ``mse`` or ``l2`` (``EmbedDistillLoss``'s metrics).
-        training_arguments: any other ``SentenceTransformerTrainingArguments`` field, e.g.
-            ``{"gradient_accumulation_steps": 4}``; these win over everything above.
-    """
-
-    max_steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 2e-4
-    warmup_steps: int | None = None
-    max_seq_length: int | None = 512
-    scale: float = 50.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = PAPER_LORA_TARGETS
-    cached_loss: bool = False
-    cached_mini_batch_size: int = 32
-    gather_across_devices: bool = True
-    gradient_checkpointing: bool | None = None
-    bf16: bool | None = None
-    seed: int = 42
-    save_steps: int = 100
-    save_total_limit: int | None = 2
-    logging_steps: int = 10
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    distill_weight: float = 0.0
-    distill_distance: str = "cosine"
-    training_arguments: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.lora_target_modules = tuple(self.lora_target_modules)
-        self.validate()
-
-    def replace(self, **changes: Any) -> TrainingConfig:
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
-
-    def validate(self) -> None:
-        """One-line errors naming the fix for values that cannot train."""
-        positive_ints = ("max_steps", "save_steps", "logging_steps", "cached_mini_batch_size")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise StPruneError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise StPruneError(
-                f"batch_size must be an integer of at least 2 (the other rows are the in-batch negatives), "
-                f"got {self.batch_size!r}"
-            )
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise StPruneError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise StPruneError(f"warmup_steps must be a non-negative integer or None, got {self.warmup_steps!r}")
-        if self.max_seq_length is not None and (not isinstance(self.max_seq_length, int) or self.max_seq_length < 1):
-            raise StPruneError(f"max_seq_length must be a positive number of tokens or None, got {self.max_seq_length!r}")
-        if not (isinstance(self.scale, (int, float)) and self.scale > 0):
-            raise StPruneError(f"scale must be a positive number, got {self.scale!r}")
-        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 0:
-            raise StPruneError(f"lora_r must be a non-negative integer (0 trains all weights), got {self.lora_r!r}")
-        if not 0 <= self.lora_dropout < 1:
-            raise StPruneError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.lora_r and not self.lora_target_modules:
-            raise StPruneError("lora_target_modules is empty; name the projections to adapt, e.g. q_proj,v_proj")
-        if not (isinstance(self.distill_weight, (int, float)) and math.isfinite(self.distill_weight)
-                and self.distill_weight >= 0):
-            raise StPruneError(f"distill_weight must be 0 (off) or a positive number, got {self.distill_weight!r}")
-        if self.distill_weight and self.cached_loss:
-            raise StPruneError("distillation shares the student's embeddings with the plain loss: set cached_loss=False")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise StPruneError(f"save_total_limit must be at least 1 or None, got {self.save_total_limit!r}")
-
-    @property
-    def effective_warmup_steps(self) -> int:
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return round(0.3 * self.max_steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["lora_target_modules"] = list(self.lora_target_modules)
-        return data
-
-
 def use_bf16(config: TrainingConfig) -> bool:
-    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    supported = automatic_bf16()
     if config.bf16 is None:
         return supported
     if config.bf16 and not supported:
@@ -230,7 +110,7 @@ def use_bf16(config: TrainingConfig) -> bool:
 
 
 def use_gradient_checkpointing(config: TrainingConfig) -> bool:
-    return torch.cuda.is_available() if config.gradient_checkpointing is None else config.gradient_checkpointing
+    return automatic_gradient_checkpointing() if config.gradient_checkpointing is None else config.gradient_checkpointing
 
 
 # =====================================================================================================
@@ -324,135 +204,6 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
 # =====================================================================================================
 # Data
 # =====================================================================================================
-#: What ``prompts`` may be, as sentence-transformers' trainer takes them: one string for every column,
-#: {column: prompt}, or {dataset name: {column: prompt}}.
-Prompts = str | Mapping[str, str] | Mapping[str, Mapping[str, str]] | None
-
-
-@dataclass
-class TrainingData:
-    """Training data as ST's trainer takes it: one dataset per instruction, and each dataset's column prompts."""
-
-    datasets: dict[str, Dataset]
-    prompts: dict[str, dict[str, str]]
-    dropped: dict[str, int] = field(default_factory=dict)  # dataset name -> rows, too few to fill a batch
-
-    @property
-    def num_rows(self) -> int:
-        return sum(len(dataset) for dataset in self.datasets.values())
-
-    def for_trainer(self) -> tuple[Dataset | DatasetDict, dict[str, Any] | None]:
-        """``(train_dataset, prompts)`` for ``SentenceTransformerTrainer`` (and ``L3Prune.select``): a single
-        dataset stays a plain ``Dataset`` with ``{column: prompt}``; several form a ``DatasetDict`` with
-        ``{dataset: {column: prompt}}``."""
-        if len(self.datasets) == 1:
-            name, dataset = next(iter(self.datasets.items()))
-            return dataset, (dict(self.prompts.get(name) or {}) or None)
-        prompts = {name: dict(prompt) for name, prompt in self.prompts.items() if prompt}
-        return DatasetDict(self.datasets), (prompts or None)
-
-
-def _per_dataset_prompts(prompts: Prompts, names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Trainer-style prompts spelled out as {dataset: {column: prompt}} for the given dataset names."""
-    if not prompts:
-        return {}
-    if isinstance(prompts, str):
-        return {name: {column: prompts for column in TEXT_COLUMNS} for name in names}
-    if all(isinstance(value, str) for value in prompts.values()):
-        return {name: dict(prompts) for name in names}
-    unknown = [name for name in prompts if name not in names]
-    if unknown:
-        raise StPruneError(f"prompts name dataset(s) {', '.join(map(str, unknown))} that the data does not have "
-                           f"(datasets: {', '.join(names)})")
-    return {name: dict(prompts[name]) for name in names if name in prompts}
-
-
-def _split(data: Any, prompts: Prompts) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
-    """Named text-only datasets and their prompts; ``instruction`` columns become anchor prompts."""
-    if isinstance(data, TrainingData):
-        return dict(data.datasets), {name: dict(p) for name, p in data.prompts.items()}
-    if is_echo_data_folder(data):  # the same loader as `st-prune train` and `st-prune run` (st_prune.data.echo)
-        if prompts:
-            raise StPruneError("an E5-mix folder brings its own instructions; do not pass prompts with it")
-        source = load_training_source(data)
-        return dict(source.data), dict(source.prompts or {})
-    if isinstance(data, (DatasetDict, Mapping)):
-        named = {str(name): dataset for name, dataset in data.items()}
-        if not named:
-            raise StPruneError("the training data holds no datasets; give at least one anchor/positive dataset")
-    else:
-        named = {"train": data}
-    datasets: dict[str, Dataset] = {}
-    split_prompts: dict[str, dict[str, str]] = {}
-    plain: list[str] = []
-    for name, source in named.items():
-        checked = load_triplets(source)
-        if "instruction" not in checked.column_names:
-            datasets[name] = checked
-            plain.append(name)
-            continue
-        if prompts:
-            raise StPruneError("the data has an instruction column; give either that column or prompts, not both")
-        parts, part_prompts = split_by_instruction(checked)
-        for part, dataset in parts.items():
-            full_name = name if len(parts) == 1 else f"{name}-{part}"
-            datasets[full_name] = dataset
-            if part in part_prompts:
-                split_prompts[full_name] = part_prompts[part]
-    split_prompts.update(_per_dataset_prompts(prompts, plain))
-    return datasets, split_prompts
-
-
-def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -> TrainingData:
-    """Validated training data, one dataset per instruction, with the prompts ST's trainer applies.
-
-    Args:
-        data: a ``datasets.Dataset``; a ``DatasetDict`` or dict of name -> Dataset; a JSONL/CSV/Parquet file or a
-            folder of them (``st_prune.data.triplets.load_triplets``); or a folder of E5-mix task files (``load_e5_mix``).
-            An ``instruction`` column becomes the anchor's prompt (``st_prune.data.triplets.split_by_instruction``), so
-            its tokens are excluded from pooling just as with ``model.encode(texts, prompt=...)``.
-        batch_size: datasets with fewer rows cannot fill a batch and are dropped with a warning (all: an error).
-        prompts: trainer-style prompts for data without an ``instruction`` column.
-    """
-    datasets, split_prompts = _split(data, prompts)
-    kept: dict[str, Dataset] = {}
-    dropped: dict[str, int] = {}
-    for name, dataset in datasets.items():
-        if len(dataset) >= batch_size:
-            kept[name] = dataset
-        else:
-            dropped[name] = len(dataset)
-    if not kept:
-        largest = max(dropped.values(), default=0)
-        if largest < 2:  # no batch size helps: a batch needs 2 rows, the other row being the in-batch negative
-            raise StPruneError(
-                f"the training data has at most {largest} row(s) per instruction, and a batch needs at least 2 "
-                "(each row's in-batch negatives are the other rows); add data"
-            )
-        raise StPruneError(
-            f"no dataset (one per instruction) has batch_size={batch_size} rows to fill a batch (largest: {largest}); "
-            f"lower the batch size to at most {largest} or add data"
-        )
-    if dropped:
-        logger.warning(
-            "Skipping %d dataset(s) with fewer than batch_size=%d rows: %s",
-            len(dropped), batch_size, ", ".join(f"{name} ({rows})" for name, rows in dropped.items()),
-        )
-    return TrainingData(kept, {name: p for name, p in split_prompts.items() if name in kept and p}, dropped)
-
-
-# --- the E5 mix (echo-embeddings layout): st_prune.data.echo, re-exported here where it used to live --------------
-from st_prune.data.echo import (  # noqa: E402, F401  (re-exported: they lived here before)
-    E5_ALTERNATING,
-    E5_INSTRUCTIONS,
-    E5_SYMMETRIC,
-    is_e5_folder,
-    is_echo_data_folder,
-    load_e5_mix,
-    load_training_source,
-)
-
-
 # =====================================================================================================
 # Loss and trainer
 # =====================================================================================================
@@ -722,7 +473,7 @@ def build_trainer(
     config = config or TrainingConfig()
     config.validate()
     prepared = prepare_training_data(data, config.batch_size, prompts)
-    check_prompts_fit(model, prepared, config.max_seq_length)
+    check_prompts_fit(model, prepared, config.sequence_length())
     if config.distill_weight:
         from st_prune.training.distillation import LABEL_COLUMN
 
@@ -746,7 +497,7 @@ def build_trainer(
         loss=build_loss(model, config),
         evaluator=evaluator,
         callbacks=[timer, *(callbacks or [])],
-        max_seq_length=config.max_seq_length,
+        max_seq_length=config.sequence_length(),
     )
     trainer.step_timer = timer
     trainer.training_data = prepared
@@ -930,7 +681,7 @@ def train_pruned(
         model = model_or_path
     else:
         model = encoder_from_llm(
-            str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.max_seq_length
+            str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.sequence_length()
         )
 
     try:

@@ -222,7 +222,11 @@ def uncached_hub_tasks():
 
 
 def test_eval_offline_leaves_no_empty_results_folder(exported, tmp_path, capsys, monkeypatch, uncached_hub_tasks):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # As a user's HF_HUB_OFFLINE=1 reads at import: the variable alone let the client try huggingface.co first.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     output = tmp_path / "results"
     status, err = run_cli(["eval", exported, "--tasks", HUB_TASKS, "--model-name", "org/m", "--output", output], capsys)
     assert_one_line(status, err, "hf download --repo-type dataset")

@@ -14,7 +14,12 @@ def test_missing_model_path_is_one_line(tmp_path, capsys):
 
 
 def test_missing_hub_id_offline_names_hf_download(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # As a user's HF_HUB_OFFLINE=1 reads at import; the variable alone let the client try huggingface.co with
+    # back-off (24 s without a network) before the offline message.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     status, err = run_cli(["prune", "nope-org/nope-model", "--layers", "1", "--output", tmp_path / "out"], capsys)
     assert_one_line(status, err, "HF_HUB_OFFLINE=1", "hf download nope-org/nope-model")
 

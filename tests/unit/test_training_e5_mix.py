@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 from training_rows import write_jsonl
 
+from st_prune.data.echo import E5_INSTRUCTIONS, load_e5_mix
 from st_prune.errors import StPruneError
-from st_prune.training.trainer import (
-    E5_INSTRUCTIONS,
-    load_e5_mix,
-    prepare_training_data,
-)
+from st_prune.training.trainer import prepare_training_data
 
 
 def test_e5_mix_folder_gives_one_dataset_per_task_with_its_instruction(tmp_path):

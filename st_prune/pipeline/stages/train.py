@@ -124,7 +124,7 @@ _TRAINING_EXCLUDED = ("save_steps",)
 
 
 def _training_settings(recipe, variant) -> dict[str, Any]:
-    return {key: value for key, value in dataclasses.asdict(recipe.training_for(variant)).items()
+    return {key: value for key, value in recipe.training_for(variant).key_settings().items()
             if key not in _TRAINING_EXCLUDED}
 
 
@@ -147,7 +147,7 @@ def load_trained(ctx, variant):
 def distillation_data(ctx, teacher, spec, batch_size: int) -> tuple[Any, dict[str, Any]]:
     """The training data with the trained teacher's embeddings of every text (``st_prune.training.distillation``)."""
     from st_prune.training.distillation import add_teacher_embeddings
-    from st_prune.training.trainer import prepare_training_data
+    from st_prune.data.training_data import prepare_training_data
     from st_prune.util.resources import release_memory
 
     start = time.perf_counter()
@@ -196,7 +196,6 @@ class TrainStage(Stage):
         return super().describe(ctx, variant, extra)
 
     def run(self, ctx, variant) -> dict[str, Any]:
-        from st_prune.pipeline.recipe import training_config
         from st_prune.util import distributed
 
         layers = ctx.folder.record(variant.name, PRUNE.record, stage="prune")["layers"]
@@ -207,7 +206,9 @@ class TrainStage(Stage):
         resume = resume_point(work)
         spec = ctx.recipe.training_for(variant)
         source = ctx.training_source()  # the data `st-prune train` would read from the same path
-        data, prompts, config = source.data, source.prompts, training_config(spec)
+        # None (the default) trains at the base's length, the encoder's own (TrainingConfig.sequence_length)
+        config = spec.config(max_seq_length=spec.max_seq_length or ctx.recipe.base.max_seq_length)
+        data, prompts = source.data, source.prompts
         teacher = ctx.recipe.teacher_of(variant)
         distillation = None
         if teacher is not None:
@@ -216,7 +217,7 @@ class TrainStage(Stage):
             config = config.replace(distill_weight=ctx.recipe.distill.weight, distill_distance=ctx.recipe.distill.distance)
         record = train_variant(
             ctx.encoder(layers, spec.max_seq_length), data, prompts, config, work,
-            resume=resume, settings=dataclasses.asdict(spec), layers=layers, log=ctx.log,
+            resume=resume, settings=spec.key_settings(), layers=layers, log=ctx.log,
             is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
         ctx.folder.forget(ctx.folder.record_path(variant.name, RECORD))
         return {"steps": record["steps"], "train_loss": record["train_loss"]}
