@@ -18,14 +18,16 @@ _LAZY = {
     "L3PruneResult": "st_prune.l3prune.scan",
     "TruncatedLLM": "st_prune.model.truncated_llm",
     "encoder_from_llm": "st_prune.model.truncated_llm",
+    "shrink": "st_prune.l3prune.shrink",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from st_prune.model.export import export_model
     from st_prune.l3prune.scan import L3Prune, L3PruneResult
+    from st_prune.l3prune.shrink import shrink
     from st_prune.model.truncated_llm import TruncatedLLM, encoder_from_llm
 
-__all__ = ["L3Prune", "L3PruneResult", "StPruneError", "TruncatedLLM", "encoder_from_llm", "export_model"]
+__all__ = ["L3Prune", "L3PruneResult", "StPruneError", "TruncatedLLM", "encoder_from_llm", "export_model", "shrink"]
 __version__ = "0.1.0"
 
 

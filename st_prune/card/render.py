@@ -25,7 +25,7 @@ import jinja2
 
 from st_prune.model.dtypes import saved_weights
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json, write_text_atomic
+from st_prune.util.files import read_json
 from st_prune.util.local_only import load_model_folder
 
 TEMPLATE_NAME = "model_card.md.j2"
@@ -181,6 +181,8 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         "speedup": speed / speed_full if speed_full else 0.0,
         "machine": export["machine"],
         "speed_documents": speed_documents,
+        # A width cut (issue 25.4): channels of every kept layer's MLP; None at full width.
+        "mlp": prune.get("width"),
         "how": (
             f"L3Prune's {variant.pick} pick" if variant.pick
             else f"a fixed {variant.layers}-layer cut" if variant.layers
@@ -223,6 +225,8 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         "title": f"{recipe.base_short_name} L3Prune {variant.name} ({layers}/{full_layers} layers)",
         "variant": variant.name,
         "base_model": recipe.base_id,
+        # A trained sentence-transformers embedder as the base (issue 25): its config says so (st_prune.cut_from).
+        "base_kind": "sentence-transformers embedder" if _cut_from_embedder(folder) else "decoder LLM",
         "base_short_name": recipe.base_short_name,
         "recipe_name": recipe.name,
         "license": recipe.card.license,
@@ -345,10 +349,25 @@ def _local_names(recipe) -> set[str]:
 
 
 def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None) -> Path:
-    """Render the card into ``folder/README.md`` (atomically) and copy the L3Prune curve beside it."""
+    """Render the card into ``folder/README.md`` (atomically) and copy the L3Prune curve beside it.
+
+    They replace st-prune's own files only (the export's card, an earlier card): a README.md the user wrote or
+    edited in the model folder is refused (``st_prune.util.ownership``)."""
+    from st_prune.util import ownership
+
     local = tuple(str(p) for p in {folder.resolve().parent.parent, Path.cwd()} if str(p) not in ("/", ""))
     text = render_card(context, extra_forbidden=local)
+    fix = "move it away and run the card stage again"
     if curve is not None and curve.is_file():
-        shutil.copyfile(curve, folder / CURVE_FILE)
-    write_text_atomic(folder / "README.md", text)
+        ownership.write_file(folder, CURVE_FILE, lambda path: shutil.copyfile(curve, path), by="card", overwrite=True,
+                             fix=fix)
+    ownership.write_text(folder, "README.md", text, by="card", overwrite=True, fix=fix)
     return folder / "README.md"
+
+
+def _cut_from_embedder(folder: Path) -> bool:
+    import json
+
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return ((config.get("st_prune") or {}).get("cut_from") or {}).get("kind") == "sentence-transformers"

@@ -32,8 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-batches", type=int, default=100, metavar="N", help="batches to average (default 100)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the row sampling (default 42)")
     parser.add_argument("--scale", type=float, default=50.0, help="InfoNCE scale, 1/temperature (default 50)")
-    parser.add_argument("--pooling", choices=sorted(POOLING_MODES), default="weighted_mean")
-    parser.add_argument("--max-seq-length", type=int, default=512, metavar="N")
+    parser.add_argument(
+        "--pooling", choices=sorted(POOLING_MODES),
+        help="pooling of an LLM's encoder (default weighted_mean); a sentence-transformers embedder is scanned with its "
+        "own pooling, Dense/Normalize and query/document prompts",
+    )
+    parser.add_argument(
+        "--max-seq-length", type=int, metavar="N", help="tokens per text (default 512; an embedder keeps its own)"
+    )
     parser.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default="auto",
         help="dtype the model loads in (default auto: the checkpoint's own; float32 if the loss overflows)",
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.l3prune.scan import L3Prune, scan
     from st_prune.model.truncated_llm import encoder_from_llm
 
-    if args.max_seq_length < 1:
+    if args.max_seq_length is not None and args.max_seq_length < 1:
         raise StPruneError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise StPruneError(f"--scale must be a positive number (the paper uses 50), got {args.scale}")
@@ -73,15 +79,23 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.util.writable import check_writable_file
 
     check_device(args.device)
-    check_writable_file(args.output, "--output")
+    # Every file the scan will write, checked now: a scan can take minutes, and must never replace the user's files.
+    destinations = [("--output", Path(args.output))]
     if not args.no_plot:
-        check_writable_file(args.plot or Path(args.output).with_suffix(".png"), "--plot" if args.plot else "--output")
+        destinations.append(("--plot" if args.plot else "--output", Path(args.plot or Path(args.output).with_suffix(".png"))))
+    for flag, path in destinations:
+        check_writable_file(path, flag)
+        _check_destination(path, flag, Path(args.data))
+    if len({path.resolve() for _, path in destinations}) < len(destinations):
+        raise StPruneError(f"--plot {args.plot} is the --output file; give the curve its own name, e.g. --plot scan.png")
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     # Every data error comes before the (possibly minutes long) model load.
     instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
     # The loader `st-prune train` and `run` use: an echo-data folder is read as the paper's E5 mix.
     source = load_training_source(args.data, instructions=instructions, default_instruction=args.instruction)
-    batches = selector.sample(source.data, source.prompts)
+    from st_prune.model.embedder import embedder_prompts
+
+    batches = selector.sample(source.data, embedder_prompts(args.model, source.data, source.prompts))
     print(f"data: {len(source.rows)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
 
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
@@ -93,10 +107,33 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         settings={"batch_size": args.batch_size, "num_batches": len(batches), "seed": args.seed},
     )
-    output = result.save(args.output)
+    output = _write(Path(args.output), "--output", result.save)
     print(result.summary())
     print(f"curve -> {output}")
     if not args.no_plot:
-        plot = result.plot(args.plot or Path(args.output).with_suffix(".png"))
+        flag = "--plot" if args.plot else "--output"
+        plot = _write(Path(args.plot or Path(args.output).with_suffix(".png")), flag, result.plot)
         print(f"plot -> {plot}")
     return 0
+
+
+def _check_destination(path: Path, flag: str, data: Path) -> None:
+    """``path`` is not the training data (nor inside a data folder) and holds no file st-prune did not write."""
+    from st_prune.util import ownership
+
+    target, source = path.resolve(), data.resolve()
+    if target == source:
+        raise StPruneError(f"{flag} {path} is the --data file, which the scan would overwrite; choose another {flag}, "
+                           f"e.g. {flag} scan.json")
+    if source in target.parents:
+        raise StPruneError(f"{flag} {path} is inside the --data folder {data}, whose files are read as training data; "
+                           f"choose another {flag}, e.g. {flag} scan.json")
+    ownership.check_replace(path.parent, path.name, by="scan", fix=f"choose another {flag} or move that file away")
+
+
+def _write(path: Path, flag: str, save) -> Path:
+    """``save(temporary)`` renamed to ``path`` and recorded as st-prune's (``st_prune.util.ownership``)."""
+    from st_prune.util import ownership
+
+    ownership.write_file(path.parent, path.name, save, by="scan", fix=f"choose another {flag} or move that file away")
+    return path

@@ -3,8 +3,8 @@
 Prune, train with the paper's recipe (LoRA, hard-negative InfoNCE, instructions excluded from pooling) and
 export the merged, vanilla-loadable model to DIR. Checkpoints go to the sibling folder DIR.work/ so
 that DIR only ever holds the finished export (plus scan.json/scan.png with --l3prune); a run
-that stops early continues with --resume. DIR.work/ is deleted after a successful export unless
---keep-checkpoints.
+that stops early continues with --resume. What st-prune wrote in DIR.work/ is deleted after a successful
+export unless --keep-checkpoints; a DIR.work/ of your own is never used or deleted.
 
 Several GPUs: the same command under torchrun --nproc_per_node N -m st_prune.cli train ... (or
 accelerate launch -m st_prune.cli train ...) trains with DDP and shares in-batch negatives across
@@ -22,7 +22,7 @@ from typing import Any
 
 from st_prune.model.dtypes import DTYPE_CHOICES
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json, write_json_atomic
+from st_prune.util.files import read_json
 from st_prune.util.interrupts import Resume
 
 RUN_FILE = "run.json"
@@ -37,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n", 2)[2].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="Hub id, local folder, or .gguf file of a decoder LLM")
+    parser.add_argument(
+        "model", metavar="MODEL",
+        help="Hub id, local folder, or .gguf file of a decoder LLM; or a sentence-transformers embedder over one (its "
+        "pooling, Dense/Normalize modules, prompts and tokenizer are kept)",
+    )
     parser.add_argument(
         "--data", required=True, metavar="FILE",
         help="training triplets: JSONL/CSV/Parquet with anchor, positive (, negative, instruction) columns, "
@@ -57,7 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the layer count L3Prune picks from the model's per-layer loss on --data (writes scan.json/png)",
     )
     add_training_flags(parser)
-    parser.add_argument("--pooling", choices=("weighted_mean", "last_token", "mean"), default="weighted_mean")
+    parser.add_argument(
+        "--pooling", choices=("weighted_mean", "last_token", "mean"),
+        help="pooling of an LLM's encoder (default weighted_mean); an embedder keeps its own",
+    )
+    parser.add_argument(
+        "--mlp-keep", type=float, default=1.0, metavar="F",
+        help="share of MLP channels every kept layer keeps, 0 < F <= 1 (default 1), ranked by their activations on "
+        "--data before training",
+    )
     parser.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default="auto",
         help="dtype the model loads, trains and is exported in (default auto: the checkpoint's own)",
@@ -183,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("scan_batches", "scan_batch_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise StPruneError(f"--{flag.replace('_', '-')} must be a positive integer")
+    from st_prune.model.width import check_mlp_keep
+
+    check_mlp_keep(args.mlp_keep)
     config = build_config(args)
     output = Path(args.output)
     work = work_dir_for(output)
@@ -191,6 +206,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable_folder(output)  # DIR.work sits beside it, in the same parent
     source_data, source_prompts = _read_data(args)
+    from st_prune.model.embedder import embedder_prompts
+
+    # A trained embedder trains (and is scanned) on its texts as it embeds them: its own query/document prompts.
+    source_prompts = embedder_prompts(args.model, source_data, source_prompts)
     data = prepare_training_data(source_data, config.batch_size, source_prompts)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
@@ -198,21 +217,26 @@ def run(args: argparse.Namespace) -> int:
 
     check_load_dtype(args.model, args.dtype, training=True, fix="pass --dtype float32")
     depth = {"layers": args.layers, "fraction": args.fraction, "l3prune": args.l3prune}
+    if args.mlp_keep != 1:  # runs started before --mlp-keep existed kept the whole width: their run.json lacks it
+        depth["mlp_keep"] = args.mlp_keep
     previous = _read_run(work) if checkpoint else None
     if previous is not None:
         started = {key: previous.get(key) for key in ("model", "layers", "fraction", "l3prune")}
+        if previous.get("mlp_keep", 1) != 1:
+            started["mlp_keep"] = previous["mlp_keep"]
         started["dtype"] = previous.get("dtype", "auto")  # runs started before --dtype existed loaded auto
         asked = {"model": args.model, **depth, "dtype": args.dtype}
         if started != asked:
             raise StPruneError(
-                f"{work} was started with {started}, not {asked}; resume with the same MODEL, depth and --dtype flags"
+                f"{work} was started with {started}, not {asked}; resume with the same MODEL, depth, --mlp-keep and "
+                "--dtype flags"
             )
 
     extra_files: dict[str, str | bytes] = {}
     if args.l3prune:
         if previous is not None and previous.get("kept_layers") and (work / SCAN_JSON).is_file():
             model = encoder_from_llm(args.model, layers=previous["kept_layers"], pooling=args.pooling,
-                                     max_seq_length=config.sequence_length(), dtype=args.dtype)
+                                     max_seq_length=config.max_seq_length, dtype=args.dtype)
         else:
             model = _scan_and_prune(args, config, data, work)
         for name in (SCAN_JSON, SCAN_PNG):
@@ -220,12 +244,28 @@ def run(args: argparse.Namespace) -> int:
                 extra_files[name] = (work / name).read_bytes()
     else:
         model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
-                                 max_seq_length=config.sequence_length(), dtype=args.dtype)
+                                 max_seq_length=config.max_seq_length, dtype=args.dtype)
+    width = None
+    if args.mlp_keep < 1:
+        # Ranked on the same texts, prompts and seed every time, so a resumed run cuts the same channels.
+        from st_prune.l3prune.shrink import importance_texts
+        from st_prune.model.width import channel_importance, prune_mlp_width
+
+        train_dataset, prompts = data.for_trainer()
+        texts = importance_texts(train_dataset, prompts, seed=config.seed)
+        width = prune_mlp_width(model, args.mlp_keep, channel_importance(model, texts))
     module = model[0]
     if is_main_process():
-        write_json_atomic(work / RUN_FILE, {"model": args.model, **depth, "dtype": args.dtype,
-                          "kept_layers": module.num_layers,
-                          "num_original_layers": module.num_original_layers, "config": config.to_dict()})
+        import json
+
+        from st_prune.training.trainer import claim_work_dir
+        from st_prune.util import ownership
+
+        claim_work_dir(work)
+        run_record = {"model": args.model, **depth, "dtype": args.dtype, "kept_layers": module.num_layers,
+                      "num_original_layers": module.num_original_layers, "config": config.to_dict()}
+        ownership.write_text(work, RUN_FILE, json.dumps(run_record, indent=2, sort_keys=True) + "\n", by="train",
+                             fix="move it away or choose another --output")
 
     train_pruned(
         model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
@@ -233,8 +273,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if is_main_process():
         parameters = sum(parameter.numel() for parameter in model.parameters())
+        mlp = f", MLP width {width['intermediate_size']}/{width['original_intermediate_size']}" if width else ""
         print(
-            f"trained {module.num_layers}/{module.num_original_layers} layers for {config.max_steps} steps, "
+            f"trained {module.num_layers}/{module.num_original_layers} layers{mlp} for {config.max_steps} steps, "
             f"{parameters / 1e6:.1f}M parameters -> {output}"
         )
     return 0
@@ -276,7 +317,8 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     from st_prune.training.trainer import is_main_process
     from st_prune.model.truncated_llm import encoder_from_llm
 
-    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.sequence_length(), dtype=args.dtype)
+    # max_seq_length None: 512 for an LLM (config.sequence_length()'s default), an embedder's own length.
+    full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length, dtype=args.dtype)
     options: dict[str, Any] = {"seed": config.seed, "scale": config.scale, "batch_size": config.batch_size}
     if args.scan_batches is not None:
         options["num_batches"] = args.scan_batches
@@ -284,8 +326,12 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
         options["batch_size"] = args.scan_batch_size
     result = L3Prune(**options).select(full, data)  # the trainer's datasets and prompts (TrainingData)
     if is_main_process():
-        work.mkdir(parents=True, exist_ok=True)
-        result.save(work / SCAN_JSON)
-        result.plot(work / SCAN_PNG)
+        from st_prune.training.trainer import claim_work_dir
+        from st_prune.util import ownership
+
+        claim_work_dir(work)
+        fix = "move it away or choose another --output"
+        ownership.write_file(work, SCAN_JSON, result.save, by="train", fix=fix)
+        ownership.write_file(work, SCAN_PNG, result.plot, by="train", fix=fix)
         print(result.summary())
     return result.prune(full, args.l3prune)

@@ -9,8 +9,9 @@ Writes, next to the torch weights of a folder that ``st-prune prune``/``train`` 
 
 Every file is checked before it ships: fp32 files must equal the torch model's embeddings within
 ``FP32_TOLERANCE`` (prompts excluded from pooling as in torch), quantized files must keep a cosine of at least
-``MIN_COSINE`` to them on every sample text. Everything is written into a staging folder inside the model folder
-and moved into place at the end, so a failure leaves the folder as it was.
+``MIN_COSINE`` to them on every sample text. Everything is written into a staging folder beside the model folder
+(never inside it: a kill would leave it there to be published) and moved into place at the end, so a failure leaves
+the folder as it was. Only st-prune's own files are replaced (``st_prune.util.ownership``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import importlib.metadata
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,10 @@ import numpy as np
 
 from st_prune.model.architectures import TESTED_MODEL_TYPES
 from st_prune.errors import StPruneError
+from st_prune.util import ownership
 from st_prune.util.files import read_json, write_json_atomic
 from st_prune.util.optional import REQUIREMENTS
+from st_prune.util.staging import new_staging_dir, remove_legacy_deploy_staging
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +138,31 @@ def _importable(name: str) -> bool:
     return True
 
 
+def written_names(backends: Iterable[str]) -> list[str]:
+    """The files a deploy of ``backends`` may write into the model folder (each graph with its weights file)."""
+    names = [REPORT_NAME]
+    for (backend, _), name in FILES.items():
+        if backend in backends:
+            names += [name, f"{name}_data"] if backend == "onnx" else [name, name.removesuffix(".xml") + ".bin"]
+    return names
+
+
 def check_outputs(folder: Path, backends: Iterable[str], overwrite: bool) -> None:
+    """Before any work: each backend folder may take deploy's files (``st_prune.util.ownership``): st-prune's earlier
+    ones are replaced only with ``overwrite``, a file st-prune did not write (or one edited since) never."""
+    backends = list(backends)
     for backend in backends:
         target = folder / backend
-        if target.exists() and not target.is_dir():
-            raise StPruneError(f"{target} exists and is not a folder; move it away")
-        if target.is_dir() and any(target.iterdir()) and not overwrite:
-            raise StPruneError(f"{target} already has files; pass --overwrite to replace them")
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise StPruneError(f"{target} exists and is not a folder st-prune wrote; move it away")
+        earlier = [name for name in ownership.read_record(folder)["files"]
+                   if name.startswith(f"{backend}/") and ownership.owner(folder, name)]
+        if earlier and not overwrite:
+            raise StPruneError(f"{target} already has files; pass --overwrite to replace them (only st-prune's own "
+                               "files there are replaced)")
+    for name in written_names(backends):
+        # deploy.json is deploy's running record (entries of other backends kept): re-written on every deploy.
+        ownership.check_replace(folder, name, by="deploy", overwrite=overwrite, fix="move it away")
 
 
 def deploy(
@@ -176,12 +196,20 @@ def deploy(
     model = load_model_folder(folder, device="cpu", model_kwargs={"dtype": torch.float32})
     model.eval()
     checks = _Checks(model, texts)
-    staging = Path(tempfile.mkdtemp(prefix=".deploy-staging-", dir=folder))
+    remove_legacy_deploy_staging(folder)  # what an older, killed deploy left inside the folder
+    # Beside the model folder, never inside it (a kill would leave it to be published); a killed deploy's staging
+    # is removed by the next write to this folder (st_prune.util.staging).
+    try:
+        staging = new_staging_dir(folder)
+    except OSError as error:
+        raise StPruneError(f"cannot write beside {folder} ({error.strerror or type(error).__name__}), where deploy "
+                           "assembles its files; make its parent folder writable") from None
     try:
         files = _build(model, staging, backends, set(quantize), checks)
         report = _report(folder, model, model_type, files, texts, checks)
         write_json_atomic(staging / REPORT_NAME, report)
-        _install(staging, folder, backends)
+        # Only st-prune's own files in the re-built backend folders are replaced; the user's stay.
+        ownership.install(staging, folder, by="deploy", clear=backends, overwrite=overwrite, fix="move it away")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -346,16 +374,6 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def _install(staging: Path, folder: Path, backends: list[str]) -> None:
-    """Move the checked backend folders and the report from staging into the model folder."""
-    for backend in backends:
-        target = folder / backend
-        if target.exists():
-            shutil.rmtree(target)  # empty, or --overwrite was given (checked before any work)
-        os.replace(staging / backend, target)
-    os.replace(staging / REPORT_NAME, folder / REPORT_NAME)
 
 
 def measure_backend_speed(folder: str | os.PathLike, report: dict[str, Any], texts: Sequence[str],

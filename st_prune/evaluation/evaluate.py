@@ -57,7 +57,8 @@ from mteb.types import PromptType
 
 from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
 from st_prune.errors import StPruneError
-from st_prune.util.staging import commit_staging_into, new_staging_dir
+from st_prune.util import ownership
+from st_prune.util.staging import new_staging_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -1051,13 +1052,14 @@ def prepare_submission(
         for meta in copied
         if not re.fullmatch(r"[0-9a-f]{40}", meta.revision or "")
     ]
-    # Assembled beside the destination and moved in when complete: a full disk leaves no half submission.
+    # Assembled beside the destination and moved in when complete: a full disk leaves no half submission, and
+    # only files an earlier `st-prune submit` wrote there are replaced (st_prune.util.ownership).
     staging = new_staging_dir(output_dir)
     try:
         CopyResultsAction(copied, staging / "results").do()
         (staging / registration_file.name).write_text(render_model_registration(list(copied)))
         (staging / "SUBMISSION.md").write_text(_submission_instructions(list(copied), registration_file, warnings))
-        commit_staging_into(staging, output_dir)
+        ownership.install(staging, output_dir, by="submit", fix="choose another --output or move it away")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for warning in warnings:

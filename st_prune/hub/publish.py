@@ -184,11 +184,17 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
 
 
 def scan_folder(folder: Path) -> dict[str, LocalFile]:
-    """Every file under ``folder`` (symlinks followed, `SKIPPED_DIRS` left out), hashed, by repo path."""
+    """Every file under ``folder`` (symlinks followed), hashed, by repo path; left out: `SKIPPED_DIRS`, staging
+    folders (a write in progress or killed, never part of the model) and st-prune's record of what it wrote."""
+    from st_prune.util.ownership import MANIFEST
+    from st_prune.util.staging import is_staging_name
+
     files: dict[str, LocalFile] = {}
     for root, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(name for name in dirs if name not in SKIPPED_DIRS)
+        dirs[:] = sorted(name for name in dirs if name not in SKIPPED_DIRS and not is_staging_name(name))
         for name in sorted(names):
+            if name == MANIFEST:
+                continue
             local_file = LocalFile.hash(folder, Path(root) / name)
             files[local_file.path] = local_file
     return files

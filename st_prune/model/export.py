@@ -20,20 +20,25 @@ from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules.dense import Dense
 from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from st_prune.errors import StPruneError
+from st_prune.util import ownership
 from st_prune.util.local_only import keep_card_local
-from st_prune.util.staging import commit_staging, new_staging_dir
+from st_prune.util.staging import new_staging_dir, remove_legacy_deploy_staging
 
 # ST 6 class -> name both ST 5.x and 6.x import.
 LEGACY_TYPES: dict[type, str] = {
     Transformer: "sentence_transformers.models.Transformer",
     Pooling: "sentence_transformers.models.Pooling",
     Normalize: "sentence_transformers.models.Normalize",
+    Dense: "sentence_transformers.models.Dense",  # kept from a trained embedder (st_prune.model.embedder)
 }
+# The Dense keys ST 5.x's Dense(**config) accepts; it fails on any other key.
+LEGACY_DENSE_KEYS = ("in_features", "out_features", "bias", "activation_function")
 
 # ST 6 Pooling modes -> the boolean keys ST 5.x reads (ST 6 converts them back on load).
 LEGACY_POOLING_KEYS = {
@@ -55,7 +60,7 @@ def legacy_type(module: torch.nn.Module) -> str:
             return name
     raise StPruneError(
         f"cannot export a {type(module).__name__} module as a built-in sentence-transformers type; "
-        "exported models may contain only Transformer/TruncatedLLM, Pooling and Normalize modules"
+        "exported models may contain only Transformer/TruncatedLLM, Pooling, Dense and Normalize modules"
     )
 
 
@@ -72,6 +77,12 @@ def merge_adapters(model: SentenceTransformer) -> bool:
 def _check_exportable(model: SentenceTransformer) -> None:
     for module in model:
         legacy_type(module)
+        if isinstance(module, Dense) and (module.use_residual or {module.module_input_name, module.module_output_name}
+                                          != {"sentence_embedding"}):
+            raise StPruneError(
+                "cannot export a Dense module with a residual or other input/output names: sentence-transformers 5.x "
+                "cannot load it; exported Dense modules map sentence_embedding to itself"
+            )
     first = model[0]
     if not isinstance(first, Transformer):
         raise StPruneError("the first module must be a TruncatedLLM/Transformer to export the model")
@@ -92,15 +103,29 @@ def _rewrite_legacy_configs(model: SentenceTransformer, folder: Path) -> None:
             # Without modality keys, ST 6 falls back to plain-text forward -> last_hidden_state, the pinned config.
             config = {"max_seq_length": module.max_seq_length, "do_lower_case": module.do_lower_case}
             (module_folder / "sentence_bert_config.json").write_text(json.dumps(config, indent=2))
+            if module.tokenizer is not None and module.tokenizer.padding_side == "left":
+                # A trained embedder that pads on the left (Qwen3-Embedding) keeps it; transformers saves the side
+                # only when it was a constructor argument, and both 4.x and 5.x read it from tokenizer_config.json.
+                _set_tokenizer_config(module_folder / "tokenizer_config.json", padding_side="left")
         elif isinstance(module, Pooling):
             modes = (module.pooling_mode,) if isinstance(module.pooling_mode, str) else tuple(module.pooling_mode)
             config: dict[str, Any] = {"word_embedding_dimension": module.embedding_dimension}
             config.update({key: mode in modes for mode, key in LEGACY_POOLING_KEYS.items()})
             config["include_prompt"] = module.include_prompt
             (module_folder / "config.json").write_text(json.dumps(config, indent=2))
+        elif isinstance(module, Dense):
+            saved = json.loads((module_folder / "config.json").read_text())
+            config = {key: saved[key] for key in LEGACY_DENSE_KEYS if key in saved}
+            (module_folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "modules.json").write_text(json.dumps(modules_json, indent=2))
     _rewrite_tokenizer_class(folder / "tokenizer_config.json")
     _add_legacy_rope_keys(folder / "config.json")
+
+
+def _set_tokenizer_config(tokenizer_config_path: Path, **values: Any) -> None:
+    config = json.loads(tokenizer_config_path.read_text()) if tokenizer_config_path.is_file() else {}
+    config.update(values)
+    tokenizer_config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def _add_legacy_rope_keys(config_path: Path) -> None:
@@ -150,11 +175,12 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 def prepare_output_dir(output: str | Path, overwrite: bool) -> Path:
     """The real folder to write the export to, checked before any long work starts.
 
-    The export replaces its whole destination folder, so ``overwrite`` may only replace what st-prune could
-    have written: an earlier sentence-transformers model folder (``modules.json``). Refused, with or without
-    ``overwrite``: the current folder or one above it, the home folder or one above it, a filesystem root or
-    mount point. A symlinked ``output`` is followed: the folder it points to is checked and replaced by the
-    same rules, and the link itself is kept (so it points to the new export).
+    A non-empty destination needs ``overwrite``, and ``overwrite`` replaces only what st-prune wrote there
+    (``st_prune.util.ownership``): an earlier export's files, as written. Files it did not write (notes, experiments)
+    stay beside the new export; a folder holding none of st-prune's files, or one of them edited since, is refused.
+    Refused, with or without ``overwrite``: the current folder or one above it, the home folder or one above it, a
+    filesystem root or mount point. A symlinked ``output`` is followed: the folder it points to is checked and
+    written by the same rules, and the link itself is kept (so it points to the new export).
     """
     given = Path(output).expanduser()
     try:
@@ -168,13 +194,28 @@ def prepare_output_dir(output: str | Path, overwrite: bool) -> Path:
         raise FileExistsError(f"{given} exists and is not a folder; choose another --output")
     if destination.is_dir() and any(destination.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{given} is not empty; pass --overwrite (overwrite=True) or choose another folder")
-        if not (destination / "modules.json").is_file():
-            raise StPruneError(
-                f"{given} holds files that are not a sentence-transformers model (no modules.json), and --overwrite "
-                "only replaces an earlier export; choose another --output or move those files away yourself"
+            raise FileExistsError(
+                f"{given} is not empty; pass --overwrite (overwrite=True) to replace an earlier export of st-prune's "
+                "there (nothing else is replaced), or choose another folder"
             )
+        _check_overwritable(given, destination)
     return destination
+
+
+def _check_overwritable(given: Path, destination: Path) -> None:
+    """``--overwrite`` on a non-empty folder: it holds st-prune's export, and none of its files was edited since."""
+    recorded = ownership.read_record(destination)["files"]
+    if not any(ownership.owner(destination, name) for name in recorded):
+        raise StPruneError(
+            f"{given} holds no export st-prune wrote (no file there is recorded in its {ownership.MANIFEST}), and "
+            "--overwrite replaces only st-prune's own files; choose another --output or move those files away yourself"
+        )
+    changed = [name for name in recorded if os.path.lexists(destination / name) and not ownership.owner(destination, name)]
+    if changed:
+        raise StPruneError(
+            f"{given / changed[0]} was changed since st-prune wrote it, and --overwrite never replaces your edits; "
+            "move it away (or choose another --output)"
+        )
 
 
 def _refuse_protected_destination(given: Path, destination: Path) -> None:
@@ -204,7 +245,8 @@ def export_model(
     """Write the user-facing, vanilla-loadable folder for ``model`` (adapters merged) and return its path.
 
     The folder is assembled in a temporary sibling and renamed into place, so a failure leaves nothing behind.
-    ``overwrite`` replaces only an earlier model folder; see ``prepare_output_dir`` for what is refused.
+    ``overwrite`` replaces only the files st-prune wrote there; see ``prepare_output_dir`` for what is refused.
+    The folder's ``.st-prune-files.json`` records what was written (``st_prune.util.ownership``).
     """
     given = Path(output).expanduser()
     output = prepare_output_dir(given, overwrite)
@@ -219,9 +261,10 @@ def export_model(
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
-        if output.exists():
-            shutil.rmtree(output)
-        commit_staging(staging, output)
+        remove_legacy_deploy_staging(output)  # an older deploy's leftovers: never part of the new export
+        # All of st-prune's earlier files go (a stale onnx/ would not match the new weights); the user's stay.
+        ownership.install(staging, output, by="export", clear=("",), overwrite=overwrite,
+                          fix="move it away or choose another --output")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

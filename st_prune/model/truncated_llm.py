@@ -132,7 +132,13 @@ def dequantized_gguf_folder(gguf_path: str | os.PathLike) -> Path:
 
 
 def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **config_kwargs: Any) -> PretrainedConfig:
-    """The base model's config, with clear errors for unreadable GGUF files and non-decoder models."""
+    """The base model's config, with clear errors for unreadable GGUF files and non-decoder models.
+
+    For a sentence-transformers model, the config of its first module (the Transformer, wherever it is saved)."""
+    from st_prune.model import embedder
+
+    if gguf_file is None and embedder.is_sentence_transformer(model_name_or_path):
+        model_name_or_path = embedder.read_embedder(model_name_or_path).transformer_dir
     if gguf_file is not None:
         # transformers' own message ("Please install torch and gguf>=0.10.0") is a traceback without the command.
         require("gguf", f"reading {gguf_file}")
@@ -176,12 +182,16 @@ class TruncatedLLM(Transformer):
     """A decoder LLM cut to its first ``layers`` decoder layers (plus embeddings and final norm).
 
     Args:
-        model_name_or_path: Hub id, local folder, or path to a ``.gguf`` file (loaded dequantized).
+        model_name_or_path: Hub id, local folder, or path to a ``.gguf`` file (loaded dequantized); or a
+            sentence-transformers model (a ``modules.json``) whose first module is a Transformer over a decoder LLM:
+            that module is cut, with its own tokenizer as saved (padding side, EOS handling), max sequence length
+            and keyword arguments (``st_prune.model.embedder``).
         layers: number of decoder layers to keep, 1 <= layers <= L.
         fraction: share of layers to drop, 0 <= fraction < 1; keeps ``int(L * (1 - fraction))`` (the paper's rule).
             With neither ``layers`` nor ``fraction`` the model keeps all L layers.
         append_eos: append the EOS token to every text (needed for ``last_token`` pooling). Saved in tokenizer.json.
-        max_seq_length: truncate inputs to this many tokens (None keeps the tokenizer's own limit).
+        max_seq_length: truncate inputs to this many tokens (None keeps the sentence-transformers model's own, else
+            the tokenizer's own limit).
         Other keyword arguments are those of ``sentence_transformers...Transformer``.
     """
 
@@ -201,6 +211,19 @@ class TruncatedLLM(Transformer):
         **transformer_kwargs: Any,
     ) -> None:
         source = resolve_source(model_name_or_path)
+        from st_prune.model import embedder
+
+        # A trained embedder: cut its Transformer as that model loads it, not as a bare LLM (issue 25.1).
+        self.embedder_layout = embedder.read_embedder(source) if embedder.is_sentence_transformer(source) else None
+        if self.embedder_layout is not None:
+            own = self.embedder_layout.transformer_config
+            source = self.embedder_layout.transformer_dir
+            model_kwargs = {**(own.get("model_kwargs") or own.get("model_args") or {}), **(model_kwargs or {})}
+            processor_kwargs = {**(own.get("processor_kwargs") or own.get("tokenizer_args") or {}),
+                                **(processor_kwargs or {})}
+            config_kwargs = {**(own.get("config_kwargs") or own.get("config_args") or {}), **(config_kwargs or {})}
+            max_seq_length = max_seq_length if max_seq_length is not None else own.get("max_seq_length")
+            transformer_kwargs.setdefault("do_lower_case", bool(own.get("do_lower_case", False)))
         config_kwargs = dict(config_kwargs or {})
         config = load_base_config(source, **config_kwargs)
         total = architectures.num_layers(config)
@@ -209,6 +232,9 @@ class TruncatedLLM(Transformer):
         provenance = dict(getattr(config, PROVENANCE_KEY, None) or {})
         provenance.setdefault("base_model", _public_reference(model_name_or_path))
         provenance.setdefault("num_original_layers", total)
+        if self.embedder_layout is not None:
+            provenance["cut_from"] = {"kind": "sentence-transformers", "model": _public_reference(model_name_or_path),
+                                      "num_layers": total}
         overrides = architectures.cut_config_overrides(config, kept) if kept != total else {}
         if "text_config" in config.to_dict() and overrides:
             raise StPruneError(
@@ -231,7 +257,9 @@ class TruncatedLLM(Transformer):
             architectures.cut_model(self.auto_model, kept)
         setattr(self.config, PROVENANCE_KEY, provenance)
         vocab_size = self.auto_model.get_input_embeddings().num_embeddings
-        setup_tokenizer(self.tokenizer, vocab_size=vocab_size, append_eos=bool(append_eos))
+        # An embedder's tokenizer is part of what the model is (its padding side, its EOS post-processor): kept.
+        setup_tokenizer(self.tokenizer, vocab_size=vocab_size, append_eos=bool(append_eos),
+                        padding_side=None if self.embedder_layout is not None else "right")
 
     # --- facts about the cut -------------------------------------------------------------------------
     @property
@@ -291,8 +319,11 @@ def _make_saveable(model: torch.nn.Module) -> None:
         config.architectures = [type(model).__name__]
 
 
-def setup_tokenizer(tokenizer: PreTrainedTokenizerBase | None, *, vocab_size: int, append_eos: bool) -> None:
-    """Pad token (EOS when missing), right padding, and EOS appended when the pooling needs it."""
+def setup_tokenizer(
+    tokenizer: PreTrainedTokenizerBase | None, *, vocab_size: int, append_eos: bool, padding_side: str | None = "right"
+) -> None:
+    """Pad token (EOS when missing), ``padding_side`` (None keeps the tokenizer's), and EOS appended when the pooling
+    needs it."""
     if tokenizer is None:
         raise StPruneError("the model has no tokenizer; st-prune needs a text tokenizer beside the weights")
     # A pad token the embedding matrix has no row for (some tokenizer classes add a default one) is as bad as none.
@@ -301,7 +332,8 @@ def setup_tokenizer(tokenizer: PreTrainedTokenizerBase | None, *, vocab_size: in
             raise StPruneError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first")
         tokenizer.pad_token = tokenizer.eos_token
     # ST's Pooling handles both sides; one fixed side keeps saved models predictable.
-    tokenizer.padding_side = "right"
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
     if append_eos:
         append_eos_token(tokenizer)
 
@@ -340,9 +372,9 @@ def encoder_from_llm(
     *,
     layers: int | None = None,
     fraction: float | None = None,
-    pooling: PoolingName = "weighted_mean",
-    max_seq_length: int | None = 512,
-    normalize: bool = True,
+    pooling: PoolingName | None = None,
+    max_seq_length: int | None = None,
+    normalize: bool | None = None,
     prompts: dict[str, str] | None = None,
     default_prompt_name: str | None = None,
     device: str | None = None,
@@ -352,12 +384,20 @@ def encoder_from_llm(
 ) -> SentenceTransformer:
     """A ready ``SentenceTransformer``: ``TruncatedLLM`` + ``Pooling`` (prompt tokens excluded) + ``Normalize``.
 
+    From a base LLM: ``pooling`` defaults to ``weighted_mean``, ``max_seq_length`` to 512 and ``normalize`` to True.
+    From a trained sentence-transformers embedder (a folder or Hub id with ``modules.json``, see
+    ``st_prune.model.embedder``) the cut keeps that model's own pooling, Dense and Normalize modules, prompts, default
+    prompt, similarity function, tokenizer and max sequence length; ``pooling``, ``normalize``, ``prompts`` and
+    ``default_prompt_name`` must then be left unset (or name what the model already has), ``max_seq_length``
+    may change the model's limit.
+
     ``dtype`` (``auto``, ``bfloat16``, ``float16``, ``float32``) is the dtype the weights load in, and so the dtype
     an export saves; ``None``/``auto`` keeps the checkpoint's own (see ``st_prune.model.dtypes``).
 
     >>> model = encoder_from_llm("Qwen/Qwen2-7B-Instruct", fraction=0.5, prompts={"query": "Instruct: ...\\nQuery: "})
+    >>> small = encoder_from_llm("Qwen/Qwen3-Embedding-0.6B", layers=14)  # keeps its last-token pooling and prompts
     """
-    if pooling not in POOLING_MODES:
+    if pooling is not None and pooling not in POOLING_MODES:
         raise StPruneError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
     from st_prune.util.device import check_device
 
@@ -366,24 +406,55 @@ def encoder_from_llm(
         from st_prune.model.dtype_names import model_kwargs_for
 
         model_kwargs = {**(model_kwargs or {}), **model_kwargs_for(dtype)}
-    module = TruncatedLLM(
-        model_name_or_path,
-        layers=layers,
-        fraction=fraction,
-        append_eos=pooling == "last_token",
-        max_seq_length=max_seq_length,
-        model_kwargs=model_kwargs,
-        **module_kwargs,
-    )
-    modules: list[torch.nn.Module] = [
-        module,
-        Pooling(module.get_embedding_dimension(), pooling_mode=POOLING_MODES[pooling], include_prompt=False),
-    ]
-    if normalize:
-        modules.append(Normalize())
-    model = SentenceTransformer(
-        modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device=device
-    )
+    from st_prune.model import embedder
+
+    source = resolve_source(model_name_or_path)
+    if embedder.is_sentence_transformer(source):
+        layout = embedder.read_embedder(source)  # refuses what cannot be cut before any weights load
+        _check_embedder_options(layout, pooling=pooling, normalize=normalize, prompts=prompts,
+                                default_prompt_name=default_prompt_name)
+        module = TruncatedLLM(source, layers=layers, fraction=fraction, max_seq_length=max_seq_length,
+                              model_kwargs=model_kwargs, **module_kwargs)
+        model = SentenceTransformer(
+            modules=[module, *embedder.load_heads(layout)], prompts=layout.prompts or None,
+            default_prompt_name=layout.default_prompt_name, similarity_fn_name=layout.similarity_fn_name,
+            device=device,
+        )
+    else:
+        pooling = pooling or "weighted_mean"
+        module = TruncatedLLM(
+            model_name_or_path,
+            layers=layers,
+            fraction=fraction,
+            append_eos=pooling == "last_token",
+            max_seq_length=512 if max_seq_length is None else max_seq_length,
+            model_kwargs=model_kwargs,
+            **module_kwargs,
+        )
+        modules: list[torch.nn.Module] = [
+            module,
+            Pooling(module.get_embedding_dimension(), pooling_mode=POOLING_MODES[pooling], include_prompt=False),
+        ]
+        if normalize is None or normalize:
+            modules.append(Normalize())
+        model = SentenceTransformer(
+            modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device=device
+        )
     # A local folder or GGUF file: its path must not be sent to the Hub as a base-model id when the card is built.
     keep_card_local(model, model_name_or_path)
     return model
+
+
+def _check_embedder_options(layout: Any, **given: Any) -> None:
+    """An embedder's cut is that model: options that would make it another model are refused, not ignored."""
+    if given["pooling"] is not None and POOLING_MODES[given["pooling"]] != layout.pooling_mode:
+        raise StPruneError(
+            f"{layout.reference} is a sentence-transformers model with {layout.pooling_mode!r} pooling, and its cut "
+            f"keeps it; leave out --pooling (pooling={given['pooling']!r})"
+        )
+    for name in ("normalize", "prompts", "default_prompt_name"):
+        if given[name] is not None:
+            raise StPruneError(
+                f"{layout.reference} is a sentence-transformers model and its cut keeps its own modules and prompts; "
+                f"leave {name} unset"
+            )

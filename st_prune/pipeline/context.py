@@ -48,6 +48,13 @@ class RunContext:
         scan and the trainer, ``rows`` for plain texts."""
         if self._data is None:
             self._data = load_recipe_data(self.recipe)
+            if self.is_embedder():  # an embedder sees its texts as it embeds them: its own query/document prompts
+                import dataclasses
+
+                from st_prune.model.embedder import embedder_prompts
+
+                prompts = embedder_prompts(self.source(), self._data.data, self._data.prompts)
+                self._data = dataclasses.replace(self._data, prompts=prompts)
         return self._data
 
     def rows(self):
@@ -57,18 +64,71 @@ class RunContext:
     def local_task_path(self, task: LocalTaskSpec) -> Path:
         return recipe_relative(self.recipe, task.path)
 
-    def encoder(self, layers: int | None, max_seq_length: int | None = None):
-        """The base cut to ``layers`` (None: full depth) as a SentenceTransformer with the recipe's pooling and prompts."""
+    def is_embedder(self) -> bool:
+        """The base is a trained sentence-transformers embedder (``base.kind``, else its modules.json; issue 25)."""
+        from st_prune.errors import StPruneError
+        from st_prune.model.embedder import is_sentence_transformer
+
+        found = is_sentence_transformer(self.source())
+        kind = self.recipe.base.kind
+        if kind is not None and (kind == "sentence-transformers") != found:
+            what = "a sentence-transformers model (it has a modules.json)" if found else "no sentence-transformers model"
+            raise StPruneError(f"base.kind is {kind} but {self.recipe.base.model} is {what}; fix base.kind or drop it")
+        return found
+
+    def encoder(self, layers: int | None, max_seq_length: int | None = None, variant: VariantSpec | None = None):
+        """The base cut to ``layers`` (None: full depth) as a SentenceTransformer with the recipe's pooling and prompts;
+        a trained embedder keeps its own pooling, modules and prompts. With ``variant``, also cut to its MLP width."""
         from st_prune.model.truncated_llm import encoder_from_llm
 
-        return encoder_from_llm(
-            self.source(),
-            layers=layers,
-            pooling=self.recipe.base.pooling,
-            max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
-            prompts={"query": instruction_prompt(self.recipe.query_instruction), "document": ""},
-            dtype=self.recipe.base.dtype,
-        )
+        if self.is_embedder():
+            model = encoder_from_llm(self.source(), layers=layers, dtype=self.recipe.base.dtype,
+                                     max_seq_length=max_seq_length or self.recipe.base.max_seq_length)
+        else:
+            model = encoder_from_llm(
+                self.source(),
+                layers=layers,
+                pooling=self.recipe.base.pooling,
+                max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
+                prompts={"query": instruction_prompt(self.recipe.query_instruction), "document": ""},
+                dtype=self.recipe.base.dtype,
+            )
+        if variant is not None and self.recipe.mlp_keep_of(variant) < 1:
+            self._cut_width(model, variant)
+        return model
+
+    def _cut_width(self, model, variant: VariantSpec) -> None:
+        """Cut ``model``'s MLP width to the variant's ``mlp_keep``: channels ranked on the training data once, kept
+        in ``work/<variant>/width.json`` so training, export and a distillation teacher cut the very same channels."""
+        from st_prune.l3prune.shrink import importance_texts
+        from st_prune.model import width
+        from st_prune.util import distributed
+        from st_prune.util.files import read_json, write_json_atomic
+
+        keep, layers = self.recipe.mlp_keep_of(variant), len(width.mlps(model))
+        path = self.folder.work(variant.name) / "width.json"
+        saved = read_json(path, fix="delete it to rank the channels again") if path.is_file() else None
+        if saved and saved.get("mlp_keep") == keep and len(saved.get("channels") or []) == layers:
+            width.apply_channels(model, keep, saved["channels"])
+            return
+        source = self.training_source()
+        texts = importance_texts(source.data, source.prompts, seed=self.recipe.training_for(variant).seed)
+        record = width.prune_mlp_width(model, keep, width.channel_importance(model, texts))
+        if distributed.is_main():
+            write_json_atomic(path, record)
+        self.log(f"       MLP width {record['intermediate_size']}/{record['original_intermediate_size']} channels "
+                 f"per layer (mlp_keep {keep:g})")
+
+    def width_plan(self, variant: VariantSpec) -> dict[str, Any] | None:
+        """The base config's MLP sizes for the variant's width cut (no weights loaded); None at full width."""
+        keep = self.recipe.mlp_keep_of(variant)
+        if keep >= 1:
+            return None
+        from st_prune.model import architectures
+        from st_prune.model.truncated_llm import load_base_config
+
+        config = architectures.text_config(load_base_config(self.source()))
+        return {"mlp_keep": keep, "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size}
 
     # --- a variant --------------------------------------------------------------------------------------
     def layers_of(self, variant: VariantSpec) -> int | None:

@@ -38,9 +38,12 @@ def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[st
 
 def check_destinations(output: Path, zoo_index: Path | None) -> None:
     """The run folder and the --zoo-index folder can be written (else the zoo index fails after every stage)."""
+    from st_prune.pipeline.stages.zoo_index import check_zoo_index
     from st_prune.util.writable import check_writable_folder
 
     check_writable_folder(output, "--output")
+    if (output / "models").is_dir():  # the run's own index (replaced as the run's file, never a user's)
+        check_zoo_index(output / "models", "--output")
     if zoo_index is None:
         return
     if zoo_index.exists() and not zoo_index.is_dir():
@@ -49,8 +52,7 @@ def check_destinations(output: Path, zoo_index: Path | None) -> None:
             "README.md, e.g. --zoo-index model_cards"
         )
     check_writable_folder(zoo_index, "--zoo-index")
-    if (zoo_index / "zoo.json").is_file():
-        read_json(zoo_index / "zoo.json", fix="repair or delete it (it lists every variant built with --zoo-index)")
+    check_zoo_index(zoo_index)  # a README.md or zoo.json there that st-prune did not write is never replaced
 
 
 def base_num_layers(recipe: Any, folder: str, gguf_file: str | None) -> int:

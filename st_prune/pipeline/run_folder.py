@@ -121,3 +121,27 @@ class RunFolder:
 
     def marker_data(self, stage: str, variant: str | None = None) -> dict[str, Any] | None:
         return self.read(self.marker(stage, variant))
+
+
+def adopt_earlier_model_folders(ctx: Any) -> None:
+    """Record the model folders of a run folder written before st-prune recorded what it wrote
+    (``st_prune.util.ownership``), so that a stage re-run replaces them as before: a file there is st-prune's when a
+    finished stage that writes the folder wrote its marker after it (markers are written last); one added later is
+    the user's and stays."""
+    from st_prune.util import ownership
+    from st_prune.util.staging import is_staging_name
+
+    for variant in ctx.recipe.variants:
+        if ctx.layers_of(variant) is None:
+            continue
+        folders = {ctx.export_dir(variant): ("export",)}  # the model folder itself unless a trim makes it
+        folders[ctx.zoo_dir(variant)] = ("export", "trim", "deploy", "card")
+        for folder, stages in folders.items():
+            markers = [ctx.folder.marker(stage, variant.name) for stage in stages]
+            markers = [marker for marker in markers if marker.is_file()]
+            if not folder.is_dir() or ownership.has_record(folder) or not markers:
+                continue
+            cutoff = max(marker.stat().st_mtime_ns for marker in markers)
+            files = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+                     and not any(is_staging_name(part) for part in path.relative_to(folder).parts)]
+            ownership.adopt(folder, files, by="run", legacy=lambda path, cutoff=cutoff: path.lstat().st_mtime_ns <= cutoff)

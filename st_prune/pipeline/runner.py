@@ -129,8 +129,10 @@ class RecipeRunner:
             return self._run_as_rank_0()
 
     def _run_as_rank_0(self) -> dict[str, Any]:
+        from st_prune.pipeline.run_folder import adopt_earlier_model_folders
         from st_prune.util import distributed
 
+        adopt_earlier_model_folders(self.ctx)  # a run folder of an st-prune from before the record of its files
         self.folder.write(self.folder.run_file, {"recipe": self.recipe.name, "hash": self.recipe.digest()})
         self.folder.recipe_file.write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         started = time.perf_counter()
@@ -242,6 +244,6 @@ class RecipeRunner:
                 final=ctx.final_record(variant), evaluation=self.folder.record(variant.name, BY_NAME["evaluate"].record),
                 folder=ctx.zoo_dir(variant),
                 published=self.folder.marker("publish", variant.name).is_file() and ctx.org is not None))
-        for folder in (self.folder.models_dir, self.zoo_index) if entries else ():
+        for folder, flag in ((self.folder.models_dir, "--output"), (self.zoo_index, "--zoo-index")) if entries else ():
             if folder is not None:
-                update_zoo_index(folder, entries)
+                update_zoo_index(folder, entries, flag)

@@ -51,6 +51,13 @@ class BaseSpec:
     layers: Annotated[Int | None, limits(ge=1)] = None
     # The dtype the base loads, trains and is exported in (`st-prune run --dtype`); auto: the checkpoint's own.
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # What `model` is (issue 25): a bare decoder LLM, or a trained sentence-transformers embedder over one, whose
+    # cut keeps its own pooling, Dense/Normalize, prompts and tokenizer (`pooling` is then unused). Default: detected
+    # from the model's modules.json.
+    kind: Literal["llm", "sentence-transformers"] | None = None
+    # Share of MLP channels every kept layer keeps (issue 25.4), ranked on the training data; variants[].mlp_keep
+    # overrides it.
+    mlp_keep: Annotated[Number, limits(gt=0, le=1, note="the share of MLP channels kept")] = 1.0
 
 
 @spec
@@ -69,6 +76,7 @@ class VariantSpec:
     fraction: Annotated[Number | None, limits(ge=0, lt=1, note="the share of layers dropped")] = None
     steps: Annotated[Int | None, limits(ge=1)] = None
     learning_rate: Annotated[Number | None, limits(gt=0, note="it overrides training.learning_rate")] = None
+    mlp_keep: Annotated[Number | None, limits(gt=0, le=1, note="it overrides base.mlp_keep")] = None
 
     @model_validator(mode="after")
     def _one_choice(self) -> "VariantSpec":
@@ -277,6 +285,10 @@ class Recipe:
         teachers = [v for v in self.variants if self.distill is not None and v.name == self.distill.teacher]
         return teachers + [v for v in self.variants if v not in teachers]
 
+    def mlp_keep_of(self, variant: VariantSpec) -> float:
+        """The share of MLP channels ``variant`` keeps: its own ``mlp_keep``, else the base's."""
+        return float(variant.mlp_keep if variant.mlp_keep is not None else self.base.mlp_keep)
+
     def training_for(self, variant: VariantSpec) -> TrainingSpec:
         """The training section with the variant's own ``steps`` and ``learning_rate``, where it has them."""
         own = {key: getattr(variant, key) for key in ("steps", "learning_rate") if getattr(variant, key) is not None}
@@ -309,6 +321,12 @@ class Recipe:
         for variant in data["variants"]:
             if variant.get("learning_rate") is None:
                 variant.pop("learning_rate", None)  # ... and so do those without a (later) per-variant rate
+            if variant.get("mlp_keep") is None:
+                variant.pop("mlp_keep", None)  # ... or width (issue 25.4)
+        if data["base"].get("kind") is None:
+            data["base"].pop("kind", None)  # ... and those on a detected kind of base
+        if data["base"].get("mlp_keep") == 1:
+            data["base"].pop("mlp_keep", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

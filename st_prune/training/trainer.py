@@ -601,14 +601,112 @@ def last_intact_checkpoint(work_dir: str | os.PathLike) -> str | None:
     return _newest_intact_checkpoint(work_dir)[0] if has_checkpoints(work_dir) else None
 
 
+# --------------------------------------------------------------------------------------- the work folder
+# ``<output>.work`` holds what st-prune train writes beside the export (checkpoints, run.json, the scan): it is used
+# only when absent, empty or st-prune's own, and what st-prune wrote there is recorded (``st_prune.util.ownership``) so
+# that cleaning it up removes exactly that. Work folders from before the record are recognised by what only
+# st-prune writes: checkpoint-N folders holding CHECKPOINT_INFO_NAME, and run.json / scan.json of st-prune train.
+WORK_WRITER = "train"
+
+
+def _work_legacy(work_dir: Path):
+    """Proof that ``work_dir``'s unrecorded file was written by st-prune train (an older one, or killed before its
+    checkpoint was recorded)."""
+    def written_by_train(path: Path) -> bool:
+        parts = path.relative_to(work_dir).parts
+        if len(parts) > 1 and parts[0].startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
+            return (work_dir / parts[0] / CHECKPOINT_INFO_NAME).is_file()
+        if parts == ("run.json",):
+            return _json_has(path, "model", "kept_layers")
+        if parts == ("scan.json",):
+            return _json_has(path, "losses") and _json_has(work_dir / "run.json", "model", "kept_layers")
+        if parts == ("scan.png",):
+            return (work_dir / "scan.json").is_file() and _json_has(work_dir / "run.json", "model", "kept_layers")
+        return False
+
+    return written_by_train
+
+
+def _json_has(path: Path, *keys: str) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and all(key in data for key in keys)
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """``work_dir`` is absent, empty or st-prune's: a folder of the user's there is never written into or removed."""
+    from st_prune.util import ownership
+
+    if not os.path.lexists(work_dir):
+        return
+    fix = "move it away or choose another --output"
+    if work_dir.is_symlink() or not work_dir.is_dir():
+        raise StPruneError(f"{work_dir} exists and is not a folder st-prune made; st-prune train keeps its checkpoints "
+                           f"in that folder beside --output: {fix}")
+    theirs = ownership.foreign(work_dir, legacy=_work_legacy(work_dir))
+    ours = ownership.has_record(work_dir) or theirs != ownership.foreign(work_dir)  # recorded, or proven st-prune's
+    if theirs and not ours:
+        raise StPruneError(f"{work_dir} holds files st-prune did not write ({', '.join(theirs[:3])}); st-prune train "
+                           f"keeps its checkpoints in that folder beside --output and removes it when done: {fix}")
+
+
+def claim_work_dir(work_dir: Path) -> None:
+    """Create ``work_dir`` (recorded as st-prune's) or take over an existing one of st-prune's: its unrecorded files
+    that st-prune train wrote (``_work_legacy``) are recorded, so that the clean-up removes them too."""
+    from st_prune.util import ownership
+
+    recorded = ownership.has_record(work_dir)
+    ownership.make_folder(work_dir, by=WORK_WRITER)
+    files = [path.relative_to(work_dir).as_posix() for path in work_dir.rglob("*") if path.is_file()]
+    adopted = ownership.adopt(work_dir, files, by=WORK_WRITER, legacy=_work_legacy(work_dir), digest=False)
+    if adopted and not recorded and not ownership.foreign(work_dir):
+        ownership.record(work_dir, [], by=WORK_WRITER, dirs=["."])  # an older st-prune's work folder, all its own
+
+
+class _RecordCheckpoints(TrainerCallback):
+    """Record each checkpoint the trainer saves in the work folder as st-prune's (no sha256: they are large)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and (self.work_dir / name).is_dir():
+            from st_prune.util import ownership
+
+            ownership.record_tree(self.work_dir, name, by=WORK_WRITER, digest=False)
+
+
+def remove_work_dir(work_dir: Path, *, checkpoints_only: bool = False) -> list[str]:
+    """Remove what st-prune wrote in ``work_dir`` (only the checkpoints with ``checkpoints_only``), and the folder
+    once empty; what is left there is the user's and stays."""
+    from st_prune.util import ownership
+
+    if checkpoints_only:
+        return ownership.remove_owned(work_dir, under=[p.name for p in work_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")])
+    left = ownership.remove_owned(work_dir, root=True)
+    if left:
+        logger.warning("Kept %s: it holds files st-prune did not write (%s)", work_dir, ", ".join(left[:3]))
+    return left
+
+
 def check_run_folders(
-    output_dir: str | os.PathLike | None, work_dir: Path, resume: bool | str | os.PathLike | None, overwrite: bool
+    output_dir: str | os.PathLike | None, work_dir: Path, resume: bool | str | os.PathLike | None, overwrite: bool,
+    *, derived_work_dir: bool = True,
 ) -> str | None:
-    """Fail fast on the export folder and the checkpoints in ``work_dir``; the checkpoint to resume from, if any."""
+    """Fail fast on the export folder and the checkpoints in ``work_dir``; the checkpoint to resume from, if any.
+
+    ``derived_work_dir``: ``work_dir`` is ``<output_dir>.work``, chosen by st-prune, not by the caller: a folder of the
+    user's there is refused (a work folder the caller names is theirs to give; only st-prune's files in it are
+    ever removed either way)."""
     from st_prune.model.export import prepare_output_dir
 
     if output_dir is not None:
         prepare_output_dir(output_dir, overwrite)
+    if derived_work_dir:
+        check_work_dir(Path(work_dir))
     checkpoint = resolve_resume(resume, work_dir)
     if checkpoint is None and has_checkpoints(work_dir) and not overwrite:
         raise StPruneError(
@@ -627,7 +725,7 @@ def train_pruned(
     prompts: Prompts = None,
     layers: int | None = None,
     fraction: float | None = None,
-    pooling: str = "weighted_mean",
+    pooling: str | None = None,
     work_dir: str | os.PathLike | None = None,
     resume: bool | str | os.PathLike = False,
     overwrite: bool = False,
@@ -653,7 +751,8 @@ def train_pruned(
         resume: ``True`` continues from the last checkpoint in ``work_dir``; a path continues from that
             checkpoint. Step count, optimizer, scheduler, RNG state and the adapter all continue.
         overwrite: replace a non-empty ``output_dir`` and start over in a ``work_dir`` holding checkpoints.
-        keep_checkpoints: keep ``work_dir`` after a successful export (deleted by default).
+        keep_checkpoints: keep ``work_dir`` after a successful export (by default, what st-prune wrote there is
+            deleted, and the folder once empty; a ``work_dir`` of the user's is refused before any work).
         callbacks: extra ``transformers.TrainerCallback`` objects.
         extra_files: more files for the export folder (name -> content), e.g. the L3Prune scan.
 
@@ -666,14 +765,17 @@ def train_pruned(
     config = config or TrainingConfig()
     config.validate()
     temporary_work = work_dir is None and output_dir is None
+    derived = work_dir is None and output_dir is not None
     if work_dir is None:
         work_dir = tempfile.mkdtemp(prefix="st-prune-train-") if temporary_work else work_dir_for(output_dir)
     work_dir = Path(work_dir)
-    checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite)
+    checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite, derived_work_dir=derived)
+    if not temporary_work and is_main_process():
+        claim_work_dir(work_dir)
+        callbacks = [_RecordCheckpoints(work_dir), *(callbacks or [])]
     if checkpoint is None and has_checkpoints(work_dir):
-        if is_main_process():  # --overwrite: start over
-            for old in work_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-                shutil.rmtree(old, ignore_errors=True)
+        if is_main_process():  # --overwrite: start over (st-prune's checkpoints only)
+            remove_work_dir(work_dir, checkpoints_only=True)
 
     if isinstance(model_or_path, SentenceTransformer):
         if layers is not None or fraction is not None:
@@ -690,7 +792,7 @@ def train_pruned(
         if output_dir is not None and is_main_process():
             export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
             if not keep_checkpoints:
-                shutil.rmtree(work_dir, ignore_errors=True)
+                remove_work_dir(work_dir)  # what st-prune wrote there, and nothing else
     finally:
         # Checkpoints of a run without an export folder are only scratch: never leave them behind.
         if temporary_work and is_main_process():

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from st_prune.errors import StPruneError
-from st_prune.util.staging import MARKER, commit_staging, new_staging_dir
+from st_prune.util import ownership
+from st_prune.util.staging import MARKER, new_staging_dir
 
 #: Files read as tables (every string column is text); anything else is read as one text a line.
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -405,7 +406,7 @@ def _parameter_count(model_dir: Path) -> int:
 
 
 def _disk_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and path.name != MARKER)
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and path.name not in (MARKER, ownership.MANIFEST))
 
 
 def _id_keys(config: dict) -> list[str]:
@@ -561,7 +562,8 @@ def trim_vocabulary(
     try:
         skip = {path.resolve() for path in weight_files} | {tokenizer_path.resolve()}
         shutil.copytree(model_dir, staging, dirs_exist_ok=True,
-                        ignore=lambda where, names: [n for n in names if (Path(where) / n).resolve() in skip])
+                        ignore=lambda where, names: [n for n in names if (Path(where) / n).resolve() in skip
+                                                     or n == ownership.MANIFEST])  # the record describes the source
         target = staging / folder.relative_to(model_dir)
         rows_kept, total_bytes = torch.tensor(kept, dtype=torch.long), 0
         for path in weight_files:
@@ -613,9 +615,7 @@ def trim_vocabulary(
                 break
             report.disk_bytes_after = size
         check_output_folder(output)  # nothing appeared there meanwhile
-        if output.exists():
-            output.rmdir()
-        commit_staging(staging, output)
+        ownership.install(staging, output, by="trim", fix="choose another --output")  # recorded as st-prune's
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -46,6 +46,8 @@ def limits(*, ge: float | None = None, gt: float | None = None, lt: float | None
         words = f"in [{ge}, {lt})"
     elif ge is not None and le is not None:
         words = f"in [{ge}, {le}]"
+    elif gt is not None and le is not None:
+        words = f"in ({gt}, {le}]"
     elif gt == 0:
         words = "a positive number"
     elif ge == 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -27,8 +28,29 @@ MARKER = ".st-prune-staging"
 FOREIGN_STALE_SECONDS = 24 * 3600
 
 
+# `st-prune deploy` before the record of what st-prune wrote staged inside the model folder, under this name
+# (tempfile.mkdtemp's 8 random characters): a killed deploy left it there, and it has no marker.
+LEGACY_DEPLOY_STAGING = re.compile(r"\.deploy-staging-[a-z0-9_]{8}")
+
+
 def staging_prefix(destination: Path) -> str:
     return f".{destination.name}.st-prune-staging-"
+
+
+def is_staging_name(name: str) -> bool:
+    """A staging folder's name (never part of a finished folder: publish skips it)."""
+    return (name.startswith(".") and ".st-prune-staging-" in name) or bool(LEGACY_DEPLOY_STAGING.fullmatch(name))
+
+
+def remove_legacy_deploy_staging(folder: str | os.PathLike) -> list[Path]:
+    """Remove the ``.deploy-staging-*`` folders an older, killed ``st-prune deploy`` left inside ``folder``."""
+    removed = []
+    for candidate in Path(folder).glob(".deploy-staging-*"):
+        if LEGACY_DEPLOY_STAGING.fullmatch(candidate.name) and candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+            logger.info("Removed %s, left by an interrupted deploy", candidate)
+            removed.append(candidate)
+    return removed
 
 
 def new_staging_dir(destination: str | os.PathLike) -> Path:
@@ -49,6 +71,12 @@ def commit_staging(staging: Path, destination: str | os.PathLike) -> None:
     creates gets (0755/0644 under umask 022).
     """
     (staging / MARKER).unlink(missing_ok=True)
+    apply_umask_modes(staging)
+    os.replace(staging, destination)
+
+
+def apply_umask_modes(staging: Path) -> None:
+    """Give every folder and file under ``staging`` (and itself) the mode the umask gives new ones."""
     folder_mode, file_mode = umask_mode(directory=True), umask_mode(directory=False)
     for root, folders, files in os.walk(staging):
         for name in files:
@@ -58,25 +86,6 @@ def commit_staging(staging: Path, destination: str | os.PathLike) -> None:
             if not os.path.islink(os.path.join(root, name)):
                 os.chmod(os.path.join(root, name), folder_mode)
     os.chmod(staging, folder_mode)
-    os.replace(staging, destination)
-
-
-def commit_staging_into(staging: Path, destination: str | os.PathLike) -> None:
-    """Like ``commit_staging``, for a ``destination`` that may already hold other files: each file of the complete
-    ``staging`` folder is renamed into place beside them (a rename cannot run out of space), then staging is removed."""
-    destination = Path(destination)
-    if not destination.exists():
-        commit_staging(staging, destination)
-        return
-    (staging / MARKER).unlink(missing_ok=True)
-    file_mode = umask_mode(directory=False)
-    for path in sorted(staging.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            target = destination / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, file_mode)
-            os.replace(path, target)
-    shutil.rmtree(staging)
 
 
 def remove_stale_staging(destination: str | os.PathLike) -> list[Path]:

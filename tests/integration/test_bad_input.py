@@ -17,6 +17,8 @@ from st_prune import cli
 from bad_input import _left_in
 from cli_errors import assert_one_line, run_cli
 from recipe_files import write_recipe
+from evaluation_tasks import stsbenchmark_in_memory
+from training_rows import FAST, triplet_rows
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,8 @@ def test_scan_under_a_file_size_limit_keeps_no_half_plot(tiny_llm, triplets_file
     finally:
         l3prune.L3PruneResult.plot = real_plot
     assert_one_line(status, err, f"a file exceeds the file-size limit while writing {tmp_path / 'out' / 'scan.png'}")
-    assert _left_in(tmp_path / "out") == {"scan.json"}  # whole; no half scan.png, no temporary file
+    # whole, with st-prune's record of it; no half scan.png, no temporary file
+    assert _left_in(tmp_path / "out") == {"scan.json", ".st-prune-files.json"}
 
 
 def test_no_space_left_is_one_line_naming_the_output(tiny_llm, tmp_path, capsys, monkeypatch):
@@ -175,7 +178,6 @@ def test_no_space_left_is_one_line_naming_the_output(tiny_llm, tmp_path, capsys,
 
 def test_a_checkpoint_cut_short_is_not_kept(tiny_llm, tmp_path, file_size_limit):
     from datasets import Dataset
-    from training_rows import FAST, triplet_rows
 
     from st_prune import encoder_from_llm
     from st_prune.training.trainer import TrainingConfig, train_encoder
@@ -262,7 +264,6 @@ def test_eval_into_a_folder_with_a_damaged_model_meta_is_one_line(text, exported
 @pytest.fixture(scope="module")
 def mteb_results(exported, tmp_path_factory):
     """An `st-prune eval --output` folder holding one MTEB task's result (STSBenchmark, its rows given in memory)."""
-    from evaluation_tasks import stsbenchmark_in_memory
 
     from st_prune.evaluation import evaluate as evaluation
     from st_prune.util.local_only import load_model_folder
@@ -284,7 +285,7 @@ def test_submit_under_a_file_size_limit_leaves_no_half_submission(mteb_results, 
     assert _left_in(tmp_path / "sub") == {"notes.txt"}
     file_size_limit(None)  # space again: the submission lands beside the user's file
     assert run_cli(["submit", mteb_results, "--output", tmp_path / "sub"], capsys)[0] == 0
-    assert _left_in(tmp_path / "sub") == {"notes.txt", "results", "o_models.py", "SUBMISSION.md"}
+    assert _left_in(tmp_path / "sub") == {"notes.txt", "results", "o_models.py", "SUBMISSION.md", ".st-prune-files.json"}
     assert (tmp_path / "sub" / "results" / "o__m" / "main" / "STSBenchmark.json").is_file()
 
 
@@ -328,7 +329,6 @@ def umask():
 
 def test_the_trained_adapter_follows_the_umask(tiny_llm, tmp_path, umask):
     from datasets import Dataset
-    from training_rows import FAST, triplet_rows
 
     from st_prune import encoder_from_llm
     from st_prune.pipeline.stages.train import ADAPTER, train_variant

@@ -8,6 +8,7 @@ import pytest
 
 from st_prune import cli
 from cli_errors import assert_one_line, run_cli
+from recipe_files import write_recipe
 
 
 # --- destinations that cannot be written: refused before any model is loaded ---------------------------
@@ -107,7 +108,6 @@ def test_encoder_from_llm_on_a_missing_gpu_fails_before_loading(tiny_llm):
 
 
 def _tiny_recipe(folder, model):
-    from recipe_files import write_recipe
 
     return write_recipe(folder, model)
 

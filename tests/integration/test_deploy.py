@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
+from st_prune.util import ownership  # noqa: E402
 from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
 from st_prune.cli import main as cli_main  # noqa: E402
 from st_prune.deploy.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
@@ -137,10 +138,13 @@ def test_one_backend_at_a_time_keeps_the_others_files_and_report(tiny_llm, tmp_p
     assert set(report["files"]) == {FILES["onnx", None], FILES["openvino", None]}
     assert (folder / FILES["openvino", None]).is_file() and (folder / FILES["onnx", None]).is_file()
 
-    # --overwrite replaces the backend's folder as a whole (nothing stale stays beside the new files).
+    # --overwrite replaces st-prune's files in the backend's folder (nothing stale of st-prune's stays beside the
+    # new files); the user's stay.
     (folder / "onnx" / "stale.onnx").write_bytes(b"")
+    ownership.record(folder, ["onnx/stale.onnx"], by="deploy")
+    (folder / "onnx" / "mine.txt").write_text("the user's")
     assert cli_main(["deploy", str(folder), "--onnx", "--overwrite"]) == 0
-    assert sorted(path.name for path in (folder / "onnx").iterdir()) == ["model.onnx"]
+    assert sorted(path.name for path in (folder / "onnx").iterdir()) == ["mine.txt", "model.onnx"]
 
 
 def _refused(capsys, argv):
@@ -178,9 +182,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_llm, tmp_path, capsys, mo
     assert _folder_entries(folder) == before
 
     (folder / "onnx").mkdir()
-    (folder / "onnx" / "mine.txt").write_text("not st-prune's")
-    assert "pass --overwrite" in _refused(capsys, ["deploy", str(folder)])
-    assert _folder_entries(folder) == sorted(before + ["onnx", "onnx/mine.txt"])
+    (folder / "onnx" / "model.onnx").write_text("not st-prune's")
+    for overwrite in ([], ["--overwrite"]):
+        assert "was not written by st-prune, so it is never replaced" in _refused(capsys, ["deploy", str(folder),
+                                                                                         *overwrite])
+    assert _folder_entries(folder) == sorted(before + ["onnx", "onnx/model.onnx"])
 
 
 def test_a_failure_half_way_leaves_the_folder_as_it_was(tiny_llm, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher
 from st_prune.errors import StPruneError
 from st_prune.training.trainer import TrainingConfig, build_loss, build_trainer, prepare_training_data
 from training_rows import FAST, triplet_rows
+from recipe_files import write_recipe
 
 INSTRUCTION = "Retrieve semantically similar text"
 
@@ -93,7 +94,6 @@ def test_bad_setups_fail_with_one_line(models, tmp_path):
 
 # ------------------------------------------------------------------------------ the recipe option
 def distill_recipe(folder, tiny_model, **distill):
-    from recipe_files import write_recipe
 
     return write_recipe(folder, tiny_model, distill={"teacher": "large", "variants": ["small"], **distill})
 

@@ -355,6 +355,29 @@ def test_cli_submit_prepares_the_folder(cli_main, evaluated, tmp_path, capsys):
     assert "left out (not MTEB tasks): local_" in capsys.readouterr().out
 
 
+def test_case5_submit_never_replaces_a_file_it_did_not_write(cli_main, evaluated, tmp_path, capsys):
+    """Issue 23 case 5: the user's SUBMISSION.md (or any file in the way) refuses the submission, nothing written;
+    st-prune's own earlier submission is replaced by a re-run."""
+    _, _, root = evaluated
+    output = tmp_path / "submission"
+    output.mkdir()
+    (output / "SUBMISSION.md").write_text("my own plan")
+    argv = ["submit", str(root / "out"), "--output", str(output), "--model-name", MODEL_NAME]
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert error == (f"st-prune submit: error: {output / 'SUBMISSION.md'} exists and was not written by st-prune, so "
+                     "it is never replaced; choose another --output or move it away\n")
+    assert [path.name for path in output.iterdir()] == ["SUBMISSION.md"]
+    assert (output / "SUBMISSION.md").read_text() == "my own plan"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["submission"]  # no staging folder left
+
+    (output / "SUBMISSION.md").unlink()
+    (output / "notes.txt").write_text("mine")
+    assert cli_main(argv) == 0 and cli_main(argv) == 0  # a re-run replaces its own files
+    assert (output / "notes.txt").read_text() == "mine"
+    assert (output / "SUBMISSION.md").read_text().count(MODEL_NAME) == 1
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

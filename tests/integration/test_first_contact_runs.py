@@ -8,6 +8,7 @@ from recipe_files import write_recipe
 from st_prune.errors import StPruneError
 from st_prune.pipeline.runner import RecipeRunner
 from st_prune.pipeline.recipe import load_recipe
+from tiny_models import make_tiny_llm
 
 
 def test_an_existing_path_wins_over_a_shipped_name(tmp_path, tiny_model, monkeypatch):
@@ -38,7 +39,6 @@ def test_usage_table_is_printed_at_the_end(tmp_path, tiny_model):
 def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monkeypatch):
     import weakref
 
-    from tiny_models import make_tiny_llm
 
     from st_prune.pipeline.context import RunContext
     from st_prune.pipeline.recipe import load_recipe

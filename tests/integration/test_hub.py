@@ -142,6 +142,21 @@ def test_publish_creates_repo_with_every_file_and_matching_hashes(hub, model_dir
             assert entry.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def test_publish_never_uploads_a_staging_folder_or_st_prunes_record(hub, model_dir):
+    """Issue 23 case 7: a killed deploy's staging folder (an older one's inside the folder, 391 MB seen) and
+    st-prune's record of what it wrote are not part of the model."""
+    from st_prune.util import ownership
+
+    model = local_files(model_dir)
+    for staging in (".deploy-staging-ab12cd34", ".onnx.st-prune-staging-x1y2z3"):
+        (model_dir / staging / "onnx").mkdir(parents=True)
+        (model_dir / staging / "onnx" / "model.onnx").write_bytes(b"half an export")
+    ownership.record(model_dir, ["modules.json"], by="export")
+    result = publish(model_dir, hub)
+    assert set(result.uploaded) == set(model)
+    assert hub.files(REPO) == {**model, ".gitattributes": hub.files(REPO)[".gitattributes"]}
+
+
 def test_republishing_identical_files_makes_no_commit(hub, model_dir):
     first = publish(model_dir, hub)
     writes_before = len(hub.requests_to("/commit/")) + len(hub.requests_to("/preupload/"))

@@ -224,7 +224,7 @@ def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(lla
     config = TrainingConfig(max_steps=6, **{**FAST, "save_steps": 2})
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 4 .* last good checkpoint is .*checkpoint-2"):
         train_pruned(llama, triplets(32, INSTRUCTION), config, work_dir=work, callbacks=[Poison(3)])
-    assert sorted(path.name for path in work.iterdir()) == ["checkpoint-2"]
+    assert sorted(path.name for path in work.iterdir()) == [".st-prune-files.json", "checkpoint-2"]  # + the record
     from safetensors.torch import load_file
 
     adapter = load_file(str(work / "checkpoint-2" / "adapter_model.safetensors"))

@@ -11,6 +11,7 @@ from st_prune import StPruneError, TruncatedLLM, encoder_from_llm
 
 from st_prune.model import architectures
 from truncated_llm import TEXTS, reference_embeddings
+from tiny_models import make_tiny_bert
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -114,7 +115,6 @@ def test_bad_depths_are_refused(tiny_llm, kwargs, message):
 
 
 def test_encoder_only_and_unknown_layouts_are_refused(tmp_path):
-    from tiny_models import make_tiny_bert
 
     with pytest.raises(StPruneError, match="'bert' is an encoder-only model"):
         TruncatedLLM(str(make_tiny_bert(tmp_path / "bert")))

@@ -14,9 +14,14 @@ from st_prune.pipeline.stage import Stage
 
 
 def folder_digest(folder: Path) -> str:
-    """A short digest of the folder's file names, sizes and modification times (cheap: no file is read)."""
+    """A short digest of the names, sizes and modification times of the files publish uploads (cheap: no file is
+    read); st-prune's record of what it wrote and staging folders are never uploaded, so they do not count."""
+    from st_prune.util.ownership import MANIFEST
+    from st_prune.util.staging import is_staging_name
+
     listing = [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.rglob("*"))
-               if p.is_file()]
+               if p.is_file() and p.name != MANIFEST
+               and not any(is_staging_name(part) for part in p.relative_to(folder).parts)]
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
 
 

@@ -60,6 +60,8 @@ class ScanStage(Stage):
 
     def key(self, recipe, variant=None, layers=None, folder=None) -> str:
         base = {name: getattr(recipe.base, name, None) for name in _LOAD_FIELDS}
+        if getattr(recipe.base, "kind", None) is not None:  # only when set, so the keys of earlier runs stay the same
+            base["kind"] = recipe.base.kind
         data = {key: value for key, value in dataclasses.asdict(recipe.data).items() if key not in _DATA_EXCLUDED}
         return digest("scan", base, dataclasses.asdict(recipe.scan), data, recipe.query_instruction)
 

@@ -138,7 +138,7 @@ def load_trained(ctx, variant):
     adapter = ctx.folder.work(variant.name) / ADAPTER
     if not adapter.is_dir():
         raise StPruneError(f"{adapter} is missing: run the train stage first (--only train)")
-    model = ctx.encoder(layers)
+    model = ctx.encoder(layers, variant=variant)  # the same MLP channels the adapter was trained on
     module = model[0]
     module.model = PeftModel.from_pretrained(module.auto_model, str(adapter))
     return model
@@ -216,7 +216,7 @@ class TrainStage(Stage):
             prompts = None  # the prepared data carries its prompts
             config = config.replace(distill_weight=ctx.recipe.distill.weight, distill_distance=ctx.recipe.distill.distance)
         record = train_variant(
-            ctx.encoder(layers, spec.max_seq_length), data, prompts, config, work,
+            ctx.encoder(layers, spec.max_seq_length, variant), data, prompts, config, work,
             resume=resume, settings=spec.key_settings(), layers=layers, log=ctx.log,
             is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
         ctx.folder.forget(ctx.folder.record_path(variant.name, RECORD))

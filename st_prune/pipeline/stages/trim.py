@@ -7,7 +7,6 @@ card and the zoo index show for a trimmed variant) and the trim's full report.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,17 @@ def training_corpus(rows, instructions: Iterable[str]) -> list[str]:
 
 def trim_variant(source: Path, folder: Path, corpus: list[str], *, vocab_size: int | None, min_frequency: int | None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trim ``source`` (the export) into ``folder``, rebuilt whole: it is the runner's own model folder."""
+    """Trim ``source`` (the export) into ``folder``, rebuilt whole from st-prune's own files (the runner's model
+    folder)."""
+    from st_prune.errors import StPruneError
     from st_prune.model.export import weight_bytes
     from st_prune.trim.vocab import trim_vocabulary
+    from st_prune.util import ownership
 
-    if folder.exists():  # an earlier trim's (or export's) output
-        shutil.rmtree(folder)
+    left = ownership.remove_owned(folder)  # an earlier trim's (or export's) output; never the user's files
+    if left:
+        raise StPruneError(f"{folder} holds files st-prune did not write ({', '.join(left[:3])}), and the trim rebuilds "
+                           "that folder whole: move them away and run again")
     # The model folder's README.md is the card stage's alone: the trim leaves it to that stage.
     report = trim_vocabulary(source, corpus, folder, vocab_size=vocab_size, min_frequency=min_frequency, card=False)
     log(f"       {report.summary().splitlines()[0]}")
