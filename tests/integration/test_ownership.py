@@ -13,27 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from st_prune import cli
 from st_prune.errors import StPruneError
 from st_prune.util import ownership
 from st_prune.util.staging import new_staging_dir
+from cli_errors import assert_one_line as refused
+from cli_errors import run_cli
 from ownership_files import REPO, snapshot
-
-
-def run_cli(argv, capsys) -> tuple[int, str]:
-    """Exit status and st-prune's own stderr lines; an exception escaping ``main`` fails the test."""
-    capsys.readouterr()
-    status = cli.main([str(arg) for arg in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    return status, "\n".join(line for line in err.replace("\r", "\n").splitlines() if line.startswith("st-prune "))
-
-
-def refused(status: int, err: str, *phrases: str) -> None:
-    assert status == 2, err
-    assert len(err.splitlines()) == 1, err
-    for phrase in phrases:
-        assert phrase in err, err
 
 
 def staged(tmp_path: Path, destination: Path, files: dict[str, str]) -> Path:

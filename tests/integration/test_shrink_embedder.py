@@ -15,7 +15,6 @@ from sentence_transformers.sentence_transformer.modules import (
     Transformer,
 )
 
-from st_prune import cli
 from st_prune.model import architectures
 from st_prune.model.truncated_llm import TruncatedLLM, encoder_from_llm
 from tiny_embedders import (
@@ -27,6 +26,7 @@ from tiny_embedders import (
 )
 from tiny_models import make_tiny_bert
 from tiny_models import build_tokenizer
+from cli_errors import run_cli
 
 TEXTS = ["How do I reset my online banking password?", "Two dogs run across a green field in the sun.", "a",
          "Sentence embeddings map text to vectors for semantic search, and large language models do it well."]
@@ -36,14 +36,6 @@ TEXTS = ["How do I reset my online banking password?", "Two dogs run across a gr
 def embedders(tmp_path_factory):
     root = tmp_path_factory.mktemp("embedders")
     return {shape: make_tiny_embedder(root / shape, shape) for shape in SHAPES}
-
-
-def run_cli(argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    status = cli.main([str(arg) for arg in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    return status, "\n".join(line for line in err.replace("\r", "\n").splitlines() if line.startswith("st-prune "))
 
 
 def truncated_reference(folder: Path, layers: int) -> SentenceTransformer:
