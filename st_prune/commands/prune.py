@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.model.dtypes import DTYPE_CHOICES
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.paper import POOLING_MODES
 from st_prune.util.interrupts import Resume

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.model.dtypes import DTYPE_CHOICES
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.preflight import check_depths
 from st_prune.pipeline.runner import RecipeRunner

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from st_prune.model.dtypes import DTYPE_CHOICES
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.paper import POOLING_MODES
 from st_prune.util.interrupts import Resume

@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from st_prune.model.dtypes import DTYPE_CHOICES
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.errors import StPruneError
 from st_prune.util.files import read_json
 from st_prune.util.interrupts import Resume
@@ -182,12 +182,12 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.training.trainer import (
         check_lora_targets,
         check_run_folders,
-        is_main_process,
         train_pruned,
         work_dir_for,
     )
     from st_prune.data.training_data import prepare_training_data
     from st_prune.model.truncated_llm import encoder_from_llm
+    from st_prune.util.distributed import is_main
 
     # Every check that can fail fast, before minutes of loading and scanning.
     if args.resume and args.overwrite:
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         data, cost = _teacher_embeddings(args, config, model, data, work)
         extra_files["teacher.json"] = json.dumps(cost, indent=2) + "\n"  # the teacher's cost, beside the model
     module = model[0]
-    if is_main_process():
+    if is_main():
         from st_prune.training.trainer import claim_work_dir
         from st_prune.util import ownership
 
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
         keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
     )
-    if is_main_process():
+    if is_main():
         parameters = sum(parameter.numel() for parameter in model.parameters())
         mlp = f", MLP width {width['intermediate_size']}/{width['original_intermediate_size']}" if width else ""
         print(
@@ -308,7 +308,8 @@ def _teacher_embeddings(args: argparse.Namespace, config, model, data, work: Pat
     """``data`` with the uncut model's embeddings (cached in DIR.work/teacher-embeddings) and the teacher's cost."""
     from st_prune.model.truncated_llm import encoder_from_llm
     from st_prune.training.self_distill import CACHE_DIR, self_distillation_data
-    from st_prune.training.trainer import is_main_process, teacher_identity
+    from st_prune.training.trainer import teacher_identity
+    from st_prune.util.distributed import is_main
     from st_prune.util.resources import release_memory
 
     from st_prune.training.trainer import WORK_WRITER, claim_work_dir
@@ -319,9 +320,9 @@ def _teacher_embeddings(args: argparse.Namespace, config, model, data, work: Pat
     # anything is written. The cache's files are recorded as st-prune's, so the clean-up after the export removes them.
     data, cost = self_distillation_data(
         teacher, data, work / CACHE_DIR, identity=teacher_identity(args.model, teacher), batch_size=config.batch_size,
-        stale="rebuild" if args.overwrite else "refuse", progress=is_main_process(),
-        before_write=(lambda: claim_work_dir(work)) if is_main_process() else None)
-    if is_main_process():
+        stale="rebuild" if args.overwrite else "refuse", progress=is_main(),
+        before_write=(lambda: claim_work_dir(work)) if is_main() else None)
+    if is_main():
         ownership.record_tree(work, CACHE_DIR, by=WORK_WRITER, digest=False)
         how = "read from the cache" if cost.cached else f"embedded in {cost.seconds:.0f}s"
         print(f"teacher: the uncut model ({teacher[0].num_layers} layers), {cost.texts} texts {how}")
@@ -369,7 +370,7 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     """Run L3Prune on the full-depth model over the training data exactly as the trainer will batch it,
     cut the model to the pick, and save scan.json and scan.png into the work folder."""
     from st_prune.l3prune.scan import L3Prune
-    from st_prune.training.trainer import is_main_process
+    from st_prune.util.distributed import is_main
     from st_prune.model.truncated_llm import encoder_from_llm
 
     # max_seq_length None: 512 for an LLM (config.sequence_length()'s default), an embedder's own length.
@@ -380,7 +381,7 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     if args.scan_batch_size is not None:
         options["batch_size"] = args.scan_batch_size
     result = L3Prune(**options).select(full, data)  # the trainer's datasets and prompts (TrainingData)
-    if is_main_process():
+    if is_main():
         from st_prune.training.trainer import claim_work_dir
         from st_prune.util import ownership
 

@@ -13,11 +13,9 @@ sequence length and padding side.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -54,7 +52,7 @@ class EncoderGraph(nn.Module):
         return output.last_hidden_state
 
 
-def weight_bytes(model: nn.Module) -> int:
+def parameter_bytes(model: nn.Module) -> int:
     """Bytes of the module's parameters and buffers (tied weights once): about what the graph stores."""
     tensors = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
@@ -86,7 +84,7 @@ def export_onnx(
     """
     path = Path(path)
     if external_data is None:
-        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        external_data = parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD
     graph = EncoderGraph(model).eval()
     axes = {0: "batch_size", 1: "sequence_length"}
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=path.parent) as scratch:
@@ -128,64 +126,7 @@ def _save_with_one_data_file(source: Path, target: Path) -> None:
     )
 
 
-#: SmoothQuant's migration strength for the MLP down projections: how much of their input's per-channel range moves
-#: into the weights (0: none, 1: all). On SmolLM2's 5-layer cut (Debian dev texts, all MatMuls int8) 0.5 gave a
-#: worst cosine to fp32 of 0.990, 0.8 gave 0.991-0.993; 0.8 is the default.
-SMOOTH_ALPHA = 0.8
-
-
-def smooth_down_projections(
-    model: nn.Module, samples: Iterable[dict[str, torch.Tensor]], alpha: float = SMOOTH_ALPHA
-) -> nn.Module | None:
-    """A copy of ``model`` whose MLP down projections' inputs have a flatter per-channel range (SmoothQuant).
-
-    The input of ``down_proj`` is ``act(gate) * up``: a few of its channels carry the huge activations decoder LLMs
-    are known for (up to ~100 against a median of ~2 in SmolLM2), so one int8 scale per tensor, as dynamic
-    quantization uses, rounds the other channels away. Dividing channel ``j`` of ``up_proj``'s output by ``s_j``
-    and multiplying column ``j`` of ``down_proj``'s weight by ``s_j`` computes the same function in float, with
-    ``s_j = max|x_j|^alpha / max|W_j|^(1 - alpha)`` from the input's maxima over ``samples`` (dicts of
-    ``input_ids`` and ``attention_mask``; unpadded texts, so pad tokens do not count). ``None`` for models whose MLP
-    has no separate ``up_proj`` (Phi-3 fuses gate and up): quantize those without smoothing.
-    """
-    layers = getattr(model, "layers", None)
-    mlps = [getattr(layer, "mlp", None) for layer in layers] if layers is not None else []
-    if not mlps or not all(isinstance(getattr(mlp, "up_proj", None), nn.Linear)
-                           and isinstance(getattr(mlp, "down_proj", None), nn.Linear) for mlp in mlps):
-        return None
-    maxima: dict[int, torch.Tensor] = {}
-
-    def record(index: int, _module: nn.Module, args: tuple) -> None:
-        seen = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
-        maxima[index] = torch.maximum(maxima[index], seen) if index in maxima else seen
-
-    hooks = [mlp.down_proj.register_forward_pre_hook(lambda module, args, index=index: record(index, module, args))
-             for index, mlp in enumerate(mlps)]
-    graph = EncoderGraph(model).eval()
-    try:
-        with torch.no_grad():
-            for sample in samples:
-                graph(sample["input_ids"], sample["attention_mask"])
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if len(maxima) != len(mlps):
-        return None  # no samples
-    smoothed = copy.deepcopy(model)
-    with torch.no_grad():
-        for index, layer in enumerate(smoothed.layers):
-            up, down = layer.mlp.up_proj, layer.mlp.down_proj
-            weight_max = down.weight.abs().amax(0).float().clamp(min=1e-5)
-            scale = (maxima[index].float().clamp(min=1e-5) ** alpha / weight_max ** (1 - alpha)).clamp(min=1e-5)
-            up.weight.div_(scale.to(up.weight.dtype)[:, None])
-            if up.bias is not None:
-                up.bias.div_(scale.to(up.bias.dtype))
-            down.weight.mul_(scale.to(down.weight.dtype)[None, :])
-    return smoothed
-
-
-def quantize_onnx_int8(
-    source: str | os.PathLike, target: str | os.PathLike, *, keep_down_proj_fp32: bool = True
-) -> Path:
+def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Dynamic int8 (weights quantized once, activations per call) of the fp32 graph at ``source``.
 
     - Weights are signed 7-bit per output channel (``reduce_range``), activations unsigned 8-bit: onnxruntime's
@@ -193,10 +134,9 @@ def quantize_onnx_int8(
       LLM activations (cosine 0.46 to fp32 on SmolLM2's 5-layer cut); 7-bit weights cannot (255 * 63 * 2 < 2^15).
       u8*s8 is the fast path on AVX2 and VNNI CPUs alike; unsigned weights (u8*u8, the earlier choice) ran about
       10 % slower here at the same accuracy. Hence sentence-transformers' file name ``model_qint8_avx2.onnx``.
-    - ``keep_down_proj_fp32``: the MLPs' down projections stay fp32. Their input (``act(gate) * up``) carries the
-      few huge activations decoder LLMs are known for, which one per-tensor activation scale cannot resolve
-      (worst cosine 0.967 with them in int8, 0.998 without). A graph exported from
-      ``smooth_down_projections``'s model can quantize them too, the fastest file (about 1.25x the speed).
+    - The MLPs' down projections stay fp32. Their input (``act(gate) * up``) carries the few huge activations
+      decoder LLMs are known for, which one per-tensor activation scale cannot resolve (worst cosine 0.967 with
+      them in int8, 0.998 without).
     - The embedding table (Gather) stays fp32 too: it is looked up, not multiplied.
     """
     import onnx
@@ -205,7 +145,7 @@ def quantize_onnx_int8(
     source, target = Path(source), Path(target)
     graph = onnx.load(str(source), load_external_data=False).graph
     keep_fp32 = [node.name for node in graph.node
-                 if keep_down_proj_fp32 and node.op_type == "MatMul" and "down_proj" in node.name]
+                 if node.op_type == "MatMul" and "down_proj" in node.name]
     # A large fp32 graph gives a large int8 one (the embedding table and down projections stay fp32): keep its
     # weights in a side file too. The quantizer would name it ``<file>.data``; it is written to a scratch folder
     # and saved again as ``<file>_data``, the name optimum looks for.

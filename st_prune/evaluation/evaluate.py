@@ -57,6 +57,7 @@ from mteb.types import PromptType
 
 from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
 from st_prune.errors import StPruneError
+from st_prune.evaluation.task_files import TEXT_FIELDS
 from st_prune.util import ownership
 from st_prune.util.staging import new_staging_dir
 
@@ -440,7 +441,6 @@ def _read_task_rows(path: Path, task_type: str) -> list[dict[str, Any]]:
     return rows
 
 
-_TEXT_FIELDS = frozenset({"sentence1", "sentence2", "text", "query", "document"})
 
 
 def _field_problem(task_type: str, field_name: str, row: dict[str, Any]) -> str | None:
@@ -448,7 +448,7 @@ def _field_problem(task_type: str, field_name: str, row: dict[str, Any]) -> str 
     if field_name not in row:
         return "is missing"
     value = row[field_name]
-    if field_name in _TEXT_FIELDS:
+    if field_name in TEXT_FIELDS:
         ok, expected = isinstance(value, str) and bool(value.strip()), "a non-empty string"
     elif field_name == "score":
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

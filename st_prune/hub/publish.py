@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -114,29 +113,9 @@ class PublishResult:
 # --------------------------------------------------------------------------------------- local checks
 def check_model_folder(folder: str | os.PathLike[str]) -> Path:
     """Return ``folder`` as a Path if it is a saved SentenceTransformer model; raise `StPruneError` otherwise."""
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise StPruneError(f"{path} is not a directory: pass the folder of a saved SentenceTransformer model")
-    modules_file = path / "modules.json"
-    if not modules_file.is_file():
-        raise StPruneError(
-            f"{path} is not a SentenceTransformer model folder (no modules.json): pass a folder written by "
-            "SentenceTransformer.save() or `st-prune prune`"
-        )
-    modules = read_json(modules_file, fix="re-save the model with SentenceTransformer.save()")
-    if not (
-        isinstance(modules, list)
-        and modules
-        and all(isinstance(module, dict) and isinstance(module.get("path"), str) for module in modules)
-    ):
-        raise StPruneError(f"{modules_file} lists no modules: re-save the model with SentenceTransformer.save()")
-    for module in modules:
-        if not (path / module["path"]).is_dir():
-            raise StPruneError(
-                f"module folder {module['path']!r} listed in {modules_file} is missing: re-save the model with "
-                "SentenceTransformer.save()"
-            )
-    return path
+    from st_prune.util.model_folder import check_model_folder as check
+
+    return check(folder, fix="pass a folder written by SentenceTransformer.save() or `st-prune prune`")[0]
 
 
 def check_repo_id(repo_id: str) -> str:

@@ -37,7 +37,7 @@ LAYOUTS: dict[str, Layout] = {
     "bloom": Layout("h", "ln_f"),
 }
 
-# Families tested end to end (tests/test_truncated_llm.py builds a tiny random model of each).
+# Families tested end to end (tests/integration/test_truncated_llm.py builds a tiny random model of each).
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text")
 
 # Config attributes that hold layer *indices* (not one value per layer): kept entries are those < k.

@@ -18,15 +18,14 @@ What this machine supports (refused up front, one line naming ``--dtype float32`
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-# The names and kwargs live apart so the loader (st_prune.model.truncated_llm) can use them without importing this module,
-# which imports the loader to read a checkpoint's config; re-exported here.
-from st_prune.model.dtype_names import DTYPE_CHOICES, check_dtype_name, model_kwargs_for  # noqa: F401
+# The names live apart so the loader (st_prune.model.truncated_llm) can use them without importing this module, which
+# imports the loader to read a checkpoint's config.
+from st_prune.model.dtype_names import DTYPE_CHOICES, check_dtype_name
 from st_prune.errors import StPruneError
 
 logger = logging.getLogger(__name__)
@@ -106,18 +105,13 @@ def saved_weights(folder: str | os.PathLike) -> dict[str, Any]:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise StPruneError(f"{folder} holds no .safetensors files; export the model first")
+    from st_prune.util.safetensors_header import data_bytes, tensors
+
     by_dtype: dict[str, int] = {}
-    for path in files:
-        with path.open("rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_size))
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            code = entry["dtype"]
-            if code in SAFETENSORS_NAMES:
-                start, end = entry["data_offsets"]
-                by_dtype[SAFETENSORS_NAMES[code]] = by_dtype.get(SAFETENSORS_NAMES[code], 0) + end - start
+    for _, entry in tensors(files):
+        name = SAFETENSORS_NAMES.get(entry["dtype"])
+        if name is not None:
+            by_dtype[name] = by_dtype.get(name, 0) + data_bytes(entry)
     total = sum(by_dtype.values())
     ranked = sorted(by_dtype, key=lambda name: -by_dtype[name])
     shown = [name for name in ranked if by_dtype[name] >= 0.1 * total] or ranked[:1]

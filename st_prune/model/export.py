@@ -154,22 +154,9 @@ def _rewrite_tokenizer_class(tokenizer_config_path: Path) -> None:
 
 def weight_bytes(folder: str | Path) -> int:
     """Bytes of tensor data in a folder's safetensors files (headers excluded)."""
-    from safetensors import safe_open
+    from st_prune.util.safetensors_header import data_bytes, tensors
 
-    total = 0
-    for path in Path(folder).glob("*.safetensors"):
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                tensor_slice = handle.get_slice(key)
-                count = 1
-                for dim in tensor_slice.get_shape():
-                    count *= dim
-                total += count * torch.empty((), dtype=_SAFETENSORS_DTYPES[tensor_slice.get_dtype()]).element_size()
-    return total
-
-
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-                       "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+    return sum(data_bytes(entry) for _, entry in tensors(sorted(Path(folder).glob("*.safetensors"))))
 
 
 def prepare_output_dir(output: str | Path, overwrite: bool) -> Path:

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 PoolingName = Literal["weighted_mean", "last_token", "mean"]
 # Our pooling names -> sentence-transformers' Pooling modes.
-from st_prune.paper import POOLING_MODES  # noqa: E402  (re-exported: CLI pooling names -> ST Pooling modes)
+from st_prune.paper import POOLING_MODES  # noqa: E402  (CLI pooling names -> ST Pooling modes)
 
 # Text goes straight through `forward`: ST 6 would otherwise route plain strings through a
 # tokenizer's chat template, which breaks prompt exclusion and changes the embedding.

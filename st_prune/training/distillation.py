@@ -114,14 +114,6 @@ class DistilledContrastiveLoss(nn.Module):
         return self.distill.citation
 
 
-def teacher_dimension_matches(teacher: SentenceTransformer, student: SentenceTransformer) -> None:
-    """Refuse a teacher whose embeddings the student cannot match (one line naming the fix)."""
-    teacher_dim, student_dim = teacher.get_embedding_dimension(), student.get_embedding_dimension()
-    if teacher_dim != student_dim:
-        raise StPruneError(f"the teacher's embeddings have {teacher_dim} dimensions, the student's {student_dim}: "
-                           "distill from a variant of the same base model")
-
-
 def mean_distance(student: SentenceTransformer, data: TrainingData, distance_metric: str = "cosine") -> float:
     """Mean distance of the student's embeddings to the stored teacher embeddings (how far distillation is)."""
     from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss

@@ -71,12 +71,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
 from st_prune.errors import StPruneError
 from st_prune.training.config import TrainingConfig, automatic_bf16, automatic_gradient_checkpointing
+from st_prune.util import distributed
 from st_prune.util.distributed import world_size
 
 logger = logging.getLogger(__name__)
-
-# The paper's LoRA targets (LLM2Vec's list): attention and MLP projections of every decoder layer.
-from st_prune.paper import PAPER_LORA_TARGETS  # noqa: E402  (re-exported: the paper's LoRA targets)
 
 # Fused projections that stand in for split ones (Phi-3: qkv_proj, gate_up_proj; Baichuan: W_pack; ...).
 FUSED_LORA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -778,11 +776,11 @@ def train_pruned(
         work_dir = tempfile.mkdtemp(prefix="st-prune-train-") if temporary_work else work_dir_for(output_dir)
     work_dir = Path(work_dir)
     checkpoint = check_run_folders(output_dir, work_dir, resume, overwrite, derived_work_dir=derived)
-    if not temporary_work and is_main_process():
+    if not temporary_work and distributed.is_main():
         claim_work_dir(work_dir)
         callbacks = [_RecordCheckpoints(work_dir), *(callbacks or [])]
     if checkpoint is None and has_checkpoints(work_dir):
-        if is_main_process():  # --overwrite: start over (st-prune's checkpoints only)
+        if distributed.is_main():  # --overwrite: start over (st-prune's checkpoints only)
             remove_work_dir(work_dir, checkpoints_only=True)
 
     if isinstance(model_or_path, SentenceTransformer):
@@ -798,7 +796,7 @@ def train_pruned(
     if config.recover == "distill" and not _carries_teacher_embeddings(data):
         data, cost = _self_distillation(model_or_path, model, teacher, data, config, work_dir, prompts, pooling)
         prompts = None  # the prepared data carries its prompts
-        if not temporary_work and is_main_process():  # st-prune's own files: the clean-up after the export removes them
+        if not temporary_work and distributed.is_main():  # st-prune's own files: the clean-up after the export removes them
             from st_prune.training.self_distill import CACHE_DIR
             from st_prune.util import ownership
 
@@ -807,13 +805,13 @@ def train_pruned(
         train_encoder(model, data, config, work_dir, prompts=prompts, resume=checkpoint, callbacks=callbacks)
         model.st_prune_teacher_cost = cost.to_dict() if cost is not None else None
         merge_adapters(model)
-        if output_dir is not None and is_main_process():
+        if output_dir is not None and distributed.is_main():
             export_model(model, output_dir, overwrite=overwrite, extra_files=extra_files)
             if not keep_checkpoints:
                 remove_work_dir(work_dir)  # what st-prune wrote there, and nothing else
     finally:
         # Checkpoints of a run without an export folder are only scratch: never leave them behind.
-        if temporary_work and is_main_process():
+        if temporary_work and distributed.is_main():
             shutil.rmtree(work_dir, ignore_errors=True)
     return model
 
@@ -832,7 +830,7 @@ def _self_distillation(model_or_path, model, teacher, data, config, work_dir, pr
     teacher.max_seq_length = model.max_seq_length  # the teacher embeds exactly what the cut will see
     identity = f"{teacher_identity(model_or_path, teacher)}"
     data, cost = self_distillation_data(teacher, data, work_dir / CACHE_DIR, identity=identity,
-                                        batch_size=config.batch_size, prompts=prompts, progress=is_main_process())
+                                        batch_size=config.batch_size, prompts=prompts, progress=distributed.is_main())
     del teacher
     release_memory()
     return data, cost
@@ -982,8 +980,3 @@ def _checkpoint_step(checkpoint: str | None) -> int:
         return 0
     state = json.loads(Path(checkpoint, "trainer_state.json").read_text())
     return int(state.get("global_step", 0))
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch run, or a plain single process."""
-    return int(os.environ.get("RANK", "0")) == 0

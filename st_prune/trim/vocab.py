@@ -37,6 +37,7 @@ from typing import Any
 
 from st_prune.errors import StPruneError
 from st_prune.util import ownership
+from st_prune.util.model_folder import transformer_folder
 from st_prune.util.staging import MARKER, new_staging_dir
 
 #: Files read as tables (every string column is text); anything else is read as one text a line.
@@ -376,33 +377,14 @@ def select_tokens(
 # ------------------------------------------------------------------------------------------- the folder
 
 
-def _transformer_folder(model_dir: Path) -> Path:
-    """The folder holding config.json, weights and tokenizer.json: the Transformer module's path in an ST
-    folder (modules.json), or ``model_dir`` itself for a plain transformers folder."""
-    modules = model_dir / "modules.json"
-    if modules.is_file():
-        for entry in json.loads(modules.read_text(encoding="utf-8")):
-            if entry.get("type", "").endswith("Transformer") or entry.get("idx") == 0:
-                return model_dir / entry.get("path", "")
-    return model_dir
-
-
 def _weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
 def _parameter_count(model_dir: Path) -> int:
-    from safetensors import safe_open
+    from st_prune.util.safetensors_header import numel, tensors
 
-    total = 0
-    for path in sorted(model_dir.rglob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                count = 1
-                for dim in handle.get_slice(key).get_shape():
-                    count *= dim
-                total += count
-    return total
+    return sum(numel(entry) for _, entry in tensors(sorted(model_dir.rglob("*.safetensors"))))
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -492,7 +474,7 @@ def trim_vocabulary(
     output = check_output_folder(output)
     if output.resolve() == model_dir.resolve():
         raise StPruneError("--output must be another folder than MODEL_DIR")
-    folder = _transformer_folder(model_dir)
+    folder = transformer_folder(model_dir)
     tokenizer_path = folder / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise StPruneError(f"{folder} has no tokenizer.json; st-prune trim needs a fast (tokenizers) tokenizer")
@@ -624,14 +606,9 @@ def trim_vocabulary(
 
 def _embedding_tensors(weight_files: Sequence[Path], config: dict) -> tuple[set[str], int]:
     """Names of the vocabulary-sized weights (input embeddings, untied output head) and their row count."""
-    from safetensors import safe_open
+    from st_prune.util.safetensors_header import tensors
 
-    found: dict[str, list[int]] = {}
-    for path in weight_files:
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                if key.endswith(EMBEDDING_NAMES):
-                    found[key] = handle.get_slice(key).get_shape()
+    found = {key: entry["shape"] for key, entry in tensors(weight_files) if key.endswith(EMBEDDING_NAMES)}
     inputs = {key: shape for key, shape in found.items() if not key.endswith("lm_head.weight")}
     if len(inputs) != 1:
         raise StPruneError(f"expected one input embedding matrix in the weights, found {sorted(inputs) or 'none'}; "

@@ -28,16 +28,17 @@ def safetensors_problem(path: Path) -> str | None:
     size = path.stat().st_size
     if size == 0:
         return f"{path.name} is empty (0 bytes)"
+    from st_prune.util.safetensors_header import read_header
+
     try:
         with path.open("rb") as handle:
             prefix = handle.read(8)
-            if len(prefix) < 8:
-                return f"{path.name} is truncated ({size} bytes)"
-            header_size = int.from_bytes(prefix, "little")
-            if 8 + header_size > size:
-                return f"{path.name} is truncated ({size:,} bytes)"
-            header = json.loads(handle.read(header_size))
-        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        if len(prefix) < 8:
+            return f"{path.name} is truncated ({size} bytes)"
+        header_size = int.from_bytes(prefix, "little")
+        if 8 + header_size > size:
+            return f"{path.name} is truncated ({size:,} bytes)"
+        end = max((entry["data_offsets"][1] for entry in read_header(path).values()), default=0)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError):
         return f"{path.name} has a damaged header"
     if 8 + header_size + end != size:
@@ -72,12 +73,10 @@ def check_model_weights(folder: str | Path) -> None:
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    folders = [folder]
-    try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        folders += [folder / entry["path"] for entry in modules if entry.get("path")]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or not ours to judge: the loader says
-        pass
+    from st_prune.util.model_folder import modules_if_any
+
+    # None, or not ours to judge: the loader says.
+    folders = [folder] + [folder / entry["path"] for entry in modules_if_any(folder) or [] if entry.get("path")]
     files: set[Path] = set()
     for module in folders:
         files.update(module.glob("*.safetensors"))

@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from st_prune.evaluation.task_files import TEXT_FIELDS
 from st_prune.pipeline.stage import Stage, digest
 from st_prune.pipeline.stages.trim import final_key
 
-#: The text fields of the local evaluation task files (st_prune.evaluation.evaluate's task types).
-TEXT_FIELDS = ("sentence1", "sentence2", "query", "document", "text")
 
 
 def deploy_variant(folder: Path, *, backends: Sequence[str], quantize: Sequence[str],
