@@ -19,9 +19,8 @@ from st_prune.data.echo import load_training_source
 from st_prune.data.training_data import Prompts, to_training_data
 from st_prune.errors import StPruneError
 from st_prune.l3prune.scan import L3Prune
-from st_prune.model import width
+from st_prune.model import truncated_llm, width
 from st_prune.model.embedder import embedder_prompts
-from st_prune.model.truncated_llm import encoder_from_llm
 
 #: Texts the MLP channel importance is measured on: a few batches are enough for a stable ranking of means.
 IMPORTANCE_BATCHES = 8
@@ -79,7 +78,8 @@ def shrink(
             data, prompts = source.data, prompts if prompts is not None else source.prompts
         # An embedder's channels are ranked on texts as it embeds them: its own query/document prompts.
         batches = importance_texts(data, embedder_prompts(str(model_name_or_path), data, prompts), seed=seed)
-    model = encoder_from_llm(str(model_name_or_path), layers=layers, fraction=fraction, **encoder_kwargs)
+    # Looked up at call time (not imported by name): the load is the one place a Ctrl-C test stops every verb.
+    model = truncated_llm.encoder_from_llm(str(model_name_or_path), layers=layers, fraction=fraction, **encoder_kwargs)
     module = model[0]
     provenance = module.provenance
     record: dict[str, Any] = {
