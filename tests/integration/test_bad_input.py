@@ -82,16 +82,6 @@ def _latin1_triplets(path: Path) -> Path:
     return path
 
 
-@pytest.fixture()
-def no_model_load(monkeypatch):
-    import st_prune.model.truncated_llm
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the data was read")
-
-    monkeypatch.setattr(st_prune.model.truncated_llm, "encoder_from_llm", refuse)
-
-
 def test_scan_of_latin1_jsonl_names_the_line_and_the_fix(tiny_llm, tmp_path, capsys, no_model_load):
     data = _latin1_triplets(tmp_path / "data.jsonl")
     offset = data.read_bytes().index(b"\xe9")

@@ -42,17 +42,6 @@ def unwritable(request, tmp_path):
     return blocker
 
 
-@pytest.fixture()
-def no_model_load(monkeypatch):
-    """Loading a model fails the test: destination checks must come first."""
-    import st_prune.model.truncated_llm
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the destination was checked")
-
-    monkeypatch.setattr(st_prune.model.truncated_llm, "encoder_from_llm", refuse)
-
-
 def test_prune_to_an_unwritable_folder(tiny_llm, unwritable, capsys, no_model_load):
     status, err = run_cli(["prune", tiny_llm(), "--layers", "1", "--output", unwritable / "out"], capsys)
     assert_one_line(status, err, "--output")
