@@ -273,9 +273,9 @@ def test_a_recipe_with_recover_distill_runs_end_to_end_and_resumes(embedder, tmp
 def test_the_qwen3_embedding_recipe_plans_offline(embedder, tmp_path, capsys, monkeypatch):
     """Issue 25.6: the shipped GPU recipe. Offline without the base cached, its dry run says what every GPU recipe's
     says (one line: download it first); on a local stand-in of the same layout it prints the whole plan."""
-    from st_prune.pipeline.recipe import load_recipe
-
     import huggingface_hub.constants
+
+    from st_prune.pipeline.recipe import load_recipe
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as a user's variable reads at import
