@@ -15,7 +15,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def readme_command(name: str, text: str | None = None) -> str:
     text = README.read_text(encoding="utf-8") if text is None else text
-    match = re.search(rf"<!-- ci:{re.escape(name)} -->\s*```(?:bash|sh)?\n(.*?)\n```\s*<!-- /ci:{re.escape(name)} -->", text, re.S)
+    match = re.search(
+        rf"<!-- ci:{re.escape(name)} -->\s*```(?:bash|sh)?\n(.*?)\n```\s*<!-- /ci:{re.escape(name)} -->", text, re.S
+    )
     if match is None:
         raise SystemExit(f"README.md has no <!-- ci:{name} --> ... <!-- /ci:{name} --> block around one ```bash block")
     lines = [line for line in match.group(1).splitlines() if line.strip() and not line.lstrip().startswith("#")]

@@ -27,13 +27,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, round_robin_seconds, smollm2_gguf  # noqa: E402
 
-from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner
 from st_prune.data.triplets import instruction_prompt
 from st_prune.deploy.deploy import deploy
+from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner
 from st_prune.util.machine import machine_description
-
-from common import TASK_INSTRUCTIONS, add_data_argument, data_file, round_robin_seconds, smollm2_gguf  # noqa: E402
 
 
 def ndcg_at_10(queries: np.ndarray, documents: np.ndarray) -> float:
@@ -83,15 +82,19 @@ def main() -> None:
         model = SentenceTransformer(str(folder), device="cpu")
         model.eval()
 
-        encoders = {"torch": lambda texts, prompt=None: model.encode(
-            texts, prompt=prompt, batch_size=args.batch_size, convert_to_numpy=True)}
+        encoders = {
+            "torch": lambda texts, prompt=None: model.encode(
+                texts, prompt=prompt, batch_size=args.batch_size, convert_to_numpy=True
+            )
+        }
         for name, entry in report["files"].items():
             if not entry["shipped"]:
                 continue
             path = folder / name
             runner = onnx_runner(path) if name.startswith("onnx/") else openvino_runner(path, precision=None)
             encoders[name] = lambda texts, prompt=None, runner=runner: encode_with_graph(
-                model, runner, texts, prompt=prompt, batch_size=args.batch_size)
+                model, runner, texts, prompt=prompt, batch_size=args.batch_size
+            )
 
         steps = {name: (lambda encode=encode: encode(timing_texts)) for name, encode in encoders.items()}
         seconds = round_robin_seconds(steps, args.rounds)
@@ -101,26 +104,37 @@ def main() -> None:
     torch_queries, torch_documents = embeddings["torch"]
     torch_ndcg = ndcg_at_10(torch_queries, torch_documents)
     print(f"{args.model or 'SmolLM2-135M-Instruct 5/30 layers (untrained)'}; {machine_description()}")
-    print("load average (1, 5, 15 min) before timing: %.1f %.1f %.1f, after: %.1f %.1f %.1f"
-          % (*load_before, *os.getloadavg()))
-    print("versions: " + ", ".join(f"{name} {importlib.metadata.version(name)}" for name in
-                                   ("torch", "sentence-transformers", "onnxruntime", "openvino", "nncf")))
+    before, after = (" ".join(f"{value:.1f}" for value in loads) for loads in (load_before, os.getloadavg()))
+    print(f"load average (1, 5, 15 min) before timing: {before}, after: {after}")
+    print(
+        "versions: "
+        + ", ".join(
+            f"{name} {importlib.metadata.version(name)}"
+            for name in ("torch", "sentence-transformers", "onnxruntime", "openvino", "nncf")
+        )
+    )
     import openvino
 
     # The runtime's default precision (what optimum-intel / sentence-transformers' backend gets): bf16 only on
     # CPUs with AVX512-BF16 or AMX, else f32 - then the OpenVINO rows below are fp32 arithmetic.
-    print("OpenVINO CPU default inference precision here:",
-          openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
-    print(f"timing: {len(timing_texts)} Debian descriptions, batch {args.batch_size}, median of {args.rounds} "
-          f"round-robin rounds; quality: {len(rows)} Debian dev queries vs their {len(rows)} descriptions")
+    print(
+        "OpenVINO CPU default inference precision here:",
+        openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"),
+    )
+    print(
+        f"timing: {len(timing_texts)} Debian descriptions, batch {args.batch_size}, median of {args.rounds} "
+        f"round-robin rounds; quality: {len(rows)} Debian dev queries vs their {len(rows)} descriptions"
+    )
     print(f"{'file':<42} {'seconds':>8} {'speedup':>8} {'cos min':>8} {'cos mean':>9} {'nDCG@10':>8} {'Δ nDCG':>7}")
     for name, taken in seconds.items():
         median = statistics.median(taken["wall"])
         query_vectors, document_vectors = embeddings[name]
         similar = np.concatenate([cosines(query_vectors, torch_queries), cosines(document_vectors, torch_documents)])
         ndcg = ndcg_at_10(query_vectors, document_vectors)
-        print(f"{name:<42} {median:>8.2f} {torch_seconds / median:>7.2f}x {similar.min():>8.4f} {similar.mean():>9.4f} "
-              f"{100 * ndcg:>8.2f} {100 * (ndcg - torch_ndcg):>+7.2f}")
+        print(
+            f"{name:<42} {median:>8.2f} {torch_seconds / median:>7.2f}x {similar.min():>8.4f} {similar.mean():>9.4f} "
+            f"{100 * ndcg:>8.2f} {100 * (ndcg - torch_ndcg):>+7.2f}"
+        )
     for name, entry in report["files"].items():
         if not entry["shipped"]:
             print(f"{name:<42} not shipped: {entry['reason']}")

@@ -28,31 +28,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import add_data_argument, data_file, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 from reproduce import FULL, METRICS, QUICK, ReproDevSets, evaluate_all, log, release  # noqa: E402
 
 from st_prune import encoder_from_llm
-from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings
 from st_prune.model.export import merge_adapters
-from st_prune.util.machine import machine_description
 from st_prune.pipeline.recipe import find_recipe, load_recipe, load_recipe_data
+from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
+from st_prune.util.machine import machine_description
 
 
 def config_for(recipe, steps: int) -> TrainingConfig:
     """The recipe's own training settings for its ``small`` variant, at ``steps`` steps (warm-up kept in proportion)."""
     spec = recipe.training_for(next(v for v in recipe.variants if v.name == "small"))
     warmup = max(1, round(spec.config().effective_warmup_steps * steps / spec.steps))
-    return spec.config(max_steps=steps, warmup_steps=warmup, save_steps=10**6,
-                       max_seq_length=spec.max_seq_length or recipe.base.max_seq_length)
+    return spec.config(
+        max_steps=steps,
+        warmup_steps=warmup,
+        save_steps=10**6,
+        max_seq_length=spec.max_seq_length or recipe.base.max_seq_length,
+    )
 
 
 def train(layers: int, data, config: TrainingConfig, weight: float | None, max_seq_length: int):
@@ -69,9 +71,12 @@ def train(layers: int, data, config: TrainingConfig, weight: float | None, max_s
         seconds = time.perf_counter() - start
     steps = trainer.step_timer.step_seconds
     merge_adapters(model)
-    return model, {"train_seconds": round(seconds, 1), "steps": int(output.global_step),
-                   "train_loss": round(float(output.training_loss), 4),
-                   "step_seconds_median": round(float(np.median(steps[1:] or steps)), 3)}
+    return model, {
+        "train_seconds": round(seconds, 1),
+        "steps": int(output.global_step),
+        "train_loss": round(float(output.training_loss), 4),
+        "step_seconds_median": round(float(np.median(steps[1:] or steps)), 3),
+    }
 
 
 def sample_rows(data, rows: int, seed: int = 0):
@@ -87,8 +92,13 @@ def sample_rows(data, rows: int, seed: int = 0):
 def scored(name: str, model, dev, extra: dict) -> dict:
     start = time.perf_counter()
     scores = evaluate_all(model, dev)
-    record = {"run": name, **extra, "scores": scores, "mean": round(float(np.mean([scores[m] for m in METRICS])), 2),
-              "eval_seconds": round(time.perf_counter() - start, 1)}
+    record = {
+        "run": name,
+        **extra,
+        "scores": scores,
+        "mean": round(float(np.mean([scores[m] for m in METRICS])), 2),
+        "eval_seconds": round(time.perf_counter() - start, 1),
+    }
     log(f"{name}: mean {record['mean']:.2f} {scores} {extra}")
     return record
 
@@ -99,15 +109,19 @@ def main() -> int:
     parser.add_argument("--teacher", type=Path, required=True, help="a trained large variant's folder")
     parser.add_argument("--recipe", default="smollm2-135m-instruct-cpu")
     parser.add_argument("--layers", type=int, default=5, help="the student's depth (the CPU recipe's small pick)")
-    parser.add_argument("--steps", type=int, default=80, help="the plain run's steps (the CPU recipe's small trains 300)")
+    parser.add_argument(
+        "--steps", type=int, default=80, help="the plain run's steps (the CPU recipe's small trains 300)"
+    )
     parser.add_argument("--weight", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=0, help="triplets sampled for every run (default: steps x batch)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny dev subsets")
     parser.add_argument("--json", type=Path, default=Path("bench/out/distill.json"))
     args = parser.parse_args()
     if not (args.teacher / "modules.json").is_file():
-        parser.error(f"--teacher {args.teacher} is not a sentence-transformers folder: pass a trained large variant "
-                     "(DIR/models/<name>-l3prune-large from `st-prune run smollm2-135m-instruct-cpu --output DIR`)")
+        parser.error(
+            f"--teacher {args.teacher} is not a sentence-transformers folder: pass a trained large variant "
+            "(DIR/models/<name>-l3prune-large from `st-prune run smollm2-135m-instruct-cpu --output DIR`)"
+        )
     from sentence_transformers import SentenceTransformer
 
     recipe = load_recipe(find_recipe(args.recipe))
@@ -116,8 +130,10 @@ def main() -> int:
     config = config_for(recipe, args.steps)
     data = prepare_training_data(source.data, config.batch_size, source.prompts)
     dev = ReproDevSets(data_file(args.data, "dev"), QUICK if args.quick else FULL)
-    log(f"machine: {machine_description()}; student {args.layers} layers, {data.num_rows} triplets, "
-        f"dev: {dev.describe()}")
+    log(
+        f"machine: {machine_description()}; student {args.layers} layers, {data.num_rows} triplets, "
+        f"dev: {dev.describe()}"
+    )
     records = []
     rows = args.rows or args.steps * config.batch_size
 
@@ -162,19 +178,35 @@ def main() -> int:
     del model
 
     plain_mean = records[1]["mean"]
-    lines = ["| run | steps | wall s | " + " | ".join(METRICS) + " | mean | vs plain |",
-             "|---" * (len(METRICS) + 5) + "|"]
+    lines = [
+        "| run | steps | wall s | " + " | ".join(METRICS) + " | mean | vs plain |",
+        "|---" * (len(METRICS) + 5) + "|",
+    ]
     for record in records:
         steps = record.get("steps", "-")
         wall = record.get("wall_seconds", record.get("train_seconds", "-"))
         delta = f"{record['mean'] - plain_mean:+.2f}" if record["run"] not in ("teacher (large)",) else "-"
-        lines.append(f"| {record['run']} | {steps} | {wall} | " + " | ".join(f"{record['scores'][m]:.1f}" for m in METRICS)
-                     + f" | {record['mean']:.2f} | {delta} |")
+        lines.append(
+            f"| {record['run']} | {steps} | {wall} | "
+            + " | ".join(f"{record['scores'][m]:.1f}" for m in METRICS)
+            + f" | {record['mean']:.2f} | {delta} |"
+        )
     table = "\n".join(lines)
     print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": machine_description(), "teacher_seconds": teacher_seconds,
-                                     "weight": args.weight, "records": records, "table": table}, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {
+                "machine": machine_description(),
+                "teacher_seconds": teacher_seconds,
+                "weight": args.weight,
+                "records": records,
+                "table": table,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

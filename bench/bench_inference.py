@@ -16,14 +16,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from common import round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 from st_prune import encoder_from_llm, export_model
-
 from st_prune.model import architectures
 from st_prune.model.export import weight_bytes
 from st_prune.util.machine import machine_description
-
-from common import round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 SMOLLM2 = smollm2_gguf()
 
@@ -47,7 +45,10 @@ def round_robin_tokens_per_second(
     with torch.inference_mode():
         seconds = round_robin_seconds({kept: partial(inner, **batch) for kept, inner in models.items()}, rounds)
     tokens = batch["input_ids"].numel()
-    return {kept: (tokens / statistics.median(taken["wall"]), tokens / min(taken["wall"])) for kept, taken in seconds.items()}
+    return {
+        kept: (tokens / statistics.median(taken["wall"]), tokens / min(taken["wall"]))
+        for kept, taken in seconds.items()
+    }
 
 
 def main() -> None:
@@ -67,13 +68,19 @@ def main() -> None:
         "attention_mask": torch.ones(args.batch, args.tokens, dtype=torch.long),
     }
     models = {total: full, **{kept: encoder_from_llm(str(SMOLLM2), layers=kept) for kept in args.layers}}
-    speeds = round_robin_tokens_per_second({kept: model[0].auto_model for kept, model in models.items()}, batch, args.rounds)
+    speeds = round_robin_tokens_per_second(
+        {kept: model[0].auto_model for kept, model in models.items()}, batch, args.rounds
+    )
     full_flops = per_token_flops(full[0].auto_model, args.tokens)
 
-    print(f"SmolLM2-135M-Instruct, {args.batch} x {args.tokens} tokens, {args.rounds} round-robin rounds, "
-          f"{machine_description()}")
-    print(f"{'layers':>6} {'tok/s':>9} {'speedup':>8} {'ideal':>7} {'ratio':>6} {'ratio (fastest)':>15} {'params':>8} "
-          f"{'size ratio':>10}")
+    print(
+        f"SmolLM2-135M-Instruct, {args.batch} x {args.tokens} tokens, {args.rounds} round-robin rounds, "
+        f"{machine_description()}"
+    )
+    print(
+        f"{'layers':>6} {'tok/s':>9} {'speedup':>8} {'ideal':>7} {'ratio':>6} {'ratio (fastest)':>15} {'params':>8} "
+        f"{'size ratio':>10}"
+    )
     print(f"{total:>6} {speeds[total][0]:>9.0f} {1:>8.2f} {1:>7.2f} {1:>6.2f} {1:>15.2f}")
     for kept in args.layers:
         model = models[kept]
@@ -82,9 +89,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             saved = weight_bytes(export_model(model, Path(folder) / "model", create_model_card=False))
         speedup, fastest_speedup = (speeds[kept][i] / speeds[total][i] for i in (0, 1))
-        print(f"{kept:>6} {speeds[kept][0]:>9.0f} {speedup:>8.2f} {ideal:>7.2f} {speedup / ideal:>6.2f} "
-              f"{fastest_speedup / ideal:>15.2f} {parameters / 1e6:>7.1f}M {saved / (4 * parameters):>10.4f}")
+        print(
+            f"{kept:>6} {speeds[kept][0]:>9.0f} {speedup:>8.2f} {ideal:>7.2f} {speedup / ideal:>6.2f} "
+            f"{fastest_speedup / ideal:>15.2f} {parameters / 1e6:>7.1f}M {saved / (4 * parameters):>10.4f}"
+        )
     print("(tok/s and speedup from the median round; ratio = measured speedup / ideal FLOPs speedup, goal >= 0.95)")
+
 
 if __name__ == "__main__":
     main()

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from st_prune.l3prune.scan import CONFIDENT_SHARE, L3Prune, L3PruneResult, scan, select_depths
-from st_prune.pipeline.runner import RecipeRunner
 from st_prune.pipeline.recipe import load_recipe, recipes_dir
+from st_prune.pipeline.runner import RecipeRunner
 from st_prune.util.machine import machine_description
 
 
@@ -54,11 +54,18 @@ def prepare(recipe_name: str, num_batches: int, sizes: list[int]):
             data, prompts = runner.ctx.training_source().data, runner.ctx.training_source().prompts
         else:
             data, prompts = runner.ctx.rows(), None
-    selector = L3Prune(batch_size=settings.batch_size, num_batches=num_batches, seed=settings.seed, scale=settings.scale,
-                       show_progress_bar=False)
+    selector = L3Prune(
+        batch_size=settings.batch_size,
+        num_batches=num_batches,
+        seed=settings.seed,
+        scale=settings.scale,
+        show_progress_bar=False,
+    )
     batches = selector.sample(data, prompts)
     if len(batches) < num_batches:
-        sys.exit(f"bench: the recipe's data holds only {len(batches)} batches of {settings.batch_size}; lower --num-batches")
+        sys.exit(
+            f"bench: the recipe's data holds only {len(batches)} batches of {settings.batch_size}; lower --num-batches"
+        )
     for size in sizes:  # the prefix claim the table rests on
         smaller = L3Prune(batch_size=settings.batch_size, num_batches=size, seed=settings.seed, scale=settings.scale)
         assert [b.texts for b in smaller.sample(data, prompts)] == [b.texts for b in batches[:size]], size
@@ -75,10 +82,14 @@ def retime(run: dict, count: int) -> dict:
     scan(model, batches, scale=recipe.scan.scale, show_progress_bar=False)
     seconds = time.perf_counter() - start
     per_batch = seconds / count
-    return {**run, "batch_seconds": [per_batch] * len(run["batch_losses"]), "model_load_seconds": load_seconds,
-            "machine": machine_description(),
-            "timing": f"one scan() over {count} batches: {seconds:.1f} s ({per_batch:.2f} s/batch), load average "
-                      f"{os.getloadavg()[0]:.1f} at the end"}
+    return {
+        **run,
+        "batch_seconds": [per_batch] * len(run["batch_losses"]),
+        "model_load_seconds": load_seconds,
+        "machine": machine_description(),
+        "timing": f"one scan() over {count} batches: {seconds:.1f} s ({per_batch:.2f} s/batch), load average "
+        f"{os.getloadavg()[0]:.1f} at the end",
+    }
 
 
 def run_scan(recipe_name: str, num_batches: int, sizes: list[int], earlier: dict | None = None) -> dict:
@@ -91,7 +102,7 @@ def run_scan(recipe_name: str, num_batches: int, sizes: list[int], earlier: dict
     settings = recipe.scan
     losses = list(earlier["batch_losses"]) if earlier else []
     seconds = list(earlier["batch_seconds"]) if earlier else []
-    for number, batch in enumerate(batches[len(losses):], start=len(losses) + 1):
+    for number, batch in enumerate(batches[len(losses) :], start=len(losses) + 1):
         start = time.perf_counter()
         result = scan(model, [batch], scale=settings.scale, show_progress_bar=False)
         seconds.append(time.perf_counter() - start)
@@ -122,22 +133,32 @@ def table(run: dict, sizes: list[int], subsets: int) -> list[dict]:
         prefix = losses[:size]
         result = L3PruneResult(prefix.mean(axis=0).tolist(), batch_losses=prefix.tolist(), seed=run["seed"])
         confidence = result.pick_confidence()
-        draws = [select_depths(losses[rng.choice(len(losses), size, replace=False)].mean(axis=0).tolist())
-                 for _ in range(subsets)]
+        draws = [
+            select_depths(losses[rng.choice(len(losses), size, replace=False)].mean(axis=0).tolist())
+            for _ in range(subsets)
+        ]
         row = {"num_batches": size, "seconds": float(seconds[:size].sum())}
         for index, pick in enumerate(("small", "large")):
-            entry = confidence[pick] if confidence else {"depth": getattr(result, pick), "share": None, "runner_up": None,
-                                                         "runner_up_share": None}
-            row[pick] = {**entry, "agree": sum(draw[index] == everything[index] for draw in draws) / subsets,
-                         "pick_of_all": everything[index]}
+            entry = (
+                confidence[pick]
+                if confidence
+                else {"depth": getattr(result, pick), "share": None, "runner_up": None, "runner_up_share": None}
+            )
+            row[pick] = {
+                **entry,
+                "agree": sum(draw[index] == everything[index] for draw in draws) / subsets,
+                "pick_of_all": everything[index],
+            }
         rows.append(row)
     return rows
 
 
 def print_table(run: dict, rows: list[dict]) -> None:
-    print(f"{run['recipe']} ({run['base_model']}): scan batches of {run['batch_size']}, seed {run['seed']}, "
-          f"max_seq_length {run['max_seq_length']}; {run['num_batches']} batches scanned; model load "
-          f"{run['model_load_seconds']:.1f} s (not counted); {run['machine']}")
+    print(
+        f"{run['recipe']} ({run['base_model']}): scan batches of {run['batch_size']}, seed {run['seed']}, "
+        f"max_seq_length {run['max_seq_length']}; {run['num_batches']} batches scanned; model load "
+        f"{run['model_load_seconds']:.1f} s (not counted); {run['machine']}"
+    )
     all_small, all_large = rows[0]["small"]["pick_of_all"], rows[0]["large"]["pick_of_all"]
     print(f"picks of all {run['num_batches']} batches: small {all_small}, large {all_large}")
     print("| num_batches | scan s | small (share, runner-up) | agree | large (share, runner-up) | agree |")
@@ -149,24 +170,35 @@ def print_table(run: dict, rows: list[dict]) -> None:
         return f"{entry['depth']} ({100 * entry['share']:.0f} %, {entry['runner_up']} {100 * entry['runner_up_share']:.0f} %)"
 
     for row in rows:
-        print(f"| {row['num_batches']} | {row['seconds']:.1f} | {cell(row['small'])} | {100 * row['small']['agree']:.0f} % "
-              f"| {cell(row['large'])} | {100 * row['large']['agree']:.0f} % |")
+        print(
+            f"| {row['num_batches']} | {row['seconds']:.1f} | {cell(row['small'])} | {100 * row['small']['agree']:.0f} % "
+            f"| {cell(row['large'])} | {100 * row['large']['agree']:.0f} % |"
+        )
     seconds = np.asarray(run["batch_seconds"])
-    print(f"seconds per batch: min {seconds.min():.2f}, median {np.median(seconds):.2f}, max {seconds.max():.2f} "
-          "(the spread is other jobs on the CPU: the minimum is the closest to an idle machine)")
+    print(
+        f"seconds per batch: min {seconds.min():.2f}, median {np.median(seconds):.2f}, max {seconds.max():.2f} "
+        "(the spread is other jobs on the CPU: the minimum is the closest to an idle machine)"
+    )
     # A size counts as enough for a pick only if every larger size measured holds the share too: a near tie can
     # cross the threshold at one size and fall under it again with more batches.
     for pick in ("small", "large"):
-        enough = [row for index, row in enumerate(rows)
-                  if all((later[pick]["share"] or 0) >= CONFIDENT_SHARE for later in rows[index:])]
+        enough = [
+            row
+            for index, row in enumerate(rows)
+            if all((later[pick]["share"] or 0) >= CONFIDENT_SHARE for later in rows[index:])
+        ]
         if enough:
             first = enough[0]
-            print(f"{pick}: >= {100 * CONFIDENT_SHARE:.0f} % from {first['num_batches']} batches on (pick "
-                  f"{first[pick]['depth']}; {first['seconds']:.1f} s measured, {first['num_batches'] * seconds.min():.0f} s "
-                  "at the fastest batch's pace)")
+            print(
+                f"{pick}: >= {100 * CONFIDENT_SHARE:.0f} % from {first['num_batches']} batches on (pick "
+                f"{first[pick]['depth']}; {first['seconds']:.1f} s measured, {first['num_batches'] * seconds.min():.0f} s "
+                "at the fastest batch's pace)"
+            )
         else:
-            print(f"{pick}: under {100 * CONFIDENT_SHARE:.0f} % at {rows[-1]['num_batches']} batches: no size measured "
-                  "here makes it sure (scan more batches with --num-batches, or treat the pick as a near tie)")
+            print(
+                f"{pick}: under {100 * CONFIDENT_SHARE:.0f} % at {rows[-1]['num_batches']} batches: no size measured "
+                "here makes it sure (scan more batches with --num-batches, or treat the pick as a near tie)"
+            )
 
 
 def main() -> None:
@@ -177,8 +209,12 @@ def main() -> None:
     parser.add_argument("--subsets", type=int, default=1000, help="random n-subsets for the 'agree' column")
     parser.add_argument("--output-dir", default="bench/out/pick_confidence")
     parser.add_argument("--from-json", type=Path, help="a saved run: recompute the table without scanning")
-    parser.add_argument("--retime", type=int, metavar="K",
-                        help="with --from-json: cost the sizes from one timed scan of K batches (for a run timed on a busy machine)")
+    parser.add_argument(
+        "--retime",
+        type=int,
+        metavar="K",
+        help="with --from-json: cost the sizes from one timed scan of K batches (for a run timed on a busy machine)",
+    )
     args = parser.parse_args()
     sizes = sorted({int(size) for size in args.sizes.split(",")})
     if args.retime and not args.from_json:
@@ -199,7 +235,11 @@ def main() -> None:
     rows = table(run, sizes, args.subsets)
     print_table(run, rows)
     output = Path(args.output_dir) / f"{run['recipe']}{'.retimed' if args.retime else ''}.json"
-    if not args.from_json or args.retime or len(run["batch_losses"]) > len(json.loads(args.from_json.read_text())["batch_losses"]):
+    if (
+        not args.from_json
+        or args.retime
+        or len(run["batch_losses"]) > len(json.loads(args.from_json.read_text())["batch_losses"])
+    ):
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({**run, "table": rows}, indent=1) + "\n")
         print(f"-> {output}")

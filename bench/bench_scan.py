@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 from st_prune import encoder_from_llm
 from st_prune.data.triplets import load_triplets
 from st_prune.l3prune.scan import L3Prune, L3PruneResult, ScanBatch, scan
-
-from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 
 
 def plain_pass(model, batches: list[ScanBatch]) -> None:
@@ -95,9 +94,30 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def measure_memory(args: argparse.Namespace, model_path: str, mode: str) -> dict[str, int]:
-    command = [sys.executable, __file__, "--memory-child", mode, "--model-path", model_path, "--data", str(args.data),
-               "--batch-size", str(args.batch_size), "--num-batches", str(args.num_batches), "--seed", str(args.seed),
-               "--scale", str(args.scale), "--memory-batches", str(args.memory_batches), "--pooling", args.pooling, "--max-seq-length", str(args.max_seq_length)]
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-child",
+        mode,
+        "--model-path",
+        model_path,
+        "--data",
+        str(args.data),
+        "--batch-size",
+        str(args.batch_size),
+        "--num-batches",
+        str(args.num_batches),
+        "--seed",
+        str(args.seed),
+        "--scale",
+        str(args.scale),
+        "--memory-batches",
+        str(args.memory_batches),
+        "--pooling",
+        args.pooling,
+        "--max-seq-length",
+        str(args.max_seq_length),
+    ]
     if args.device:
         command += ["--device", args.device]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -113,7 +133,8 @@ def bench_model(args: argparse.Namespace, name: str, model_path: str) -> dict:
     load_s = time.perf_counter() - start
     tokens = sum(
         int(model.preprocess(texts, prompt=batch.prompts[column])["attention_mask"].sum())
-        for batch in batches for column, texts in batch.texts.items()
+        for batch in batches
+        for column, texts in batch.texts.items()
     )
     plain_pass(model, batches[:1])  # warm-up (kernels, allocator)
     # Batch by batch, plain and scan back to back in alternating order, so load from other processes hits both alike.
@@ -122,7 +143,7 @@ def bench_model(args: argparse.Namespace, name: str, model_path: str) -> dict:
     per_batch_losses: list[list[float]] = [[] for _ in batches]
     for repeat in range(args.repeats):
         for index, batch in enumerate(batches):
-            for mode in (("plain", "scan") if (index + repeat) % 2 == 0 else ("scan", "plain")):
+            for mode in ("plain", "scan") if (index + repeat) % 2 == 0 else ("scan", "plain"):
                 start = time.perf_counter()
                 if mode == "plain":
                     plain_pass(model, [batch])
@@ -133,9 +154,15 @@ def bench_model(args: argparse.Namespace, name: str, model_path: str) -> dict:
                     per_batch_losses[index] = part.losses
     losses = torch.tensor(per_batch_losses, dtype=torch.float64)
     result = L3PruneResult(
-        losses=losses.mean(0).tolist(), stds=losses.std(0, unbiased=False).tolist(), parameters=part.parameters,
-        other_parameters=part.other_parameters, model=name, batch_size=args.batch_size, num_batches=len(batches),
-        seed=args.seed, scale=args.scale,
+        losses=losses.mean(0).tolist(),
+        stds=losses.std(0, unbiased=False).tolist(),
+        parameters=part.parameters,
+        other_parameters=part.other_parameters,
+        model=name,
+        batch_size=args.batch_size,
+        num_batches=len(batches),
+        seed=args.seed,
+        scale=args.scale,
     )
     del model
     gc.collect()
@@ -149,9 +176,18 @@ def bench_model(args: argparse.Namespace, name: str, model_path: str) -> dict:
     plain_best = sum(min(times[i] for times in plain_times) for i in range(len(batches)))
     scan_best = sum(min(times[i] for times in scan_times) for i in range(len(batches)))
     pair_ratios = sorted(s / p for ps, ss in zip(plain_times, scan_times) for p, s in zip(ps, ss))
-    return {"name": name, "result": result, "plain_s": plain_best, "scan_s": scan_best,
-            "median_pair_ratio": pair_ratios[len(pair_ratios) // 2], "pair_ratios": pair_ratios,
-            "memory": memory, "tokens": tokens, "load_s": load_s, "batches": len(batches)}
+    return {
+        "name": name,
+        "result": result,
+        "plain_s": plain_best,
+        "scan_s": scan_best,
+        "median_pair_ratio": pair_ratios[len(pair_ratios) // 2],
+        "pair_ratios": pair_ratios,
+        "memory": memory,
+        "tokens": tokens,
+        "load_s": load_s,
+        "batches": len(batches),
+    }
 
 
 def report(row: dict) -> None:
@@ -162,16 +198,26 @@ def report(row: dict) -> None:
     time_ratio = row["scan_s"] / row["plain_s"]
     peak_ratio = scanned["peak"] / plain["peak"] - 1
     mib = 2**20
-    print(f"\n== {row['name']}: {result.num_layers} layers, {row['batches']} batches x {result.batch_size} triplets, "
-          f"{row['tokens']} tokens (model load {row['load_s']:.0f} s)")
-    print(f"time   plain forward {row['plain_s']:.2f} s | scan (all {result.num_layers} depths) {row['scan_s']:.2f} s | "
-          f"ratio {time_ratio:.3f} x (goal <= 1.15) {'OK' if time_ratio <= 1.15 else 'MISSED'}")
-    print(f"       median of per-batch scan/plain ratios {row['median_pair_ratio']:.3f} x "
-          f"(range {row['pair_ratios'][0]:.3f}..{row['pair_ratios'][-1]:.3f}, {len(row['pair_ratios'])} pairs)")
-    print(f"memory peak plain {plain['peak'] / mib:.0f} MiB | scan {scanned['peak'] / mib:.0f} MiB | extra "
-          f"{peak_ratio:+.1%} of the plain peak (goal <= 10 %) {'OK' if peak_ratio <= 0.10 else 'MISSED'}")
-    print(f"       working (peak - resident before the pass) plain {plain_working / mib:.0f} MiB | "
-          f"scan {scan_working / mib:.0f} MiB")
+    print(
+        f"\n== {row['name']}: {result.num_layers} layers, {row['batches']} batches x {result.batch_size} triplets, "
+        f"{row['tokens']} tokens (model load {row['load_s']:.0f} s)"
+    )
+    print(
+        f"time   plain forward {row['plain_s']:.2f} s | scan (all {result.num_layers} depths) {row['scan_s']:.2f} s | "
+        f"ratio {time_ratio:.3f} x (goal <= 1.15) {'OK' if time_ratio <= 1.15 else 'MISSED'}"
+    )
+    print(
+        f"       median of per-batch scan/plain ratios {row['median_pair_ratio']:.3f} x "
+        f"(range {row['pair_ratios'][0]:.3f}..{row['pair_ratios'][-1]:.3f}, {len(row['pair_ratios'])} pairs)"
+    )
+    print(
+        f"memory peak plain {plain['peak'] / mib:.0f} MiB | scan {scanned['peak'] / mib:.0f} MiB | extra "
+        f"{peak_ratio:+.1%} of the plain peak (goal <= 10 %) {'OK' if peak_ratio <= 0.10 else 'MISSED'}"
+    )
+    print(
+        f"       working (peak - resident before the pass) plain {plain_working / mib:.0f} MiB | "
+        f"scan {scan_working / mib:.0f} MiB"
+    )
     print(result.summary())
     print("curve  " + " ".join(f"{k}:{loss:.3f}" for k, loss in enumerate(result.losses, start=1)))
 
@@ -199,8 +245,11 @@ def main() -> None:
         return
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    where = (
+        torch.cuda.get_device_name(0)
+        if device.startswith("cuda")
+        else (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    )
     print(f"L3Prune scan benchmark on {where}; torch {torch.__version__}; data {args.data}")
     models = [] if args.no_smollm2 else [("SmolLM2-135M-Instruct", smollm2_gguf())]
     if args.gemma:

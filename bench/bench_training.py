@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import TASK_INSTRUCTIONS, add_data_argument, data_file, read_jsonl, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
 from sentence_transformers.sentence_transformer.evaluation import (
     EmbeddingSimilarityEvaluator,
     InformationRetrievalEvaluator,
@@ -42,12 +43,10 @@ from sentence_transformers.sentence_transformer.evaluation import (
 
 from st_prune import encoder_from_llm
 from st_prune.data.triplets import instruction_prompt, load_triplets
-from st_prune.model.export import merge_adapters
 from st_prune.l3prune.scan import L3Prune
-from st_prune.util.machine import machine_description
+from st_prune.model.export import merge_adapters
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
-
-from common import TASK_INSTRUCTIONS, add_data_argument, data_file, read_jsonl, round_robin_seconds, smollm2_gguf  # noqa: E402  (bench/ is on sys.path)
+from st_prune.util.machine import machine_description
 
 SMOLLM2 = smollm2_gguf()
 
@@ -58,8 +57,16 @@ BANKING_INSTRUCTION = TASK_INSTRUCTIONS["banking77"]
 class DevSets:
     """Fixed, seeded subsets of the dev files, the same for every model."""
 
-    def __init__(self, folder: Path, sts_pairs: int, retrieval_queries: int, distractors: int, shots: int,
-                 banking_queries: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        sts_pairs: int,
+        retrieval_queries: int,
+        distractors: int,
+        shots: int,
+        banking_queries: int,
+        seed: int = 0,
+    ) -> None:
         rng = random.Random(seed)
         self.stsb = rng.sample(read_jsonl(folder / "stsb-dev.jsonl"), sts_pairs)
         self.sick = rng.sample(read_jsonl(folder / "sick-dev.jsonl"), sts_pairs)
@@ -71,20 +78,31 @@ class DevSets:
         by_label: dict[str, list[str]] = {}
         for row in read_jsonl(folder / "banking77-train.jsonl"):
             by_label.setdefault(row["label"], []).append(row["text"])
-        self.banking_train = [(text, label) for label in sorted(by_label) for text in rng.sample(by_label[label], shots)]
-        self.banking_dev = [(row["text"], row["label"]) for row in rng.sample(read_jsonl(folder / "banking77-dev.jsonl"),
-                                                                              banking_queries)]
+        self.banking_train = [
+            (text, label) for label in sorted(by_label) for text in rng.sample(by_label[label], shots)
+        ]
+        self.banking_dev = [
+            (row["text"], row["label"])
+            for row in rng.sample(read_jsonl(folder / "banking77-dev.jsonl"), banking_queries)
+        ]
 
     def describe(self) -> str:
-        return (f"STS-B {len(self.stsb)} pairs, SICK {len(self.sick)} pairs, Debian {len(self.queries)} queries x "
-                f"{len(self.corpus)} documents, Banking77 {len(self.banking_train)} train / {len(self.banking_dev)} dev")
+        return (
+            f"STS-B {len(self.stsb)} pairs, SICK {len(self.sick)} pairs, Debian {len(self.queries)} queries x "
+            f"{len(self.corpus)} documents, Banking77 {len(self.banking_train)} train / {len(self.banking_dev)} dev"
+        )
 
 
 def sts_spearman(model, rows: list[dict], name: str) -> float:
     """Spearman x 100 of cosine similarity, with the STS instruction on both sides (a default prompt)."""
     evaluator = EmbeddingSimilarityEvaluator(
-        [row["sentence1"] for row in rows], [row["sentence2"] for row in rows], [row["score"] for row in rows],
-        main_similarity="cosine", name=name, write_csv=False, batch_size=32,
+        [row["sentence1"] for row in rows],
+        [row["sentence2"] for row in rows],
+        [row["score"] for row in rows],
+        main_similarity="cosine",
+        name=name,
+        write_csv=False,
+        batch_size=32,
     )
     with default_prompt(model, instruction_prompt(STS_INSTRUCTION)):
         return 100 * evaluator(model)[evaluator.primary_metric]
@@ -111,9 +129,18 @@ def evaluate(model, dev: DevSets) -> dict[str, float]:
     model.eval()
     scores = {"stsb": sts_spearman(model, dev.stsb, "stsb"), "sick": sts_spearman(model, dev.sick, "sick")}
     retrieval = InformationRetrievalEvaluator(
-        dev.queries, dev.corpus, dev.relevant, query_prompt=instruction_prompt(TASK_INSTRUCTIONS["debian"]),
-        ndcg_at_k=[10], mrr_at_k=[10], accuracy_at_k=[1], precision_recall_at_k=[10], map_at_k=[10],
-        name="debian", write_csv=False, batch_size=32,
+        dev.queries,
+        dev.corpus,
+        dev.relevant,
+        query_prompt=instruction_prompt(TASK_INSTRUCTIONS["debian"]),
+        ndcg_at_k=[10],
+        mrr_at_k=[10],
+        accuracy_at_k=[1],
+        precision_recall_at_k=[10],
+        map_at_k=[10],
+        name="debian",
+        write_csv=False,
+        batch_size=32,
     )
     scores["debian"] = 100 * retrieval(model)[retrieval.primary_metric]
     prompt = instruction_prompt(BANKING_INSTRUCTION)
@@ -124,8 +151,9 @@ def evaluate(model, dev: DevSets) -> dict[str, float]:
     return scores
 
 
-def interleaved_step_times(picks: dict[str, int], variants: list[str], data, config: TrainingConfig,
-                           max_seq_length: int, rounds: int) -> dict[str, dict[str, float]]:
+def interleaved_step_times(
+    picks: dict[str, int], variants: list[str], data, config: TrainingConfig, max_seq_length: int, rounds: int
+) -> dict[str, dict[str, float]]:
     """Wall and CPU seconds of one training step per variant (fastest of ``rounds``), measured round-robin.
 
     Timing the variants one after another during their training runs mixes in whatever else the machine does at
@@ -142,6 +170,7 @@ def interleaved_step_times(picks: dict[str, int], variants: list[str], data, con
             batch = next(iter(trainer.get_train_dataloader()))  # same seed: the same first batch for every variant
             model.train()
             setups[variant] = (trainer, batch)
+
         def step(trainer, batch) -> None:
             trainer.training_step(trainer.model, dict(batch))
             trainer.optimizer.step()
@@ -149,9 +178,15 @@ def interleaved_step_times(picks: dict[str, int], variants: list[str], data, con
 
         seconds = round_robin_seconds({variant: partial(step, *setup) for variant, setup in setups.items()}, rounds)
     # The fastest round is the step's own cost; slower rounds carry interference from outside the benchmark.
-    return {variant: {"wall_s": min(taken["wall"]), "cpu_s": min(taken["cpu"]),
-                      "wall_median_s": statistics.median(taken["wall"]), "cpu_median_s": statistics.median(taken["cpu"])}
-            for variant, taken in seconds.items()}
+    return {
+        variant: {
+            "wall_s": min(taken["wall"]),
+            "cpu_s": min(taken["cpu"]),
+            "wall_median_s": statistics.median(taken["wall"]),
+            "cpu_median_s": statistics.median(taken["cpu"]),
+        }
+        for variant, taken in seconds.items()
+    }
 
 
 def main() -> int:
@@ -160,11 +195,16 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-seq-length", type=int, default=48)
-    parser.add_argument("--learning-rate", type=float, default=1e-3,
-                        help="5x the paper's 2e-4: the CPU run sees ~130 triplets, the paper 64,000")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="5x the paper's 2e-4: the CPU run sees ~130 triplets, the paper 64,000",
+    )
     parser.add_argument("--scan-batches", type=int, default=8)
-    parser.add_argument("--layers", type=int, nargs=2, metavar=("SMALL", "LARGE"),
-                        help="fixed layer counts instead of an L3Prune scan")
+    parser.add_argument(
+        "--layers", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="fixed layer counts instead of an L3Prune scan"
+    )
     parser.add_argument("--variants", nargs="+", default=["small", "large", "full"])
     parser.add_argument("--sts-pairs", type=int, default=150)
     parser.add_argument("--retrieval-queries", type=int, default=60)
@@ -179,17 +219,30 @@ def main() -> int:
     started = time.perf_counter()
     torch.manual_seed(0)
     print(f"machine: {machine_description()}")
-    dev = DevSets(data_file(args.data, "dev"), args.sts_pairs, args.retrieval_queries, args.distractors, args.shots, args.banking_queries)
+    dev = DevSets(
+        data_file(args.data, "dev"),
+        args.sts_pairs,
+        args.retrieval_queries,
+        args.distractors,
+        args.shots,
+        args.banking_queries,
+    )
     print(f"dev subsets: {dev.describe()}")
     triplets = load_triplets(data_file(args.data, "train", "triplets.jsonl"), instructions=TASK_INSTRUCTIONS)
     config = TrainingConfig(
-        max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_seq_length=args.max_seq_length, save_steps=10**6, logging_steps=max(1, args.steps // 6),
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_seq_length=args.max_seq_length,
+        save_steps=10**6,
+        logging_steps=max(1, args.steps // 6),
     )
     data = prepare_training_data(triplets, config.batch_size)
-    print(f"training data: {data.num_rows} triplets in {len(data.datasets)} instruction datasets; "
-          f"{config.max_steps} steps x batch {config.batch_size}, {config.max_seq_length} tokens, "
-          f"lr {config.learning_rate}, warm-up {config.effective_warmup_steps}")
+    print(
+        f"training data: {data.num_rows} triplets in {len(data.datasets)} instruction datasets; "
+        f"{config.max_steps} steps x batch {config.batch_size}, {config.max_seq_length} tokens, "
+        f"lr {config.learning_rate}, warm-up {config.effective_warmup_steps}"
+    )
 
     total_layers = 30
     scan = None
@@ -201,9 +254,12 @@ def main() -> int:
         train_dataset, prompts = data.for_trainer()
         scan_start = time.perf_counter()
         scan = L3Prune(batch_size=args.batch_size, num_batches=args.scan_batches, show_progress_bar=False).select(
-            full, train_dataset, prompts=prompts)
-        print(f"L3Prune scan ({args.scan_batches} batches of {args.batch_size}, "
-              f"{time.perf_counter() - scan_start:.0f} s):\n{scan.summary()}")
+            full, train_dataset, prompts=prompts
+        )
+        print(
+            f"L3Prune scan ({args.scan_batches} batches of {args.batch_size}, "
+            f"{time.perf_counter() - scan_start:.0f} s):\n{scan.summary()}"
+        )
         picks = {"small": scan.small, "large": scan.large}
         del full
     picks["full"] = total_layers
@@ -221,11 +277,18 @@ def main() -> int:
         wall, cpu = trainer.step_timer.step_seconds, trainer.step_timer.step_cpu_seconds
         steady = slice(1, None) if len(wall) > 1 else slice(None)  # the first step warms up
         results[variant] = {
-            "layers": layers, "before": before, "after": after, "train_loss": output.training_loss,
-            "step_wall_s": statistics.median(wall[steady]), "step_cpu_s": statistics.median(cpu[steady]),
+            "layers": layers,
+            "before": before,
+            "after": after,
+            "train_loss": output.training_loss,
+            "step_wall_s": statistics.median(wall[steady]),
+            "step_cpu_s": statistics.median(cpu[steady]),
         }
-        print(f"{variant}: {layers} layers, loss {output.training_loss:.3f}, step {results[variant]['step_wall_s']:.2f} s "
-              f"wall / {results[variant]['step_cpu_s']:.2f} s CPU; before {fmt(before)}; after {fmt(after)}", flush=True)
+        print(
+            f"{variant}: {layers} layers, loss {output.training_loss:.3f}, step {results[variant]['step_wall_s']:.2f} s "
+            f"wall / {results[variant]['step_cpu_s']:.2f} s CPU; before {fmt(before)}; after {fmt(after)}",
+            flush=True,
+        )
         del model, trainer
 
     timing_start = time.perf_counter()
@@ -233,15 +296,21 @@ def main() -> int:
     print(f"step-time rounds: {time.perf_counter() - timing_start:.0f} s")
     for variant in args.variants:
         results.setdefault(variant, {"layers": picks[variant]}).update(
-            round_robin_wall_s=timing[variant]["wall_s"], round_robin_cpu_s=timing[variant]["cpu_s"],
-            round_robin_wall_median_s=timing[variant]["wall_median_s"])
+            round_robin_wall_s=timing[variant]["wall_s"],
+            round_robin_cpu_s=timing[variant]["cpu_s"],
+            round_robin_wall_median_s=timing[variant]["wall_median_s"],
+        )
     print_table(results, total_layers)
     elapsed = time.perf_counter() - started
     print(f"\nbench time: {elapsed / 60:.1f} min")
     if args.json:
-        payload = {"settings": vars(args) | {"data": str(args.data), "json": str(args.json)},
-                   "dev": dev.describe(), "scan": scan.to_dict() if scan else None, "results": results,
-                   "minutes": elapsed / 60}
+        payload = {
+            "settings": vars(args) | {"data": str(args.data), "json": str(args.json)},
+            "dev": dev.describe(),
+            "scan": scan.to_dict() if scan else None,
+            "results": results,
+            "minutes": elapsed / 60,
+        }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
     return 0
 
@@ -259,23 +328,41 @@ def print_table(results: dict, total_layers: int) -> None:
         for variant, result in trained.items():
             for when, label in (("before", "no"), ("after", "yes")):
                 scores = result[when]
-                row = [variant, str(result["layers"]), label, *(f"{scores[m]:.1f}" for m in metrics),
-                       f"{np.mean([scores[m] for m in metrics]):.1f}"]
+                row = [
+                    variant,
+                    str(result["layers"]),
+                    label,
+                    *(f"{scores[m]:.1f}" for m in metrics),
+                    f"{np.mean([scores[m] for m in metrics]):.1f}",
+                ]
                 print("| " + " | ".join(row) + " |")
     full = results.get("full")
-    print("\n| variant | layers | kept/total | step wall (s) | ratio to full | step CPU (s) | ratio to full | "
-          "ratio / (kept/total) | same, median rounds | all 4 improved |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| variant | layers | kept/total | step wall (s) | ratio to full | step CPU (s) | ratio to full | "
+        "ratio / (kept/total) | same, median rounds | all 4 improved |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for variant, result in results.items():
         kept = result["layers"] / total_layers
         wall, cpu = result["round_robin_wall_s"], result["round_robin_cpu_s"]
         wall_ratio = wall / full["round_robin_wall_s"] if full else float("nan")
         cpu_ratio = cpu / full["round_robin_cpu_s"] if full else float("nan")
-        median_ratio = (result["round_robin_wall_median_s"] / full["round_robin_wall_median_s"]) if full else float("nan")
-        improved = ("yes" if all(result["after"][m] > result["before"][m] for m in metrics) else "NO") if "after" in result else "-"
-        print(f"| {variant} | {result['layers']} | {kept:.3f} | {wall:.2f} | {wall_ratio:.3f} | {cpu:.2f} | "
-              f"{cpu_ratio:.3f} | {wall_ratio / kept:.2f} | {median_ratio / kept:.2f} | {improved} |")
-    print("(step times: fastest of the round-robin training steps on one batch; during training (median), "
-          + ", ".join(f"{v} {r['step_wall_s']:.1f} s" for v, r in results.items() if "step_wall_s" in r) + ")")
+        median_ratio = (
+            (result["round_robin_wall_median_s"] / full["round_robin_wall_median_s"]) if full else float("nan")
+        )
+        improved = (
+            ("yes" if all(result["after"][m] > result["before"][m] for m in metrics) else "NO")
+            if "after" in result
+            else "-"
+        )
+        print(
+            f"| {variant} | {result['layers']} | {kept:.3f} | {wall:.2f} | {wall_ratio:.3f} | {cpu:.2f} | "
+            f"{cpu_ratio:.3f} | {wall_ratio / kept:.2f} | {median_ratio / kept:.2f} | {improved} |"
+        )
+    print(
+        "(step times: fastest of the round-robin training steps on one batch; during training (median), "
+        + ", ".join(f"{v} {r['step_wall_s']:.1f} s" for v, r in results.items() if "step_wall_s" in r)
+        + ")"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, 
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
 from st_prune.data.triplets import instruction_prompt  # noqa: E402
-from st_prune.util.machine import machine_description  # noqa: E402
 from st_prune.trim.vocab import trim_vocabulary  # noqa: E402
+from st_prune.util.machine import machine_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BASES = {
@@ -76,8 +76,10 @@ class ExtraDev:
         self.pairs = [row for row in read_jsonl(folder / "sick-dev.jsonl") if row["label"] != "neutral"]
 
     def describe(self) -> str:
-        return (f"clustering {len(self.clustering)} Banking77 dev queries, pair classification {len(self.pairs)} "
-                "SICK entailment/contradiction pairs")
+        return (
+            f"clustering {len(self.clustering)} Banking77 dev queries, pair classification {len(self.pairs)} "
+            "SICK entailment/contradiction pairs"
+        )
 
     def evaluate(self, model) -> dict[str, float]:
         from sentence_transformers.sentence_transformer.evaluation import BinaryClassificationEvaluator
@@ -85,17 +87,24 @@ class ExtraDev:
         from sklearn.metrics import v_measure_score
 
         labels = [row["label"] for row in self.clustering]
-        embeddings = model.encode([row["text"] for row in self.clustering], batch_size=32,
-                                  prompt=instruction_prompt(TASK_INSTRUCTIONS["banking77"]))
+        embeddings = model.encode(
+            [row["text"] for row in self.clustering],
+            batch_size=32,
+            prompt=instruction_prompt(TASK_INSTRUCTIONS["banking77"]),
+        )
         clusters = KMeans(n_clusters=len(set(labels)), n_init=10, random_state=0).fit_predict(embeddings)
         evaluator = BinaryClassificationEvaluator(
-            [row["sentence1"] for row in self.pairs], [row["sentence2"] for row in self.pairs],
-            [int(row["label"] == "entailment") for row in self.pairs], name="sick-pairs", batch_size=32,
-            similarity_fn_names=["cosine"], write_csv=False)
+            [row["sentence1"] for row in self.pairs],
+            [row["sentence2"] for row in self.pairs],
+            [int(row["label"] == "entailment") for row in self.pairs],
+            name="sick-pairs",
+            batch_size=32,
+            similarity_fn_names=["cosine"],
+            write_csv=False,
+        )
         with default_prompt(model, instruction_prompt(TASK_INSTRUCTIONS["stsb"])):
             pairs = evaluator(model)
-        return {"clustering": 100 * v_measure_score(labels, clusters),
-                "pairs": 100 * pairs[evaluator.primary_metric]}
+        return {"clustering": 100 * v_measure_score(labels, clusters), "pairs": 100 * pairs[evaluator.primary_metric]}
 
 
 def score(path: Path, dev: DevSets, extra: ExtraDev, cache_dir: Path) -> dict[str, float]:
@@ -119,12 +128,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_argument(parser)
     parser.add_argument("--bases", nargs="+", choices=sorted(BASES), default=["smollm2", "gemma"])
-    parser.add_argument("--vocab-sizes", type=int, nargs="+", metavar="N",
-                        help="vocabulary sizes to try for every base (default: a list per base); all corpus tokens "
-                        "is always tried too")
+    parser.add_argument(
+        "--vocab-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="vocabulary sizes to try for every base (default: a list per base); all corpus tokens is always tried too",
+    )
     parser.add_argument("--max-seq-length", type=int, default=128)
-    parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "trim-work",
-                        help="cut and trimmed models (reused when re-run)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "bench" / "out" / "trim-work",
+        help="cut and trimmed models (reused when re-run)",
+    )
     parser.add_argument("--sts-pairs", type=int, default=150)
     parser.add_argument("--retrieval-queries", type=int, default=50)
     parser.add_argument("--distractors", type=int, default=50)
@@ -133,15 +150,21 @@ def main() -> int:
     parser.add_argument("--clustering-queries", type=int, default=300)
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "out" / "trim_curve.png")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--trained", nargs="+", default=[], metavar="BASE=DIR",
-                        help="trim this trained model folder of BASE instead of its untrained cut")
+    parser.add_argument(
+        "--trained",
+        nargs="+",
+        default=[],
+        metavar="BASE=DIR",
+        help="trim this trained model folder of BASE instead of its untrained cut",
+    )
     args = parser.parse_args()
     train_file, dev_folder = data_file(args.data, "train", "triplets.jsonl"), data_file(args.data, "dev")
 
     started = time.perf_counter()
     print(f"machine: {machine_description()}")
-    dev = DevSets(dev_folder, args.sts_pairs, args.retrieval_queries, args.distractors, args.shots,
-                  args.banking_queries)
+    dev = DevSets(
+        dev_folder, args.sts_pairs, args.retrieval_queries, args.distractors, args.shots, args.banking_queries
+    )
     extra = ExtraDev(dev_folder, args.clustering_queries)
     print(f"dev subsets: {dev.describe()}; {extra.describe()}")
     texts, held_out = corpus_texts(train_file), held_out_texts(dev_folder)
@@ -166,23 +189,43 @@ def main() -> int:
             if not (out / "trim.json").is_file():
                 trim_vocabulary(untrimmed, texts, out, vocab_size=size, held_out=held_out)
             report = json.loads((out / "trim.json").read_text())
-            rows.append({"vocab": size or "all corpus tokens", "report": report, "scores": score(out, dev, extra, work)})
-            print(f"{base} {rows[-1]['vocab']}: {report['vocab_after']:,} tokens, "
-                  f"{report['parameters_after'] / 1e6:.1f}M params; {fmt(rows[-1]['scores'])}", flush=True)
-        rows[0]["report"] = {"parameters_after": rows[1]["report"]["parameters_before"],
-                             "disk_bytes_after": rows[1]["report"]["disk_bytes_before"],
-                             "vocab_after": rows[1]["report"]["vocab_before"]}
-        results[base] = {"layers": layers, "total_layers": total, "target_parameters": target, "rows": rows,
-                         "model": f"trained: {untrimmed.name}" if base in trained else "untrained cut"}
+            rows.append(
+                {"vocab": size or "all corpus tokens", "report": report, "scores": score(out, dev, extra, work)}
+            )
+            print(
+                f"{base} {rows[-1]['vocab']}: {report['vocab_after']:,} tokens, "
+                f"{report['parameters_after'] / 1e6:.1f}M params; {fmt(rows[-1]['scores'])}",
+                flush=True,
+            )
+        rows[0]["report"] = {
+            "parameters_after": rows[1]["report"]["parameters_before"],
+            "disk_bytes_after": rows[1]["report"]["disk_bytes_before"],
+            "vocab_after": rows[1]["report"]["vocab_before"],
+        }
+        results[base] = {
+            "layers": layers,
+            "total_layers": total,
+            "target_parameters": target,
+            "rows": rows,
+            "model": f"trained: {untrimmed.name}" if base in trained else "untrained cut",
+        }
 
     print_table(results)
     plot(results, args.plot)
     elapsed = time.perf_counter() - started
     print(f"\ncurve: {args.plot}\nbench time: {elapsed / 60:.1f} min")
     if args.json:
-        args.json.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
-                                         "dev": dev.describe() + "; " + extra.describe(), "results": results,
-                                         "minutes": elapsed / 60}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "settings": {k: str(v) for k, v in vars(args).items()},
+                    "dev": dev.describe() + "; " + extra.describe(),
+                    "results": results,
+                    "minutes": elapsed / 60,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -191,8 +234,23 @@ def fmt(scores: dict[str, float]) -> str:
 
 
 def print_table(results: dict) -> None:
-    header = ("base", "vocabulary", "tokens", "params", "on disk", "held-out tokenization changed",
-              "STS-B", "SICK", "Debian", "Banking77", "clustering", "pairs", "mean", "Δ mean", "target met")
+    header = (
+        "base",
+        "vocabulary",
+        "tokens",
+        "params",
+        "on disk",
+        "held-out tokenization changed",
+        "STS-B",
+        "SICK",
+        "Debian",
+        "Banking77",
+        "clustering",
+        "pairs",
+        "mean",
+        "Δ mean",
+        "target met",
+    )
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for base, result in results.items():
         reference = result["rows"][0]["scores"]["mean"]
@@ -200,13 +258,20 @@ def print_table(results: dict) -> None:
             report, scores = row["report"], row["scores"]
             changed = report.get("held_out_changed_share")
             delta = scores["mean"] - reference
-            met = ("-" if row["vocab"] == "untrimmed" else
-                   "yes" if report["parameters_after"] < result["target_parameters"] and delta >= -0.5 else "no")
-            print(f"| {base} {result['layers']}/{result['total_layers']} | {row['vocab']} | {report['vocab_after']:,} | "
-                  f"{report['parameters_after'] / 1e6:.1f}M | {report['disk_bytes_after'] / 1e6:.0f} MB | "
-                  f"{'-' if changed is None else f'{100 * changed:.1f} %'} | "
-                  + " | ".join(f"{scores[m]:.2f}" for m in METRICS)
-                  + f" | {scores['mean']:.2f} | {delta:+.2f} | {met} |")
+            met = (
+                "-"
+                if row["vocab"] == "untrimmed"
+                else "yes"
+                if report["parameters_after"] < result["target_parameters"] and delta >= -0.5
+                else "no"
+            )
+            print(
+                f"| {base} {result['layers']}/{result['total_layers']} | {row['vocab']} | {report['vocab_after']:,} | "
+                f"{report['parameters_after'] / 1e6:.1f}M | {report['disk_bytes_after'] / 1e6:.0f} MB | "
+                f"{'-' if changed is None else f'{100 * changed:.1f} %'} | "
+                + " | ".join(f"{scores[m]:.2f}" for m in METRICS)
+                + f" | {scores['mean']:.2f} | {delta:+.2f} | {met} |"
+            )
 
 
 def plot(results: dict, path: Path) -> None:
@@ -220,15 +285,28 @@ def plot(results: dict, path: Path) -> None:
     for axis, (base, result) in zip(axes[0], results.items()):
         rows = result["rows"]
         trimmed = sorted(rows[1:], key=lambda row: row["report"]["vocab_after"])
-        axis.plot([row["report"]["vocab_after"] for row in trimmed], [row["scores"]["mean"] for row in trimmed],
-                  "o-", label="trimmed")
-        axis.axhline(rows[0]["scores"]["mean"], linestyle="--", color="grey",
-                     label=f"untrimmed ({rows[0]['report']['vocab_after']:,} tokens)")
+        axis.plot(
+            [row["report"]["vocab_after"] for row in trimmed],
+            [row["scores"]["mean"] for row in trimmed],
+            "o-",
+            label="trimmed",
+        )
+        axis.axhline(
+            rows[0]["scores"]["mean"],
+            linestyle="--",
+            color="grey",
+            label=f"untrimmed ({rows[0]['report']['vocab_after']:,} tokens)",
+        )
         axis.axhline(rows[0]["scores"]["mean"] - 0.5, linestyle=":", color="red", label="untrimmed − 0.5")
         for row in trimmed:
-            axis.annotate(f"{row['report']['parameters_after'] / 1e6:.0f}M",
-                          (row["report"]["vocab_after"], row["scores"]["mean"]), textcoords="offset points",
-                          xytext=(0, 6), ha="center", fontsize=8)
+            axis.annotate(
+                f"{row['report']['parameters_after'] / 1e6:.0f}M",
+                (row["report"]["vocab_after"], row["scores"]["mean"]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
         axis.set_xscale("log")
         axis.set_xlabel("vocabulary size (tokens; labels: parameters)")
         axis.set_ylabel("mean dev score")

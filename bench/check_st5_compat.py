@@ -51,13 +51,21 @@ def main() -> int:
     # 5.1.2 runs on transformers 4.57 (the legacy config keys matter there) and strips prompts before measuring them.
     parser.add_argument("--st5", default="sentence-transformers==5.1.2")
     parser.add_argument("--skip-real", action="store_true", help="only the tiny models")
-    parser.add_argument("--folders", type=Path, nargs="*", default=[], metavar="DIR",
-                        help="exported model folders to check as they are (e.g. st-prune trim output)")
+    parser.add_argument(
+        "--folders",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="exported model folders to check as they are (e.g. st-prune trim output)",
+    )
     args = parser.parse_args()
     python5 = ensure_venv(args.venv, args.st5)
     version = subprocess.run(
         [str(python5), "-c", "import sentence_transformers as s; print(s.__version__)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
     failures = 0
@@ -90,11 +98,16 @@ def main() -> int:
             query_diff = float(np.abs(queries - model.encode(TEXTS, prompt=PROMPT)).max())
             old_expected = model.encode(TEXTS, prompt=OLD_PROMPT)
             old_diff = float(np.abs(old - old_expected).max())
-            old_cos = float(min(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(old, old_expected)))
+            old_cos = float(
+                min(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(old, old_expected))
+            )
             print(f"{name:<14} {pooling:<14} {doc_diff:>10.2e} {query_diff:>10.2e} {old_diff:>10.2e} {old_cos:>8.4f}")
             failures += doc_diff > 1e-5 or query_diff > 1e-5
-    print("OK: every export loads in 5.x with the same document and query embeddings" if not failures
-          else f"FAILED: {failures} models differ between 5.x and this process")
+    print(
+        "OK: every export loads in 5.x with the same document and query embeddings"
+        if not failures
+        else f"FAILED: {failures} models differ between 5.x and this process"
+    )
     return int(failures > 0)
 
 

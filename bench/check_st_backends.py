@@ -35,12 +35,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import smollm2_gguf  # noqa: E402
 
 from st_prune.data.triplets import instruction_prompt
 from st_prune.deploy.deploy import FILES, REPORT_NAME, SAMPLE_TEXTS, deploy
 from st_prune.util.machine import machine_description
-
-from common import smollm2_gguf  # noqa: E402
 
 #: One virtualenv per backend: the requirements pip resolves there (newest that install together).
 VENVS = {
@@ -48,8 +47,18 @@ VENVS = {
     "openvino": ["sentence-transformers", "optimum-intel[openvino]"],
 }
 #: Versions reported per virtualenv.
-PACKAGES = ("sentence-transformers", "transformers", "torch", "optimum", "optimum-onnx", "onnxruntime",
-            "optimum-intel", "openvino", "nncf", "huggingface-hub")
+PACKAGES = (
+    "sentence-transformers",
+    "transformers",
+    "torch",
+    "optimum",
+    "optimum-onnx",
+    "onnxruntime",
+    "optimum-intel",
+    "openvino",
+    "nncf",
+    "huggingface-hub",
+)
 #: OpenVINO runs with the runtime's own precision (what a user gets): bf16 arithmetic on CPUs that have it. There
 #: the fp32 file is also run with fp32 pinned, which is what its exactness is about.
 OPENVINO_F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -58,7 +67,7 @@ BATCH_SIZE = 32
 
 #: Runs inside a backend's virtualenv. Protocol on stdout: lines starting with "@@" are JSON for the parent; the
 #: first reports versions and load errors, then each line read from stdin names a file to time on the timing texts.
-WORKER = r'''
+WORKER = r"""
 import importlib.metadata, json, sys, time, traceback
 import numpy as np
 sys.modules["st_prune"] = None  # the folder must load with sentence-transformers alone
@@ -90,7 +99,7 @@ for line in sys.stdin:
     start = time.perf_counter()
     model.encode(request["timing"], batch_size=request["batch_size"])
     print("@@" + json.dumps({"seconds": time.perf_counter() - start}), flush=True)
-'''
+"""
 
 
 def ensure_venv(venv: Path, requirements: list[str]) -> Path:
@@ -161,12 +170,18 @@ class Worker:
 
     def __init__(self, python: Path, backend: str, folder: Path, rows: list[dict], request: dict, log: Path):
         env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        payload = json.dumps({**request, "backend": backend, "path": str(folder), "rows": rows,
-                              "packages": list(PACKAGES)})
+        payload = json.dumps(
+            {**request, "backend": backend, "path": str(folder), "rows": rows, "packages": list(PACKAGES)}
+        )
         self.log = log
         self.process = subprocess.Popen(
-            [str(python), "-c", WORKER, payload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=log.open("w"), text=True, env=env, cwd="/",
+            [str(python), "-c", WORKER, payload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("w"),
+            text=True,
+            env=env,
+            cwd="/",
         )
         self.ready = self._reply()
 
@@ -203,17 +218,25 @@ def agreement(embeddings: np.ndarray, reference: np.ndarray) -> tuple[float, flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a folder st-prune prune/train wrote (default: SmolLM2 5/30)")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "st-prune" / "check-st-backends",
-                        help="where the virtualenvs, the default model and logs are kept between runs")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path.home() / ".cache" / "st-prune" / "check-st-backends",
+        help="where the virtualenvs, the default model and logs are kept between runs",
+    )
     parser.add_argument("--texts", type=int, default=256, help="texts encoded per timed call")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--external-data", action="store_true",
-                        help="deploy with the ONNX weights in model.onnx_data, as models over 2 GB get them")
+    parser.add_argument(
+        "--external-data",
+        action="store_true",
+        help="deploy with the ONNX weights in model.onnx_data, as models over 2 GB get them",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    pythons = {backend: ensure_venv(args.work / f"venv-{backend}", requirements)
-               for backend, requirements in VENVS.items()}
+    pythons = {
+        backend: ensure_venv(args.work / f"venv-{backend}", requirements) for backend, requirements in VENVS.items()
+    }
     folder = deployed_folder(args)
     report = json.loads((folder / REPORT_NAME).read_text())
     documents, queries, timing = list(SAMPLE_TEXTS), list(SAMPLE_TEXTS), timing_texts(args.texts)
@@ -222,10 +245,12 @@ def main() -> int:
 
     model = load_model_folder(folder, device="cpu")
     model.eval()
-    reference = np.concatenate([
-        model.encode(documents, batch_size=BATCH_SIZE, convert_to_numpy=True),
-        model.encode(queries, prompt=PROMPT, batch_size=BATCH_SIZE, convert_to_numpy=True),
-    ])
+    reference = np.concatenate(
+        [
+            model.encode(documents, batch_size=BATCH_SIZE, convert_to_numpy=True),
+            model.encode(queries, prompt=PROMPT, batch_size=BATCH_SIZE, convert_to_numpy=True),
+        ]
+    )
 
     # Rows: every shipped file; OpenVINO's fp32 file once more with fp32 arithmetic pinned if that is not the default.
     openvino_precision = openvino_default_precision()
@@ -241,12 +266,13 @@ def main() -> int:
     for backend_rows in rows.values():
         for row in backend_rows:
             row["out"] = str(args.work / f"embeddings-{row['name'].replace('/', '_').replace(' ', '_')}.npy")
-    request = {"documents": documents, "queries": queries, "prompt": PROMPT, "timing": timing,
-               "batch_size": BATCH_SIZE}
+    request = {"documents": documents, "queries": queries, "prompt": PROMPT, "timing": timing, "batch_size": BATCH_SIZE}
 
-    workers = {backend: Worker(pythons[backend], backend, folder, rows[backend], request,
-                               args.work / f"worker-{backend}.log")
-               for backend in VENVS if rows[backend]}
+    workers = {
+        backend: Worker(pythons[backend], backend, folder, rows[backend], request, args.work / f"worker-{backend}.log")
+        for backend in VENVS
+        if rows[backend]
+    }
     try:
         results: dict[str, dict] = {}
         for backend, worker in workers.items():
@@ -254,8 +280,7 @@ def main() -> int:
                 error = worker.ready["errors"].get(row["name"])
                 results[row["name"]] = {"backend": backend, "error": error}
                 if not error:
-                    results[row["name"]].update(zip(("max_diff", "min_cos"),
-                                                    agreement(np.load(row["out"]), reference)))
+                    results[row["name"]].update(zip(("max_diff", "min_cos"), agreement(np.load(row["out"]), reference)))
         steps = {"torch": lambda: model.encode(timing, batch_size=BATCH_SIZE)}
         for name, result in results.items():
             if not result["error"]:
@@ -274,8 +299,10 @@ def main() -> int:
 
     torch_speed = len(timing) / statistics.median(seconds["torch"])
     print(f"{folder}; {machine_description()}")
-    print(f"agreement: {len(documents)} documents + {len(queries)} prompted queries vs SentenceTransformer(path) "
-          f"here (torch); speed: {len(timing)} texts, batch {BATCH_SIZE}, median of {args.rounds} round-robin rounds")
+    print(
+        f"agreement: {len(documents)} documents + {len(queries)} prompted queries vs SentenceTransformer(path) "
+        f"here (torch); speed: {len(timing)} texts, batch {BATCH_SIZE}, median of {args.rounds} round-robin rounds"
+    )
     for backend, worker in workers.items():
         versions = ", ".join(f"{package} {version}" for package, version in worker.ready["versions"].items())
         print(f"backend={backend!r} venv: {versions}")
@@ -289,17 +316,25 @@ def main() -> int:
             print(f"{result['backend']:<9} {name:<44} FAILED: {result['error']}")
             continue
         speed = len(timing) / statistics.median(seconds[name])
-        print(f"{result['backend']:<9} {name:<44} {result['max_diff']:>10.2e} {result['min_cos']:>8.4f} "
-              f"{speed:>8.1f} {speed / torch_speed:>7.2f}x")
+        print(
+            f"{result['backend']:<9} {name:<44} {result['max_diff']:>10.2e} {result['min_cos']:>8.4f} "
+            f"{speed:>8.1f} {speed / torch_speed:>7.2f}x"
+        )
         # fp32 files must reproduce torch; quantized ones only keep their deploy bar (cosine).
-        exact = "int8" not in name and "quint8" not in name and (
-            openvino_precision == "f32" or not name.endswith(FILES["openvino", None]))
+        exact = (
+            "int8" not in name
+            and "quint8" not in name
+            and (openvino_precision == "f32" or not name.endswith(FILES["openvino", None]))
+        )
         failures += bool(not np.isfinite(result["max_diff"]) or (exact and result["max_diff"] > 1e-4))
     for name, entry in report["files"].items():
         if not entry.get("shipped"):
             print(f"{'':<9} {name:<44} not shipped by deploy: {entry['reason']}")
-    print("OK: every shipped file loads with sentence-transformers' backends" if not failures
-          else f"FAILED: {failures} files (worker logs in {args.work})")
+    print(
+        "OK: every shipped file loads with sentence-transformers' backends"
+        if not failures
+        else f"FAILED: {failures} files (worker logs in {args.work})"
+    )
     return int(failures > 0)
 
 

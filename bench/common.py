@@ -25,7 +25,10 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, metavar="DIR",
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        metavar="DIR",
         help="the shared data folder holding train/triplets.jsonl and dev/ (default: ../shared/data beside the repository)",
     )
 
@@ -34,7 +37,10 @@ def data_file(data: Path, *parts: str) -> Path:
     """``data/parts...``, or exit with one line naming the flag when it is missing (status 2, like st-prune)."""
     path = data.joinpath(*parts)
     if not path.exists():
-        print(f"bench: {path} not found: pass --data DIR, the folder holding train/triplets.jsonl and dev/", file=sys.stderr)
+        print(
+            f"bench: {path} not found: pass --data DIR, the folder holding train/triplets.jsonl and dev/",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return path
 

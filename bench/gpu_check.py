@@ -101,12 +101,21 @@ class BudgetSpent(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="CPU, tiny shapes and sizes, the same five architectures")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "out" / "gpu_check",
-                        help="folder for gpu_check.json and gpu_check.md (default bench/out/gpu_check)")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="scratch folder for the model folders and exports (default: a temporary folder, removed)")
-    parser.add_argument("--archs", default=",".join(ARCHITECTURES), help="comma-separated subset of: "
-                        + ", ".join(ARCHITECTURES))
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "bench" / "out" / "gpu_check",
+        help="folder for gpu_check.json and gpu_check.md (default bench/out/gpu_check)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="scratch folder for the model folders and exports (default: a temporary folder, removed)",
+    )
+    parser.add_argument(
+        "--archs", default=",".join(ARCHITECTURES), help="comma-separated subset of: " + ", ".join(ARCHITECTURES)
+    )
     parser.add_argument("--device", default=None, help="default: cuda when available (cpu with --tiny)")
     parser.add_argument("--attn", default=None, help="attn_implementation for every model (default: transformers')")
     parser.add_argument("--budget-s", type=float, default=None, help="start no stage after this many seconds (480)")
@@ -122,25 +131,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cached-mini-batch", type=int, default=None, help="GradCache mini-batch (32)")
     parser.add_argument("--other-steps", type=int, default=None, help="training steps of the other four (5)")
     parser.add_argument("--other-batch", type=int, default=None, help="training batch of the other four (8)")
-    parser.add_argument("--other-fraction", type=float, default=0.75,
-                        help="share of layers the other four drop (0.75: they keep int(L/4))")
+    parser.add_argument(
+        "--other-fraction",
+        type=float,
+        default=0.75,
+        help="share of layers the other four drop (0.75: they keep int(L/4))",
+    )
     parser.add_argument("--infer-batch", type=int, default=None, help="texts per timed inference forward (64)")
     parser.add_argument("--repeats", type=int, default=None, help="timed inference forwards, best kept (2)")
     parser.add_argument("--keep-exports", action="store_true", help="keep the exported folders in --work-dir")
     args = parser.parse_args(argv)
-    gpu = {"budget_s": 480.0, "scan_batches": 3, "llama_large": 25, "llama_small": 7, "large_steps": 10,
-           "small_steps": 10, "cached_steps": 3, "cached_mini_batch": 32, "other_steps": 5, "other_batch": 8,
-           "infer_batch": 64, "repeats": 2}
-    tiny = {"budget_s": 600.0, "seq_len": 48, "batch": 4, "scan_batch": 4, "scan_batches": 2, "large_steps": 2,
-            "small_steps": 2, "cached_steps": 1, "cached_mini_batch": 2, "other_steps": 2, "other_batch": 4,
-            "infer_batch": 4, "repeats": 1}
+    gpu = {
+        "budget_s": 480.0,
+        "scan_batches": 3,
+        "llama_large": 25,
+        "llama_small": 7,
+        "large_steps": 10,
+        "small_steps": 10,
+        "cached_steps": 3,
+        "cached_mini_batch": 32,
+        "other_steps": 5,
+        "other_batch": 8,
+        "infer_batch": 64,
+        "repeats": 2,
+    }
+    tiny = {
+        "budget_s": 600.0,
+        "seq_len": 48,
+        "batch": 4,
+        "scan_batch": 4,
+        "scan_batches": 2,
+        "large_steps": 2,
+        "small_steps": 2,
+        "cached_steps": 1,
+        "cached_mini_batch": 2,
+        "other_steps": 2,
+        "other_batch": 4,
+        "infer_batch": 4,
+        "repeats": 1,
+    }
     for name, value in {**gpu, **(tiny if args.tiny else {})}.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     if args.tiny:
         args.device = args.device or "cpu"
         scale = TINY_LAYERS[MAIN] / 32  # the paper's depths, scaled to the tiny Llama's 8 layers
-        args.llama_large, args.llama_small = max(2, round(args.llama_large * scale)), max(1, round(args.llama_small * scale))
+        args.llama_large, args.llama_small = (
+            max(2, round(args.llama_large * scale)),
+            max(1, round(args.llama_small * scale)),
+        )
     unknown = sorted(set(args.archs.split(",")) - set(ARCHITECTURES))
     if unknown:
         parser.error(f"unknown architecture(s) {', '.join(unknown)}; choose from {', '.join(ARCHITECTURES)}")
@@ -157,7 +196,9 @@ class Report:
         self.args, self.device, self.start = args, device, time.perf_counter()
         self.data: dict[str, Any] = {
             "mode": "tiny (CPU)" if args.tiny else "real shapes",
-            "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)",
+            "device": torch.cuda.get_device_name(0)
+            if device.startswith("cuda")
+            else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)",
             "versions": versions(),
             "environment_problems": environment_problems(),
             "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
@@ -247,8 +288,20 @@ def versions() -> dict[str, str | None]:
     import torch
 
     found: dict[str, str | None] = {"python": platform.python_version(), "cuda": torch.version.cuda}
-    for name in ("torch", "transformers", "sentence-transformers", "peft", "accelerate", "datasets", "tokenizers",
-                 "huggingface-hub", "safetensors", "pyarrow", "pydantic", "numpy"):
+    for name in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "peft",
+        "accelerate",
+        "datasets",
+        "tokenizers",
+        "huggingface-hub",
+        "safetensors",
+        "pyarrow",
+        "pydantic",
+        "numpy",
+    ):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -321,9 +374,14 @@ def release(device: str) -> None:
 def read_config(name: str, tiny: bool) -> dict[str, Any]:
     config = json.loads((CONFIGS / name / "config.json").read_text())
     if tiny:
-        real_heads, real_kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+        real_heads, real_kv = (
+            config["num_attention_heads"],
+            config.get("num_key_value_heads", config["num_attention_heads"]),
+        )
         config.update(TINY_SHAPE, num_hidden_layers=TINY_LAYERS.get(name, 4))
-        config["num_key_value_heads"] = TINY_SHAPE["num_attention_heads"] if real_kv == real_heads else 1  # MHA stays MHA
+        config["num_key_value_heads"] = (
+            TINY_SHAPE["num_attention_heads"] if real_kv == real_heads else 1
+        )  # MHA stays MHA
         if "head_dim" in config:
             config["head_dim"] = 16
     return config
@@ -332,17 +390,22 @@ def read_config(name: str, tiny: bool) -> dict[str, Any]:
 #: Qwen2's pre-tokenizer split (transformers' Qwen2Tokenizer): the offline tokenizer uses Qwen2Tokenizer's own
 #: normalizer, pre-tokenizer and decoder, because transformers 5 rebuilds a qwen2 model's tokenizer from its vocab and
 #: merges with that pipeline, whatever tokenizer.json says; any other pipeline would tokenize differently there.
-QWEN_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
-              r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 def byte_level_pipeline(tokenizer) -> None:
     from tokenizers import Regex, decoders, normalizers, pre_tokenizers
 
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
 
 
@@ -362,12 +425,17 @@ def train_bpe(texts: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
 
     tokenizer = Tokenizer(models.BPE())
     byte_level_pipeline(tokenizer)
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer)
     model = json.loads(tokenizer.to_str())["model"]
-    return model["vocab"], [tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge)
-                            for merge in model["merges"]]
+    return model["vocab"], [
+        tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]
+    ]
 
 
 def build_tokenizer(essentials: dict[str, Any], bpe: tuple[dict[str, int], list[tuple[str, str]]]):
@@ -377,8 +445,11 @@ def build_tokenizer(essentials: dict[str, Any], bpe: tuple[dict[str, int], list[
     from tokenizers import Tokenizer, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    specials = {essentials[f"{kind}_token"]: essentials[f"{kind}_token_id"]
-                for kind in ("bos", "eos", "pad", "unk") if essentials.get(f"{kind}_token")}
+    specials = {
+        essentials[f"{kind}_token"]: essentials[f"{kind}_token_id"]
+        for kind in ("bos", "eos", "pad", "unk")
+        if essentials.get(f"{kind}_token")
+    }
     specials.update(essentials.get("other_special_tokens", {}))
     vocab, merges = bpe
     tokenizer = Tokenizer(models.BPE(vocab={**vocab, **specials}, merges=merges))
@@ -387,11 +458,16 @@ def build_tokenizer(essentials: dict[str, Any], bpe: tuple[dict[str, int], list[
     if essentials["add_bos_token"]:
         bos = essentials["bos_token"]
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, specials[bos])])
+            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, specials[bos])]
+        )
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=essentials.get("bos_token"), eos_token=essentials["eos_token"],
-        pad_token=essentials.get("pad_token"), unk_token=essentials.get("unk_token"),
-        model_max_length=essentials["model_max_length"])
+        tokenizer_object=tokenizer,
+        bos_token=essentials.get("bos_token"),
+        eos_token=essentials["eos_token"],
+        pad_token=essentials.get("pad_token"),
+        unk_token=essentials.get("unk_token"),
+        model_max_length=essentials["model_max_length"],
+    )
     wrapped.chat_template = CHAT_TEMPLATE  # every base has one: the trap of text routed through a chat template stays
     return wrapped
 
@@ -409,8 +485,11 @@ def make_model_folder(name: str, folder: Path, bpe, tiny: bool) -> dict[str, Any
     else:
         shutil.copyfile(CONFIGS / name / "config.json", folder / "config.json")
     dtype = torch.float32 if tiny else torch.bfloat16
-    save_file({"model.norm.weight": torch.ones(config["hidden_size"], dtype=dtype)}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {"model.norm.weight": torch.ones(config["hidden_size"], dtype=dtype)},
+        str(folder / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     essentials = json.loads((CONFIGS / name / "tokenizer_essentials.json").read_text())
     build_tokenizer(essentials, bpe).save_pretrained(folder)
     return config
@@ -459,8 +538,10 @@ def inference_tokens_per_s(model, texts: list[str], repeats: int, device: str) -
     ``repeats`` after one warm-up."""
     import torch
 
-    features = {key: value.to(device) if isinstance(value, torch.Tensor) else value
-                for key, value in model.preprocess(texts).items()}
+    features = {
+        key: value.to(device) if isinstance(value, torch.Tensor) else value
+        for key, value in model.preprocess(texts).items()
+    }
     tokens = int(features["attention_mask"].sum())
     best = math.inf
     with torch.inference_mode():
@@ -487,8 +568,10 @@ def plain_forward_s(model, batches, device: str) -> float:
                 by_prompt.setdefault(batch.prompts.get(column), []).append(column)
             for prompt, names in by_prompt.items():
                 texts = [text for name in names for text in batch.texts[name]]
-                features = {key: value.to(device) if isinstance(value, torch.Tensor) else value
-                            for key, value in model.preprocess(texts, prompt=prompt).items()}
+                features = {
+                    key: value.to(device) if isinstance(value, torch.Tensor) else value
+                    for key, value in model.preprocess(texts, prompt=prompt).items()
+                }
                 model(features)
     sync(device)
     return time.perf_counter() - start
@@ -527,9 +610,12 @@ def step_figures(timer, tokens_per_step: int, kept: int, total: int) -> dict[str
     (step / (kept / total)), and training tokens per second."""
     steady = timer.seconds[1:] or timer.seconds
     step = statistics.median(steady)
-    return {"first_step_s": round(timer.seconds[0], 3), "step_s": round(step, 3),
-            "step_per_layer_ratio_s": round(step / (kept / total), 3),
-            "train_tokens_per_s": round(tokens_per_step / step)}
+    return {
+        "first_step_s": round(timer.seconds[0], 3),
+        "step_s": round(step, 3),
+        "step_per_layer_ratio_s": round(step / (kept / total), 3),
+        "train_tokens_per_s": round(tokens_per_step / step),
+    }
 
 
 def training_config(recipe, seq_len: int, tiny: bool, **changes: Any):
@@ -538,8 +624,14 @@ def training_config(recipe, seq_len: int, tiny: bool, **changes: Any):
     base = recipe.training.config()
     if tiny:
         base = base.replace(bf16=None)
-    return base.replace(max_seq_length=seq_len, warmup_steps=None, save_steps=100_000, logging_steps=1,
-                        training_arguments={"disable_tqdm": True}, **changes)
+    return base.replace(
+        max_seq_length=seq_len,
+        warmup_steps=None,
+        save_steps=100_000,
+        logging_steps=1,
+        training_arguments={"disable_tqdm": True},
+        **changes,
+    )
 
 
 def cosine_to_reload(model, folder: Path, texts: list[str], device: str) -> float:
@@ -584,30 +676,44 @@ class Check:
         if self.args.attn:
             model_kwargs["attn_implementation"] = self.args.attn
         return encoder_from_llm(
-            str(folder), layers=layers, pooling=recipe.base.pooling, max_seq_length=seq_len,
+            str(folder),
+            layers=layers,
+            pooling=recipe.base.pooling,
+            max_seq_length=seq_len,
             prompts={"query": instruction_prompt(recipe.query_instruction) or "", "document": ""},
-            dtype="float32" if self.args.tiny else recipe.base.dtype, device=self.device, model_kwargs=model_kwargs)
+            dtype="float32" if self.args.tiny else recipe.base.dtype,
+            device=self.device,
+            model_kwargs=model_kwargs,
+        )
 
     def prepare(self, name: str, recipe, seq_len: int, rows_per_task: int):
         config = make_model_folder(name, self.work / name, self.bpe, self.args.tiny)
         if not self.args.tiny and recipe.base.layers != config["num_hidden_layers"]:
-            raise RuntimeError(f"recipe {name} says {recipe.base.layers} layers, its config {config['num_hidden_layers']}")
+            raise RuntimeError(
+                f"recipe {name} says {recipe.base.layers} layers, its config {config['num_hidden_layers']}"
+            )
         return config, long_rows(self.triplets, seq_len, rows_per_task)
 
     def describe(self, name: str, model, config: dict[str, Any], data, seq_len: int) -> None:
         """The loaded model's facts; and a guard that its tokenizer (as transformers loads it for this model type)
         gives every training text its full length, so the timed shapes are the recipe's."""
         auto = model[0].auto_model
-        shortest = min(len(model[0].tokenizer(data[column][0])["input_ids"]) for column in ("anchor", "positive", "negative"))
+        shortest = min(
+            len(model[0].tokenizer(data[column][0])["input_ids"]) for column in ("anchor", "positive", "negative")
+        )
         if shortest < seq_len:
-            raise RuntimeError(f"{type(model[0].tokenizer).__name__} gives a training text {shortest} tokens, fewer "
-                               f"than {seq_len}: the texts would not have the recipe's length")
+            raise RuntimeError(
+                f"{type(model[0].tokenizer).__name__} gives a training text {shortest} tokens, fewer "
+                f"than {seq_len}: the texts would not have the recipe's length"
+            )
         self.report.arch(name).update(
             tokenizer=type(model[0].tokenizer).__name__,
-            model_type=config["model_type"], layers=config["num_hidden_layers"],
+            model_type=config["model_type"],
+            layers=config["num_hidden_layers"],
             parameters=sum(parameter.numel() for parameter in model.parameters()),
             dtype=str(auto.dtype).replace("torch.", ""),
-            attention=getattr(auto.config, "_attn_implementation", None))
+            attention=getattr(auto.config, "_attn_implementation", None),
+        )
 
     # --- Meta-Llama-3-8B-Instruct: the recipe's path at the recipe's sizes ----------------------------------------
     def run_main(self) -> None:
@@ -633,25 +739,42 @@ class Check:
             record.update(inference_tokens_per_s(model, texts, args.repeats, self.device))
         with report.stage(name, "scan", batch=scan_batch, batches=args.scan_batches) as record:
             # L3Prune.select is sample + scan; they are timed apart so that the ratio compares forward passes alone.
-            selector = L3Prune(batch_size=scan_batch, num_batches=args.scan_batches, seed=recipe.scan.seed,
-                               scale=recipe.scan.scale, show_progress_bar=False)
+            selector = L3Prune(
+                batch_size=scan_batch,
+                num_batches=args.scan_batches,
+                seed=recipe.scan.seed,
+                scale=recipe.scan.scale,
+                show_progress_bar=False,
+            )
             start = time.perf_counter()
             batches = selector.sample(data)
             sample_s = time.perf_counter() - start
             plain = plain_forward_s(model, batches, self.device)
             start = time.perf_counter()
-            result = scan(model, batches, scale=selector.scale, show_progress_bar=False,
-                          settings={"batch_size": scan_batch, "num_batches": len(batches), "seed": selector.seed})
+            result = scan(
+                model,
+                batches,
+                scale=selector.scale,
+                show_progress_bar=False,
+                settings={"batch_size": scan_batch, "num_batches": len(batches), "seed": selector.seed},
+            )
             sync(self.device)
             scan_s = time.perf_counter() - start
-            record.update(sample_s=round(sample_s, 3), scan_s=round(scan_s, 3), plain_forward_s=round(plain, 3),
-                          scan_per_forward=round(scan_s / plain, 3), finite_curve=all(map(math.isfinite, result.losses)))
+            record.update(
+                sample_s=round(sample_s, 3),
+                scan_s=round(scan_s, 3),
+                plain_forward_s=round(plain, 3),
+                scan_per_forward=round(scan_s / plain, 3),
+                finite_curve=all(map(math.isfinite, result.losses)),
+            )
         with report.stage(name, "prune_large", layers=args.llama_large) as record:
             result.prune(model, args.llama_large)
             record.update(inference_tokens_per_s(model, texts, args.repeats, self.device))
         if args.large_steps:
             with report.stage(name, "train_large", layers=args.llama_large, steps=args.large_steps) as record:
-                record.update(self.train(model, data, recipe, seq_len, batch, args.large_steps, args.llama_large, total))
+                record.update(
+                    self.train(model, data, recipe, seq_len, batch, args.large_steps, args.llama_large, total)
+                )
         del model, result
         release(self.device)
 
@@ -660,16 +783,37 @@ class Check:
             record.update(inference_tokens_per_s(model, texts, args.repeats, self.device))
         if args.small_steps:
             with report.stage(name, "train_small", layers=args.llama_small, steps=args.small_steps) as record:
-                record.update(self.train(model, data, recipe, seq_len, batch, args.small_steps, args.llama_small, total))
+                record.update(
+                    self.train(model, data, recipe, seq_len, batch, args.small_steps, args.llama_small, total)
+                )
         if args.cached_steps:
-            with report.stage(name, "train_small_cached", layers=args.llama_small, steps=args.cached_steps,
-                              mini_batch=args.cached_mini_batch) as record:
-                record.update(self.train(model, data, recipe, seq_len, batch, args.cached_steps, args.llama_small, total,
-                                         cached_loss=True, cached_mini_batch_size=args.cached_mini_batch))
+            with report.stage(
+                name,
+                "train_small_cached",
+                layers=args.llama_small,
+                steps=args.cached_steps,
+                mini_batch=args.cached_mini_batch,
+            ) as record:
+                record.update(
+                    self.train(
+                        model,
+                        data,
+                        recipe,
+                        seq_len,
+                        batch,
+                        args.cached_steps,
+                        args.llama_small,
+                        total,
+                        cached_loss=True,
+                        cached_mini_batch_size=args.cached_mini_batch,
+                    )
+                )
         with report.stage(name, "export_small") as record:
             folder = self.work / "exports" / f"{name}-small"
             export_model(model, folder)
-            record.update(size_gb=folder_gb(folder), reload_min_cosine=cosine_to_reload(model, folder, texts[:8], self.device))
+            record.update(
+                size_gb=folder_gb(folder), reload_min_cosine=cosine_to_reload(model, folder, texts[:8], self.device)
+            )
         self.drop_export(folder)
         del model
         release(self.device)
@@ -681,9 +825,14 @@ class Check:
         config = training_config(recipe, seq_len, self.args.tiny, max_steps=steps, batch_size=batch, **changes)
         run = train_encoder(model, data, config, self.work / "train" / f"{time.monotonic_ns()}", callbacks=[timer])
         losses = [entry["loss"] for entry in run.loss_history]
-        return {"batch": batch, "bf16": run.bf16, "gradient_checkpointing": bool(config.gradient_checkpointing),
-                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-                **step_figures(timer, batch * 3 * seq_len, kept, total)}
+        return {
+            "batch": batch,
+            "bf16": run.bf16,
+            "gradient_checkpointing": bool(config.gradient_checkpointing),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            **step_figures(timer, batch * 3 * seq_len, kept, total),
+        }
 
     # --- the other four: load, cut, a few steps, export -------------------------------------------------------------
     def run_other(self, name: str) -> None:
@@ -711,10 +860,16 @@ class Check:
         folder = self.work / "exports" / f"{name}-small"
         with report.stage(name, "train_export_small", layers=kept, steps=args.other_steps) as record:
             timer = step_timer(self.device)
-            settings = training_config(recipe, seq_len, args.tiny, max_steps=args.other_steps, batch_size=args.other_batch)
+            settings = training_config(
+                recipe, seq_len, args.tiny, max_steps=args.other_steps, batch_size=args.other_batch
+            )
             train_pruned(model, data, settings, folder, callbacks=[timer])  # trains, merges the adapter, exports
-            record.update(batch=args.other_batch, **step_figures(timer, args.other_batch * 3 * seq_len, kept, total),
-                          merge_export_s=round(time.perf_counter() - timer.train_end, 2), size_gb=folder_gb(folder))
+            record.update(
+                batch=args.other_batch,
+                **step_figures(timer, args.other_batch * 3 * seq_len, kept, total),
+                merge_export_s=round(time.perf_counter() - timer.train_end, 2),
+                size_gb=folder_gb(folder),
+            )
         with report.stage(name, "reload_small") as record:
             record.update(reload_min_cosine=cosine_to_reload(model, folder, texts[:8], self.device))
         self.drop_export(folder)
@@ -740,36 +895,72 @@ def markdown(data: dict[str, Any]) -> str:
         return f"{value}{unit}"
 
     versions_text = ", ".join(f"{key} {value}" for key, value in data["versions"].items() if value)
-    lines = [f"# st-prune GPU check: {data['mode']}", "",
-             f"Device: {data['device']}. {versions_text}. Total {data['total_s']:.0f} s.", "",
-             ("| architecture | type | layers kept / L | parameters | load s | tok/s full | tok/s cut | train batch | "
-              "step s | step s ÷ (k/L) | train tok/s | train peak GiB | export GB | reload cosine | status |"),
-             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"# st-prune GPU check: {data['mode']}",
+        "",
+        f"Device: {data['device']}. {versions_text}. Total {data['total_s']:.0f} s.",
+        "",
+        (
+            "| architecture | type | layers kept / L | parameters | load s | tok/s full | tok/s cut | train batch | "
+            "step s | step s ÷ (k/L) | train tok/s | train peak GiB | export GB | reload cosine | status |"
+        ),
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for name, arch in data["architectures"].items():
         stages = arch["stages"]
         cut = stages.get("load_small") or stages.get("cut_small") or {}
         train = stages.get("train_small") or stages.get("train_export_small") or {}
         export = stages.get("export_small") or stages.get("train_export_small") or {}
         reload = stages.get("export_small") or stages.get("reload_small") or {}
-        lines.append("| " + " | ".join([
-            name, cell(arch.get("model_type")), f"{cell(arch.get('small'))} / {cell(arch.get('layers'))}",
-            cell(arch.get("parameters")), cell(stages.get("load_full", {}).get("seconds")),
-            cell(stages.get("forward_full", {}).get("tokens_per_s")), cell(cut.get("tokens_per_s")),
-            f"{cell(train.get('batch'))} × 3 × {cell(arch.get('seq_len'))}" if train else "–",
-            cell(train.get("step_s")), cell(train.get("step_per_layer_ratio_s")), cell(train.get("train_tokens_per_s")),
-            cell(train.get("peak_gib")), cell(export.get("size_gb")), cell(reload.get("reload_min_cosine")),
-            arch.get("status", "–")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    cell(arch.get("model_type")),
+                    f"{cell(arch.get('small'))} / {cell(arch.get('layers'))}",
+                    cell(arch.get("parameters")),
+                    cell(stages.get("load_full", {}).get("seconds")),
+                    cell(stages.get("forward_full", {}).get("tokens_per_s")),
+                    cell(cut.get("tokens_per_s")),
+                    f"{cell(train.get('batch'))} × 3 × {cell(arch.get('seq_len'))}" if train else "–",
+                    cell(train.get("step_s")),
+                    cell(train.get("step_per_layer_ratio_s")),
+                    cell(train.get("train_tokens_per_s")),
+                    cell(train.get("peak_gib")),
+                    cell(export.get("size_gb")),
+                    cell(reload.get("reload_min_cosine")),
+                    arch.get("status", "–"),
+                ]
+            )
+            + " |"
+        )
     main = data["architectures"].get(MAIN)
     if main:
-        lines += ["", f"## {MAIN}: the recipe's path, stage by stage", "",
-                  "| stage | layers | seconds | GiB at start | peak GiB | figures |", "|---|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"## {MAIN}: the recipe's path, stage by stage",
+            "",
+            "| stage | layers | seconds | GiB at start | peak GiB | figures |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
         for stage, record in main["stages"].items():
-            figures = {key: value for key, value in record.items()
-                       if key not in ("layers", "seconds", "peak_gib", "start_gib") and not isinstance(value, (list, dict))}
-            lines.append(f"| {stage} | {cell(record.get('layers'))} | {cell(record.get('seconds'))} | "
-                         f"{cell(record.get('start_gib'))} | {cell(record.get('peak_gib'))} | {', '.join(f'{k} {cell(v)}' for k, v in figures.items())} |")
-    lines += ["", ("Peak memory: torch.cuda.max_memory_allocated per stage on a GPU, the process's peak resident "
-                   "memory on CPU. Weights are random, of the published configs' shapes (bench/gpu_configs/).")]
+            figures = {
+                key: value
+                for key, value in record.items()
+                if key not in ("layers", "seconds", "peak_gib", "start_gib") and not isinstance(value, (list, dict))
+            }
+            lines.append(
+                f"| {stage} | {cell(record.get('layers'))} | {cell(record.get('seconds'))} | "
+                f"{cell(record.get('start_gib'))} | {cell(record.get('peak_gib'))} | {', '.join(f'{k} {cell(v)}' for k, v in figures.items())} |"
+            )
+    lines += [
+        "",
+        (
+            "Peak memory: torch.cuda.max_memory_allocated per stage on a GPU, the process's peak resident "
+            "memory on CPU. Weights are random, of the published configs' shapes (bench/gpu_configs/)."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 

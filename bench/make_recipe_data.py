@@ -48,8 +48,11 @@ def banking_classification(data: Path, per_label: int, test: int) -> list[dict]:
     by_label: dict[str, list[str]] = {}
     for row in read_jsonl(data_file(data, "dev", "banking77-train.jsonl")):
         by_label.setdefault(row["label"], []).append(row["text"])
-    train = [{"text": text, "label": label, "split": "train"}
-             for label in sorted(by_label) for text in rng.sample(by_label[label], per_label)]
+    train = [
+        {"text": text, "label": label, "split": "train"}
+        for label in sorted(by_label)
+        for text in rng.sample(by_label[label], per_label)
+    ]
     dev = rng.sample(read_jsonl(data_file(data, "dev", "banking77-dev.jsonl")), test)
     return train + [{"text": r["text"], "label": r["label"], "split": "test"} for r in dev]
 
@@ -62,7 +65,9 @@ def debian_clusters(data: Path, sections: int, per_section: int) -> list[dict]:
             by_section.setdefault(row["section"], []).append(row["query"])
     common = sorted(s for s, _ in Counter({s: len(v) for s, v in by_section.items()}).most_common(sections))
     rng = random.Random(SEED)
-    return [{"text": text, "label": section} for section in common for text in rng.sample(by_section[section], per_section)]
+    return [
+        {"text": text, "label": section} for section in common for text in rng.sample(by_section[section], per_section)
+    ]
 
 
 def main() -> None:

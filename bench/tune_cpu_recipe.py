@@ -68,26 +68,39 @@ def collect(out: Path, name: str, sets: list[str]) -> list[dict]:
         scores = evaluation["scores"]
         train = json.loads(train_file.read_text()) if train_file.exists() else {}
         prune = json.loads((work / "prune.json").read_text()) if (work / "prune.json").exists() else {}
-        rows.append({
-            "trial": name, "sets": sets, "variant": work.name, "layers": prune.get("layers"),
-            "steps": train.get("steps"), "train_seconds": seconds.get(f"train[{work.name}]"),
-            "scores": {task: round(100 * value, 2) for task, value in scores.items()},
-            "mean": round(100 * evaluation["average"], 2),  # as the card rounds it
-        })
+        rows.append(
+            {
+                "trial": name,
+                "sets": sets,
+                "variant": work.name,
+                "layers": prune.get("layers"),
+                "steps": train.get("steps"),
+                "train_seconds": seconds.get(f"train[{work.name}]"),
+                "scores": {task: round(100 * value, 2) for task, value in scores.items()},
+                "mean": round(100 * evaluation["average"], 2),  # as the card rounds it
+            }
+        )
     return rows
 
 
 def report(out: Path, rows: list[dict]) -> str:
     tasks = sorted({task for row in rows for task in row["scores"]})
-    lines = ["| trial | variant | layers | steps | train s | " + " | ".join(tasks) + " | mean |",
-             "|---|---|---:|---:|---:|" + "---:|" * (len(tasks) + 1)]
+    lines = [
+        "| trial | variant | layers | steps | train s | " + " | ".join(tasks) + " | mean |",
+        "|---|---|---:|---:|---:|" + "---:|" * (len(tasks) + 1),
+    ]
     for row in rows:
         cells = [f"{row['scores'].get(task, float('nan')):.2f}" for task in tasks]
-        lines.append(f"| {row['trial']} | {row['variant']} | {row['layers']} | {row['steps']} | "
-                     f"{row['train_seconds'] if row['train_seconds'] is not None else '-'} | "
-                     + " | ".join(cells) + f" | **{row['mean']:.2f}** |")
-    settings = "\n".join(f"- `{row['trial']}`: " + ("; ".join(f"`{s}`" for s in row["sets"]) or "the recipe as is")
-                         for row in {row["trial"]: row for row in rows}.values())
+        lines.append(
+            f"| {row['trial']} | {row['variant']} | {row['layers']} | {row['steps']} | "
+            f"{row['train_seconds'] if row['train_seconds'] is not None else '-'} | "
+            + " | ".join(cells)
+            + f" | **{row['mean']:.2f}** |"
+        )
+    settings = "\n".join(
+        f"- `{row['trial']}`: " + ("; ".join(f"`{s}`" for s in row["sets"]) or "the recipe as is")
+        for row in {row["trial"]: row for row in rows}.values()
+    )
     text = "\n".join(lines) + "\n\nTrials (overrides of the recipe):\n" + settings + "\n"
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -97,8 +110,13 @@ def report(out: Path, rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="smollm2-135m-instruct-cpu", help="a shipped recipe's name or a YAML file")
-    parser.add_argument("--trial", action="append", default=[], metavar="'NAME: KEY=VALUE; ...'",
-                        help="a trial: a name, then `--set` overrides separated by ';' (none: the recipe as is)")
+    parser.add_argument(
+        "--trial",
+        action="append",
+        default=[],
+        metavar="'NAME: KEY=VALUE; ...'",
+        help="a trial: a name, then `--set` overrides separated by ';' (none: the recipe as is)",
+    )
     parser.add_argument("--output", type=Path, default=OUT)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -109,17 +127,32 @@ def main() -> int:
             folder = args.output / name
             if name != trials[0][0]:
                 seed_scan(args.output / trials[0][0], folder)
-            command = [sys.executable, "-m", "st_prune.cli", "run", args.recipe, "--output", str(folder),
-                       "--set", "deploy=null"] + [part for item in sets for part in ("--set", item)]
+            command = [
+                sys.executable,
+                "-m",
+                "st_prune.cli",
+                "run",
+                args.recipe,
+                "--output",
+                str(folder),
+                "--set",
+                "deploy=null",
+            ] + [part for item in sets for part in ("--set", item)]
             print(f"tune: {name}: {' '.join(command[2:])}", flush=True)
             trial_file(args.output, name).write_text(json.dumps({"recipe": args.recipe, "sets": sets}) + "\n")
             with (args.output / f"{name}.log").open("w") as log:
                 if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                     print(f"tune: {name} failed: see {args.output / f'{name}.log'}", file=sys.stderr)
                     return 1
-    names = [name for name, _ in trials] or sorted(p.name for p in args.output.iterdir() if (p / "summary.json").exists())
-    rows = [row for name in names if (args.output / name / "summary.json").exists()
-            for row in collect(args.output, name, trial_sets(args.output, name))]
+    names = [name for name, _ in trials] or sorted(
+        p.name for p in args.output.iterdir() if (p / "summary.json").exists()
+    )
+    rows = [
+        row
+        for name in names
+        if (args.output / name / "summary.json").exists()
+        for row in collect(args.output, name, trial_sets(args.output, name))
+    ]
     print(report(args.output, rows))
     return 0
 

@@ -22,9 +22,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
-    from st_prune.model.export import export_model
     from st_prune.l3prune.scan import L3Prune, L3PruneResult
     from st_prune.l3prune.shrink import shrink
+    from st_prune.model.export import export_model
     from st_prune.model.truncated_llm import TruncatedLLM, encoder_from_llm
 
 __all__ = ["L3Prune", "L3PruneResult", "StPruneError", "TruncatedLLM", "encoder_from_llm", "export_model", "shrink"]

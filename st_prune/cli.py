@@ -64,8 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         # A dependency removed from (or never installed into) this environment: name the command that fixes it.
         missing = (error.name or "a package").split(".")[0]
-        print(f"st-prune {args.command}: error: the {missing} package is missing: run `{install_hint(missing)}`",
-              file=sys.stderr)
+        print(
+            f"st-prune {args.command}: error: the {missing} package is missing: run `{install_hint(missing)}`",
+            file=sys.stderr,
+        )
         return 2
     except Exception as error:
         # A full disk, a quota or a file-size limit: one line, not a traceback. The writers themselves drop what

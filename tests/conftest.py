@@ -95,9 +95,17 @@ def triplets_file(tmp_path):
 
     words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road"]
     path = tmp_path / "triplets.jsonl"
-    path.write_text("".join(
-        json.dumps({"anchor": f"{i} the {words[i % 10]}", "positive": f"a {words[i % 10]} {i}",
-                    "negative": f"some {words[(i + 3) % 10]} {i + 100}"}) + "\n"
-        for i in range(12)
-    ))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "anchor": f"{i} the {words[i % 10]}",
+                    "positive": f"a {words[i % 10]} {i}",
+                    "negative": f"some {words[(i + 3) % 10]} {i + 100}",
+                }
+            )
+            + "\n"
+            for i in range(12)
+        )
+    )
     return path

@@ -23,9 +23,8 @@ from typing import Any
 
 import jinja2
 
-from st_prune.model.dtypes import saved_weights
 from st_prune.errors import StPruneError
-from st_prune.util.files import read_json
+from st_prune.model.dtypes import saved_weights
 from st_prune.util.local_only import load_model_folder
 
 TEMPLATE_NAME = "model_card.md.j2"
@@ -69,7 +68,10 @@ def load_template() -> jinja2.Template:
     """The card template shipped inside the package (``st_prune/card/templates``)."""
     source = resources.files(__package__).joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
     environment = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
         autoescape=False,
     )
     # Prompts end in " →": show it as written, not as the JSON escape "\u2192".
@@ -139,8 +141,17 @@ def final_record(records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     return final
 
 
-def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan: dict[str, Any],
-                 records: dict[str, dict[str, Any] | None], run_dir: Path, speed_documents: int) -> dict[str, Any]:
+def card_context(
+    recipe: Any,
+    variant: Any,
+    *,
+    repo_id: str,
+    folder: Path,
+    scan: dict[str, Any],
+    records: dict[str, dict[str, Any] | None],
+    run_dir: Path,
+    speed_documents: int,
+) -> dict[str, Any]:
     """Everything the template shows for one variant: ``recipe`` and ``variant`` are the recipe's specs, ``scan`` and
     ``records`` the stage records (``stage_records``), ``folder`` the exported model folder, ``run_dir`` the run
     folder the evaluation record's results path is relative to, ``speed_documents`` how many texts tokens/s timed."""
@@ -184,8 +195,10 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         # A width cut (issue 25.4): channels of every kept layer's MLP; None at full width.
         "mlp": prune.get("width"),
         "how": (
-            f"L3Prune's {variant.pick} pick" if variant.pick
-            else f"a fixed {variant.layers}-layer cut" if variant.layers
+            f"L3Prune's {variant.pick} pick"
+            if variant.pick
+            else f"a fixed {variant.layers}-layer cut"
+            if variant.layers
             else f"a fixed pruning fraction of {variant.fraction:g} (keeps int(L × (1 − p)) layers)"
         ),
         "small": scan["small"],
@@ -202,7 +215,10 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
         ("Scheduler", "linear decay after warm-up"),
         ("Optimizer", "AdamW (transformers default)"),
         ("Loss", f"MultipleNegativesRankingLoss (InfoNCE with hard negatives), scale {settings['scale']:g}"),
-        ("LoRA", f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, on {', '.join(train['lora_target_modules'])}"),
+        (
+            "LoRA",
+            f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, on {', '.join(train['lora_target_modules'])}",
+        ),
         ("Max sequence length", max_seq_length),
         ("Pooling", f"{recipe.base.pooling.replace('_', ' ')} (instruction tokens excluded)"),
         ("Precision", _precision(train)),
@@ -212,17 +228,38 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
     ]
     distillation = train.get("distillation")
     if distillation and distillation.get("self"):  # the recipe's `recover: distill` (st_prune.training.self_distill)
-        hyper.insert(7, ("Recovery", (
-            f"self-distillation: + {distillation['weight']:g} × {distillation['distance']} distance to the embeddings "
-            f"of the uncut base ({distillation['teacher_layers']} layers)")))
-        hyper.insert(8, ("Teacher's cost", (
-            f"{distillation['teacher_texts']} training texts embedded once by the uncut base in "
-            f"{distillation['teacher_seconds']:.0f} s")))
+        hyper.insert(
+            7,
+            (
+                "Recovery",
+                (
+                    f"self-distillation: + {distillation['weight']:g} × {distillation['distance']} distance to the embeddings "
+                    f"of the uncut base ({distillation['teacher_layers']} layers)"
+                ),
+            ),
+        )
+        hyper.insert(
+            8,
+            (
+                "Teacher's cost",
+                (
+                    f"{distillation['teacher_texts']} training texts embedded once by the uncut base in "
+                    f"{distillation['teacher_seconds']:.0f} s"
+                ),
+            ),
+        )
     elif distillation:  # beyond the paper: the recipe's `distill` section (st_prune.training.distillation)
-        hyper.insert(7, ("Distillation", (
-            f"+ {distillation['weight']:g} × {distillation['distance']} distance to the embeddings of the trained "
-            f"`{distillation['teacher']}` variant ({distillation['teacher_layers']} layers), computed once in "
-            f"{distillation['teacher_seconds']:.0f} s (EmbedDistillLoss)")))
+        hyper.insert(
+            7,
+            (
+                "Distillation",
+                (
+                    f"+ {distillation['weight']:g} × {distillation['distance']} distance to the embeddings of the trained "
+                    f"`{distillation['teacher']}` variant ({distillation['teacher_layers']} layers), computed once in "
+                    f"{distillation['teacher_seconds']:.0f} s (EmbedDistillLoss)"
+                ),
+            ),
+        )
     scan_settings = scan["settings"]
     datasets = list(recipe.data.names)
     eval_context = evaluation_context(evaluation, run_dir, _local_names(recipe))
@@ -262,8 +299,13 @@ def card_context(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan:
             "data": recipe.data.description or (", ".join(datasets) if datasets else _public_name(recipe.data.path)),
             "triplets": train["triplets"],
             "instruction_groups": train["datasets"],
-            "budget": _budget(train["steps"], settings["batch_size"], max_seq_length, train["triplets"],
-                              processes=train.get("processes", 1)),  # records before 2026-11-30 ran on one
+            "budget": _budget(
+                train["steps"],
+                settings["batch_size"],
+                max_seq_length,
+                train["triplets"],
+                processes=train.get("processes", 1),
+            ),  # records before 2026-11-30 ran on one
         },
         "evaluation": eval_context,
         "trim_section": _trim_section(trim),
@@ -289,17 +331,20 @@ def evaluation_context(evaluation: dict[str, Any] | None, run_dir: Path, local_n
     if not evaluation:
         return context
     results_dir = run_dir / evaluation["results_dir"]
-    context["table"] = results_table_markdown(results_dir, task_types=evaluation["task_types"],
-                                              task_names=list(evaluation["scores"])).strip()
+    context["table"] = results_table_markdown(
+        results_dir, task_types=evaluation["task_types"], task_names=list(evaluation["scores"])
+    ).strip()
     context["average"] = evaluation["average"]
     for task, score in evaluation["scores"].items():
-        context["rows"].append({
-            "task": task,
-            "type": evaluation["task_types"].get(task, "Custom"),
-            "dataset_type": task if "/" in task else f"mteb/{task}" if task not in local_names else task,
-            "metric": evaluation["main_score_names"].get(task, "main_score"),
-            "score": round(100 * score, 2),
-        })
+        context["rows"].append(
+            {
+                "task": task,
+                "type": evaluation["task_types"].get(task, "Custom"),
+                "dataset_type": task if "/" in task else f"mteb/{task}" if task not in local_names else task,
+                "metric": evaluation["main_score_names"].get(task, "main_score"),
+                "score": round(100 * score, 2),
+            }
+        )
     return context
 
 
@@ -319,20 +364,26 @@ def _deployment(deployed: dict[str, Any] | None) -> dict[str, Any] | None:
     rows = []
     for name, entry in deployed["files"].items():
         speed = deployed["speed"].get(name, {})
-        rows.append({
-            "file": name,
-            "precision": entry["precision"],
-            "shipped": bool(entry.get("shipped")),
-            "load": entry.get("load", ""),
-            "reason": entry.get("reason", ""),
-            "cosine_min": f"{entry['cosine_to_torch_min']:.4f}",
-            "speedup": f"{speed['speedup']:.2f}×" if speed else "–",
-        })
+        rows.append(
+            {
+                "file": name,
+                "precision": entry["precision"],
+                "shipped": bool(entry.get("shipped")),
+                "load": entry.get("load", ""),
+                "reason": entry.get("reason", ""),
+                "cosine_min": f"{entry['cosine_to_torch_min']:.4f}",
+                "speedup": f"{speed['speedup']:.2f}×" if speed else "–",
+            }
+        )
     torch_speed = deployed["speed"]["torch"]["texts_per_second"]
     checked = deployed.get("checked_on") or {}
     checked_on = f"{checked['texts']} {checked['source']}" if checked.get("texts") and checked.get("source") else ""
-    return {"rows": rows, "torch_texts_per_second": f"{torch_speed:,.1f}", "machine": deployed["machine"],
-            "checked_on": checked_on}
+    return {
+        "rows": rows,
+        "torch_texts_per_second": f"{torch_speed:,.1f}",
+        "machine": deployed["machine"],
+        "checked_on": checked_on,
+    }
 
 
 def _budget(steps: int, batch_size: int, max_seq_length: int, triplets: int, processes: int = 1) -> str:
@@ -341,8 +392,10 @@ def _budget(steps: int, batch_size: int, max_seq_length: int, triplets: int, pro
     Under DDP every process trains on its own batch each step: ``processes`` of them multiply what was seen."""
     seen = steps * batch_size * processes
     per_step = f"{batch_size} triplets × {processes} processes" if processes > 1 else f"{batch_size} triplets"
-    return (f"{steps} steps × {per_step} × at most {max_seq_length} tokens per text: {seen:,} triplets "
-            f"seen, {seen / triplets:.2f} passes over the {triplets:,}")
+    return (
+        f"{steps} steps × {per_step} × at most {max_seq_length} tokens per text: {seen:,} triplets "
+        f"seen, {seen / triplets:.2f} passes over the {triplets:,}"
+    )
 
 
 def _precision(train: dict[str, Any]) -> str:
@@ -366,8 +419,9 @@ def write_card(folder: Path, context: dict[str, Any], curve: Path | None = None)
     text = render_card(context, extra_forbidden=local)
     fix = "move it away and run the card stage again"
     if curve is not None and curve.is_file():
-        ownership.write_file(folder, CURVE_FILE, lambda path: shutil.copyfile(curve, path), by="card", overwrite=True,
-                             fix=fix)
+        ownership.write_file(
+            folder, CURVE_FILE, lambda path: shutil.copyfile(curve, path), by="card", overwrite=True, fix=fix
+        )
     ownership.write_text(folder, "README.md", text, by="card", overwrite=True, fix=fix)
     return folder / "README.md"
 

@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--onnx", action="store_true", help="write onnx/model.onnx")
     parser.add_argument("--openvino", action="store_true", help="write openvino/openvino_model.xml/.bin")
     parser.add_argument(
-        "--quantize", choices=["int8"], action="append", default=[],
+        "--quantize",
+        choices=["int8"],
+        action="append",
+        default=[],
         help="also write int8 files (ONNX dynamic, OpenVINO weight-only); shipped only if cosine >= 0.99",
     )
     parser.add_argument(
@@ -52,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     report = deploy(args.model, backends=backends, quantize=args.quantize, overwrite=args.overwrite, texts=texts)
     for name, entry in report["files"].items():
         if entry["shipped"]:
-            print(f"{name}: {entry['precision']}, max |diff| to torch {entry['max_abs_diff_to_torch']:.1e}, "
-                  f"min cosine {entry['cosine_to_torch_min']:.4f}  ->  {entry['load']}")
+            print(
+                f"{name}: {entry['precision']}, max |diff| to torch {entry['max_abs_diff_to_torch']:.1e}, "
+                f"min cosine {entry['cosine_to_torch_min']:.4f}  ->  {entry['load']}"
+            )
         else:
             print(f"{name}: not shipped: {entry['reason']}")
     print(f"report: {Path(args.model) / 'deploy.json'}")

@@ -73,8 +73,8 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
-    from st_prune.evaluation import evaluate as evaluation
     from st_prune.errors import StPruneError
+    from st_prune.evaluation import evaluate as evaluation
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
     logging.getLogger("mteb").setLevel(logging.WARNING)

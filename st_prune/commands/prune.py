@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.errors import StPruneError
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.paper import POOLING_MODES
 from st_prune.util.interrupts import Resume
 
@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plain SentenceTransformer(path).",
     )
     parser.add_argument(
-        "model", metavar="MODEL",
+        "model",
+        metavar="MODEL",
         help="Hub id, local folder, or .gguf file of a decoder LLM; or a sentence-transformers embedder over one "
         "(its pooling, Dense/Normalize modules, prompts and tokenizer are kept)",
     )
@@ -29,20 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fraction", type=float, metavar="P", help="share of layers to drop, 0 <= P < 1; keeps int(L * (1 - P))"
     )
     parser.add_argument(
-        "--mlp-keep", type=float, default=1.0, metavar="F",
+        "--mlp-keep",
+        type=float,
+        default=1.0,
+        metavar="F",
         help="share of MLP channels every kept layer keeps, 0 < F <= 1 (default 1); ranked by their activations on "
         "--data",
     )
     parser.add_argument("--data", metavar="FILE", help="training data the MLP channels are ranked on (with --mlp-keep)")
     parser.add_argument(
-        "--pooling", choices=sorted(POOLING_MODES),
+        "--pooling",
+        choices=sorted(POOLING_MODES),
         help="pooling of an LLM's encoder (default weighted_mean); an embedder keeps its own",
     )
     parser.add_argument(
         "--max-seq-length", type=int, metavar="N", help="tokens per text (default 512; an embedder keeps its own)"
     )
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
         help="dtype the weights load and are saved in (default auto: the checkpoint's own)",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (must be empty or absent)")
@@ -78,9 +85,16 @@ def run(args: argparse.Namespace) -> int:
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
     from st_prune.l3prune.shrink import shrink
 
-    model, record = shrink(args.model, layers=args.layers, fraction=args.fraction, mlp_keep=args.mlp_keep,
-                           data=args.data if args.mlp_keep < 1 else None, pooling=args.pooling,
-                           max_seq_length=args.max_seq_length, dtype=args.dtype)
+    model, record = shrink(
+        args.model,
+        layers=args.layers,
+        fraction=args.fraction,
+        mlp_keep=args.mlp_keep,
+        data=args.data if args.mlp_keep < 1 else None,
+        pooling=args.pooling,
+        max_seq_length=args.max_seq_length,
+        dtype=args.dtype,
+    )
     module = model[0]
     output = export_model(model, args.output, overwrite=args.overwrite)
     parameters = sum(parameter.numel() for parameter in model.parameters())
@@ -91,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
         f"kept {module.num_layers}/{module.num_original_layers} layers, {parameters / 1e6:.1f}M parameters "
         f"({weights['dtype']}, {weights['bytes'] / 1024**2:,.1f} MB), "
         f"embedding dimension {model.get_embedding_dimension()}"
-        + (f", MLP width {record['intermediate_size']}/{record['original_intermediate_size']}"
-           if record["mlp_keep"] < 1 else "")
+        + (
+            f", MLP width {record['intermediate_size']}/{record['original_intermediate_size']}"
+            if record["mlp_keep"] < 1
+            else ""
+        )
         + f" -> {output}"
     )
     return 0

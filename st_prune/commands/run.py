@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from st_prune.model.dtype_names import DTYPE_CHOICES
-from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.preflight import check_depths
+from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.runner import RecipeRunner
 from st_prune.pipeline.stages import STAGES
 from st_prune.util.interrupts import Resume
@@ -20,23 +20,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "when re-run, so an interrupted run resumes where it stopped.",
     )
     parser.add_argument(
-        "recipe", metavar="RECIPE",
+        "recipe",
+        metavar="RECIPE",
         help="a shipped recipe's name (`st-prune recipes` lists them, e.g. smollm2-135m-instruct-cpu) or a recipe YAML file",
     )
     parser.add_argument("--output", metavar="DIR", help="run folder (default: runs/<recipe name>)")
     parser.add_argument("--push-to-hub", metavar="ORG", help="publish every variant to ORG/<repo name> on the Hub")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe key by its dotted path, e.g. --set training.steps=10 --set data.path=/data/e5",
     )
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES,
+        "--dtype",
+        choices=DTYPE_CHOICES,
         help="dtype the base loads, trains and exports in; same as --set base.dtype=DTYPE (the recipe's, else auto)",
     )
     parser.add_argument("--only", choices=STAGES, metavar="STAGE", help=f"run one stage only ({', '.join(STAGES)})")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the resolved settings; do nothing")
     parser.add_argument(
-        "--zoo-index", metavar="DIR",
+        "--zoo-index",
+        metavar="DIR",
         help="also merge this run's variants into DIR/zoo.json and DIR/README.md (e.g. model_cards/)",
     )
     parser.set_defaults(func=run, interrupted=interrupted)
@@ -45,8 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
     # Every stage writes its marker last, so a re-run skips exactly the finished ones; training keeps checkpoints.
     folder = args.output or "the run folder"
-    return Resume(f"the finished stages are kept in {folder} and the same command skips them (a stopped training "
-                  "goes on from its last checkpoint)", argv)
+    return Resume(
+        f"the finished stages are kept in {folder} and the same command skips them (a stopped training "
+        "goes on from its last checkpoint)",
+        argv,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.errors import StPruneError
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.paper import POOLING_MODES
 from st_prune.util.interrupts import Resume
 
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the row sampling (default 42)")
     parser.add_argument("--scale", type=float, default=50.0, help="InfoNCE scale, 1/temperature (default 50)")
     parser.add_argument(
-        "--pooling", choices=sorted(POOLING_MODES),
+        "--pooling",
+        choices=sorted(POOLING_MODES),
         help="pooling of an LLM's encoder (default weighted_mean); a sentence-transformers embedder is scanned with its "
         "own pooling, Dense/Normalize and query/document prompts",
     )
@@ -41,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-seq-length", type=int, metavar="N", help="tokens per text (default 512; an embedder keeps its own)"
     )
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
         help="dtype the model loads in (default auto: the checkpoint's own; float32 if the loss overflows)",
     )
     parser.add_argument(
@@ -64,10 +67,10 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 
 
 def run(args: argparse.Namespace) -> int:
-    from st_prune.data.triplets import read_task_instructions
-    from st_prune.model.dtypes import check_load_dtype
     from st_prune.data.echo import load_training_source
+    from st_prune.data.triplets import read_task_instructions
     from st_prune.l3prune.scan import L3Prune, scan
+    from st_prune.model.dtypes import check_load_dtype
     from st_prune.model.truncated_llm import encoder_from_llm
 
     if args.max_seq_length is not None and args.max_seq_length < 1:
@@ -82,15 +85,21 @@ def run(args: argparse.Namespace) -> int:
     # Every file the scan will write, checked now: a scan can take minutes, and must never replace the user's files.
     destinations = [("--output", Path(args.output))]
     if not args.no_plot:
-        destinations.append(("--plot" if args.plot else "--output", Path(args.plot or Path(args.output).with_suffix(".png"))))
+        destinations.append(
+            ("--plot" if args.plot else "--output", Path(args.plot or Path(args.output).with_suffix(".png")))
+        )
     for flag, path in destinations:
         check_writable_file(path, flag)
         _check_destination(path, flag, Path(args.data))
     if len({path.resolve() for _, path in destinations}) < len(destinations):
-        raise StPruneError(f"--plot {args.plot} is the --output file; give the curve its own name, e.g. --plot scan.png")
+        raise StPruneError(
+            f"--plot {args.plot} is the --output file; give the curve its own name, e.g. --plot scan.png"
+        )
     selector = L3Prune(batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed, scale=args.scale)
     # Every data error comes before the (possibly minutes long) model load.
-    instructions = read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
+    instructions = (
+        read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
+    )
     # The loader `st-prune train` and `run` use: an echo-data folder is read as the paper's E5 mix.
     source = load_training_source(args.data, instructions=instructions, default_instruction=args.instruction)
     from st_prune.model.embedder import embedder_prompts
@@ -99,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {len(source.rows)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
 
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")
-    model = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device,
-                             dtype=args.dtype)
+    model = encoder_from_llm(
+        args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, device=args.device, dtype=args.dtype
+    )
     result = scan(
         model,
         batches,
@@ -123,11 +133,15 @@ def _check_destination(path: Path, flag: str, data: Path) -> None:
 
     target, source = path.resolve(), data.resolve()
     if target == source:
-        raise StPruneError(f"{flag} {path} is the --data file, which the scan would overwrite; choose another {flag}, "
-                           f"e.g. {flag} scan.json")
+        raise StPruneError(
+            f"{flag} {path} is the --data file, which the scan would overwrite; choose another {flag}, "
+            f"e.g. {flag} scan.json"
+        )
     if source in target.parents:
-        raise StPruneError(f"{flag} {path} is inside the --data folder {data}, whose files are read as training data; "
-                           f"choose another {flag}, e.g. {flag} scan.json")
+        raise StPruneError(
+            f"{flag} {path} is inside the --data folder {data}, whose files are read as training data; "
+            f"choose another {flag}, e.g. {flag} scan.json"
+        )
     ownership.check_replace(path.parent, path.name, by="scan", fix=f"choose another {flag} or move that file away")
 
 

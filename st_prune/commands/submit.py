@@ -28,8 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
-    return Resume(f"{args.output} may hold part of the submission, which the same command writes again", argv,
-                  action="start again with")
+    return Resume(
+        f"{args.output} may hold part of the submission, which the same command writes again",
+        argv,
+        action="start again with",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,8 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.errors import StPruneError
+from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.util.files import read_json
 from st_prune.util.interrupts import Resume
 
@@ -38,17 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "model", metavar="MODEL",
+        "model",
+        metavar="MODEL",
         help="Hub id, local folder, or .gguf file of a decoder LLM; or a sentence-transformers embedder over one (its "
         "pooling, Dense/Normalize modules, prompts and tokenizer are kept)",
     )
     parser.add_argument(
-        "--data", required=True, metavar="FILE",
+        "--data",
+        required=True,
+        metavar="FILE",
         help="training triplets: JSONL/CSV/Parquet with anchor, positive (, negative, instruction) columns, "
         "or a folder of <task>.jsonl files (the E5 mix, echo-embeddings layout)",
     )
     parser.add_argument(
-        "--instructions", metavar="JSON",
+        "--instructions",
+        metavar="JSON",
         help="task -> instruction for data with a task column (or a folder of task files) and no instruction column: "
         "a JSON file or inline JSON object",
     )
@@ -57,30 +61,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     depth.add_argument("--layers", type=int, metavar="K", help="decoder layers to keep (1..L)")
     depth.add_argument("--fraction", type=float, metavar="P", help="share of layers to drop; keeps int(L * (1 - P))")
     depth.add_argument(
-        "--l3prune", choices=("small", "large"),
+        "--l3prune",
+        choices=("small", "large"),
         help="keep the layer count L3Prune picks from the model's per-layer loss on --data (writes scan.json/png)",
     )
     add_training_flags(parser)
     parser.add_argument(
-        "--pooling", choices=("weighted_mean", "last_token", "mean"),
+        "--pooling",
+        choices=("weighted_mean", "last_token", "mean"),
         help="pooling of an LLM's encoder (default weighted_mean); an embedder keeps its own",
     )
     parser.add_argument(
-        "--mlp-keep", type=float, default=1.0, metavar="F",
+        "--mlp-keep",
+        type=float,
+        default=1.0,
+        metavar="F",
         help="share of MLP channels every kept layer keeps, 0 < F <= 1 (default 1), ranked by their activations on "
         "--data before training",
     )
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
         help="dtype the model loads, trains and is exported in (default auto: the checkpoint's own)",
     )
     parser.add_argument("--scan-batches", type=int, metavar="N", help="L3Prune: batches to average the loss over")
     parser.add_argument(
         "--scan-batch-size", type=int, metavar="B", help="L3Prune: triplets per scan batch (default: --batch-size)"
     )
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model (empty or absent)")
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue the run from the last checkpoint in DIR.work (or from CHECKPOINT)")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="folder for the exported model (empty or absent)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue the run from the last checkpoint in DIR.work (or from CHECKPOINT)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR and start DIR.work over")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep DIR.work after the export")
     parser.set_defaults(func=run, interrupted=interrupted)
@@ -158,17 +177,19 @@ def build_config(args: argparse.Namespace):
     except StPruneError as error:  # "max_steps must be ..." -> "--max-steps must be ...": the flag is the fix
         name = str(error).split(" ", 1)[0]
         if name in changes:
-            raise StPruneError(f"{training_flags()[name][0]}{str(error)[len(name):]}") from None
+            raise StPruneError(f"{training_flags()[name][0]}{str(error)[len(name) :]}") from None
         raise
 
 
 def _read_data(args: argparse.Namespace):
     """``(data, prompts)`` from ``--data`` with the task instructions, through the loader ``st-prune run`` uses too
     (``st_prune.data.echo.load_training_source``: an echo-data folder is read as the paper's E5 mix)."""
-    from st_prune.data.triplets import read_task_instructions
     from st_prune.data.echo import load_training_source
+    from st_prune.data.triplets import read_task_instructions
 
-    instructions = read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
+    instructions = (
+        read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
+    )
     source = load_training_source(args.data, instructions=instructions, default_instruction=args.default_instruction)
     return source.data, source.prompts
 
@@ -179,14 +200,14 @@ def _read_run(work: Path) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from st_prune.data.training_data import prepare_training_data
+    from st_prune.model.truncated_llm import encoder_from_llm
     from st_prune.training.trainer import (
         check_lora_targets,
         check_run_folders,
         train_pruned,
         work_dir_for,
     )
-    from st_prune.data.training_data import prepare_training_data
-    from st_prune.model.truncated_llm import encoder_from_llm
     from st_prune.util.distributed import is_main
 
     # Every check that can fail fast, before minutes of loading and scanning.
@@ -211,8 +232,10 @@ def run(args: argparse.Namespace) -> int:
     texts = read_texts(args.data) if config.recover else None
     if texts is not None:
         if args.l3prune:
-            raise StPruneError("--l3prune scans on pairs and --data holds unlabelled text: give --layers or "
-                               "--fraction, or triplets in --data")
+            raise StPruneError(
+                "--l3prune scans on pairs and --data holds unlabelled text: give --layers or "
+                "--fraction, or triplets in --data"
+            )
         from st_prune.training.self_distill import text_training_data
 
         data = text_training_data(texts, _document_prompt(args.model), config.batch_size)
@@ -247,16 +270,27 @@ def run(args: argparse.Namespace) -> int:
     extra_files: dict[str, str | bytes] = {}
     if args.l3prune:
         if previous is not None and previous.get("kept_layers") and (work / SCAN_JSON).is_file():
-            model = encoder_from_llm(args.model, layers=previous["kept_layers"], pooling=args.pooling,
-                                     max_seq_length=config.max_seq_length, dtype=args.dtype)
+            model = encoder_from_llm(
+                args.model,
+                layers=previous["kept_layers"],
+                pooling=args.pooling,
+                max_seq_length=config.max_seq_length,
+                dtype=args.dtype,
+            )
         else:
             model = _scan_and_prune(args, config, data, work)
         for name in (SCAN_JSON, SCAN_PNG):
             if (work / name).is_file():
                 extra_files[name] = (work / name).read_bytes()
     else:
-        model = encoder_from_llm(args.model, layers=args.layers, fraction=args.fraction, pooling=args.pooling,
-                                 max_seq_length=config.max_seq_length, dtype=args.dtype)
+        model = encoder_from_llm(
+            args.model,
+            layers=args.layers,
+            fraction=args.fraction,
+            pooling=args.pooling,
+            max_seq_length=config.max_seq_length,
+            dtype=args.dtype,
+        )
     width = None
     if args.mlp_keep < 1:
         # Ranked on the same texts, prompts and seed every time, so a resumed run cuts the same channels.
@@ -275,14 +309,32 @@ def run(args: argparse.Namespace) -> int:
         from st_prune.util import ownership
 
         claim_work_dir(work)
-        run_record = {"model": args.model, **depth, "dtype": args.dtype, "kept_layers": module.num_layers,
-                      "num_original_layers": module.num_original_layers, "config": config.to_dict()}
-        ownership.write_text(work, RUN_FILE, json.dumps(run_record, indent=2, sort_keys=True) + "\n", by="train",
-                             fix="move it away or choose another --output")
+        run_record = {
+            "model": args.model,
+            **depth,
+            "dtype": args.dtype,
+            "kept_layers": module.num_layers,
+            "num_original_layers": module.num_original_layers,
+            "config": config.to_dict(),
+        }
+        ownership.write_text(
+            work,
+            RUN_FILE,
+            json.dumps(run_record, indent=2, sort_keys=True) + "\n",
+            by="train",
+            fix="move it away or choose another --output",
+        )
 
     train_pruned(
-        model, data, config, output, work_dir=work, resume=checkpoint or False, overwrite=args.overwrite,
-        keep_checkpoints=args.keep_checkpoints, extra_files=extra_files or None,
+        model,
+        data,
+        config,
+        output,
+        work_dir=work,
+        resume=checkpoint or False,
+        overwrite=args.overwrite,
+        keep_checkpoints=args.keep_checkpoints,
+        extra_files=extra_files or None,
     )
     if is_main():
         parameters = sum(parameter.numel() for parameter in model.parameters())
@@ -308,28 +360,36 @@ def _teacher_embeddings(args: argparse.Namespace, config, model, data, work: Pat
     """``data`` with the uncut model's embeddings (cached in DIR.work/teacher-embeddings) and the teacher's cost."""
     from st_prune.model.truncated_llm import encoder_from_llm
     from st_prune.training.self_distill import CACHE_DIR, self_distillation_data
-    from st_prune.training.trainer import teacher_identity
+    from st_prune.training.trainer import WORK_WRITER, claim_work_dir, teacher_identity
+    from st_prune.util import ownership
     from st_prune.util.distributed import is_main
     from st_prune.util.resources import release_memory
-
-    from st_prune.training.trainer import WORK_WRITER, claim_work_dir
-    from st_prune.util import ownership
 
     teacher = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=model.max_seq_length, dtype=args.dtype)
     # --overwrite starts over: a stale cache is st-prune's own scratch then; otherwise it is refused (one line) before
     # anything is written. The cache's files are recorded as st-prune's, so the clean-up after the export removes them.
     data, cost = self_distillation_data(
-        teacher, data, work / CACHE_DIR, identity=teacher_identity(args.model, teacher), batch_size=config.batch_size,
-        stale="rebuild" if args.overwrite else "refuse", progress=is_main(),
-        before_write=(lambda: claim_work_dir(work)) if is_main() else None)
+        teacher,
+        data,
+        work / CACHE_DIR,
+        identity=teacher_identity(args.model, teacher),
+        batch_size=config.batch_size,
+        stale="rebuild" if args.overwrite else "refuse",
+        progress=is_main(),
+        before_write=(lambda: claim_work_dir(work)) if is_main() else None,
+    )
     if is_main():
         ownership.record_tree(work, CACHE_DIR, by=WORK_WRITER, digest=False)
         how = "read from the cache" if cost.cached else f"embedded in {cost.seconds:.0f}s"
         print(f"teacher: the uncut model ({teacher[0].num_layers} layers), {cost.texts} texts {how}")
     del teacher
     release_memory()
-    return data, {"teacher": args.model, "teacher_layers": model[0].num_original_layers,
-                  "distance": config.distill_distance, **cost.to_dict()}
+    return data, {
+        "teacher": args.model,
+        "teacher_layers": model[0].num_original_layers,
+        "distance": config.distill_distance,
+        **cost.to_dict(),
+    }
 
 
 def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
@@ -344,9 +404,14 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
         from st_prune.training.self_distill import CACHE_DIR
 
         # --recover distill: the teacher's embeddings finished so far are kept, and the same command goes on from them
-        cached = f"; the teacher's embeddings so far are kept in {work / CACHE_DIR}" if (work / CACHE_DIR).is_dir() else ""
-        return Resume(f"no checkpoint was saved yet (one every {every} steps, --save-steps){cached}", argv,
-                      action="start again with")
+        cached = (
+            f"; the teacher's embeddings so far are kept in {work / CACHE_DIR}" if (work / CACHE_DIR).is_dir() else ""
+        )
+        return Resume(
+            f"no checkpoint was saved yet (one every {every} steps, --save-steps){cached}",
+            argv,
+            action="start again with",
+        )
     return Resume(f"the last checkpoint is {last}", _resume_argv(args, argv))
 
 
@@ -370,8 +435,8 @@ def _scan_and_prune(args: argparse.Namespace, config, data, work: Path):
     """Run L3Prune on the full-depth model over the training data exactly as the trainer will batch it,
     cut the model to the pick, and save scan.json and scan.png into the work folder."""
     from st_prune.l3prune.scan import L3Prune
-    from st_prune.util.distributed import is_main
     from st_prune.model.truncated_llm import encoder_from_llm
+    from st_prune.util.distributed import is_main
 
     # max_seq_length None: 512 for an LLM (config.sequence_length()'s default), an embedder's own length.
     full = encoder_from_llm(args.model, pooling=args.pooling, max_seq_length=config.max_seq_length, dtype=args.dtype)

@@ -110,8 +110,10 @@ def load_e5_mix(
             dataset = dataset.select(range(min(max_rows_per_task, len(dataset))))
         parts = E5_ALTERNATING.get(path.stem) if path.stem not in table else None
         if parts:
-            pieces = {parts[0]: dataset.select(range(0, len(dataset), 2)),
-                      parts[1]: dataset.select(range(1, len(dataset), 2))}
+            pieces = {
+                parts[0]: dataset.select(range(0, len(dataset), 2)),
+                parts[1]: dataset.select(range(1, len(dataset), 2)),
+            }
         else:
             pieces = {path.stem: dataset}
         for task, piece in pieces.items():

@@ -65,8 +65,10 @@ def _per_dataset_prompts(prompts: Prompts, names: Sequence[str]) -> dict[str, di
         return {name: dict(prompts) for name in names}
     unknown = [name for name in prompts if name not in names]
     if unknown:
-        raise StPruneError(f"prompts name dataset(s) {', '.join(map(str, unknown))} that the data does not have "
-                           f"(datasets: {', '.join(names)})")
+        raise StPruneError(
+            f"prompts name dataset(s) {', '.join(map(str, unknown))} that the data does not have "
+            f"(datasets: {', '.join(names)})"
+        )
     return {name: dict(prompts[name]) for name in names if name in prompts}
 
 
@@ -149,8 +151,8 @@ def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -
     if dropped:
         logger.warning(
             "Skipping %d dataset(s) with fewer than batch_size=%d rows: %s",
-            len(dropped), batch_size, ", ".join(f"{name} ({rows})" for name, rows in dropped.items()),
+            len(dropped),
+            batch_size,
+            ", ".join(f"{name} ({rows})" for name, rows in dropped.items()),
         )
     return TrainingData(kept, {name: p for name, p in split_prompts.items() if name in kept and p}, dropped)
-
-

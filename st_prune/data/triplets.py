@@ -207,7 +207,9 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise StPruneError(f"{path.name} line {number} is not valid JSON ({error.msg}); fix that line") from None
+                    raise StPruneError(
+                        f"{path.name} line {number} is not valid JSON ({error.msg}); fix that line"
+                    ) from None
         for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict):
                 raise StPruneError(f"{path.name} row {number} is not a JSON object; write one object per line")

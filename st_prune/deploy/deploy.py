@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from st_prune.model.architectures import TESTED_MODEL_TYPES
 from st_prune.errors import StPruneError
+from st_prune.model.architectures import TESTED_MODEL_TYPES
 from st_prune.util import ownership
 from st_prune.util.files import read_json, write_json_atomic
 from st_prune.util.optional import REQUIREMENTS
@@ -144,11 +144,16 @@ def check_outputs(folder: Path, backends: Iterable[str], overwrite: bool) -> Non
         target = folder / backend
         if target.is_symlink() or (target.exists() and not target.is_dir()):
             raise StPruneError(f"{target} exists and is not a folder st-prune wrote; move it away")
-        earlier = [name for name in ownership.read_record(folder)["files"]
-                   if name.startswith(f"{backend}/") and ownership.owner(folder, name)]
+        earlier = [
+            name
+            for name in ownership.read_record(folder)["files"]
+            if name.startswith(f"{backend}/") and ownership.owner(folder, name)
+        ]
         if earlier and not overwrite:
-            raise StPruneError(f"{target} already has files; pass --overwrite to replace them (only st-prune's own "
-                               "files there are replaced)")
+            raise StPruneError(
+                f"{target} already has files; pass --overwrite to replace them (only st-prune's own "
+                "files there are replaced)"
+            )
     for name in written_names(backends):
         # deploy.json is deploy's running record (entries of other backends kept): re-written on every deploy.
         ownership.check_replace(folder, name, by="deploy", overwrite=overwrite, fix="move it away")
@@ -191,8 +196,10 @@ def deploy(
     try:
         staging = new_staging_dir(folder)
     except OSError as error:
-        raise StPruneError(f"cannot write beside {folder} ({error.strerror or type(error).__name__}), where deploy "
-                           "assembles its files; make its parent folder writable") from None
+        raise StPruneError(
+            f"cannot write beside {folder} ({error.strerror or type(error).__name__}), where deploy "
+            "assembles its files; make its parent folder writable"
+        ) from None
     try:
         files = _build(model, staging, backends, set(quantize), checks)
         report = _report(folder, model, model_type, files, texts, checks)
@@ -235,8 +242,8 @@ class _Checks:
 
 
 def _build(model, staging: Path, backends: list[str], quantize: set[str], checks: _Checks) -> dict[str, dict]:
-    from st_prune.deploy.runtime import onnx_runner, openvino_runner
     from st_prune.deploy.onnx import export_onnx
+    from st_prune.deploy.runtime import onnx_runner, openvino_runner
 
     files: dict[str, dict] = {}
     onnx_fp32 = staging / FILES["onnx", None]
@@ -260,8 +267,13 @@ def _build(model, staging: Path, backends: list[str], quantize: set[str], checks
         if "int8" in quantize:
             target = staging / FILES["openvino", "int8"]
             compress_openvino_int8(xml, target)
-            _check_quantized(files, staging, FILES["openvino", "int8"], checks.compare(openvino_runner(target)),
-                             "int8 weight-only (NNCF INT8_ASYM, per output channel; fp32 activations)")
+            _check_quantized(
+                files,
+                staging,
+                FILES["openvino", "int8"],
+                checks.compare(openvino_runner(target)),
+                "int8 weight-only (NNCF INT8_ASYM, per output channel; fp32 activations)",
+            )
     if "onnx" not in backends:
         # The ONNX graph was only the OpenVINO conversion's source.
         shutil.rmtree(onnx_fp32.parent)
@@ -343,8 +355,9 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def measure_backend_speed(folder: str | os.PathLike, report: dict[str, Any], texts: Sequence[str],
-                          batch_size: int = 16, rounds: int = 3) -> dict[str, dict[str, Any]]:
+def measure_backend_speed(
+    folder: str | os.PathLike, report: dict[str, Any], texts: Sequence[str], batch_size: int = 16, rounds: int = 3
+) -> dict[str, dict[str, Any]]:
     """Texts/s of the torch model and of every shipped file on ``texts``, side by side in one process.
 
     After one warm-up batch each, every encoder encodes ``texts`` once per round, one after another (round-robin),
@@ -376,8 +389,10 @@ def measure_backend_speed(folder: str | os.PathLike, report: dict[str, Any], tex
         # OpenVINO pinned to fp32 arithmetic: the precision its files were checked in (its default is bf16 on
         # CPUs that have it, faster but not what the agreement figures describe).
         runner = onnx_runner(folder / name) if name.startswith("onnx/") else openvino_runner(folder / name)
-        encoders[name] = (name, lambda batch, runner=runner: encode_with_graph(model, runner, batch,
-                                                                                batch_size=batch_size))
+        encoders[name] = (
+            name,
+            lambda batch, runner=runner: encode_with_graph(model, runner, batch, batch_size=batch_size),
+        )
     seconds: dict[str, list[float]] = {name: [] for name in encoders}
     for _, encode in encoders.values():
         encode(texts[:batch_size])
@@ -388,7 +403,11 @@ def measure_backend_speed(folder: str | os.PathLike, report: dict[str, Any], tex
             seconds[name].append(time.perf_counter() - start)
     speed = {name: len(texts) / max(statistics.median(taken), 1e-9) for name, taken in seconds.items()}
     return {
-        name: {"file": encoders[name][0], "texts_per_second": round(speed[name], 1),
-               "speedup": round(speed[name] / speed["torch"], 2), "rounds": len(seconds[name])}
+        name: {
+            "file": encoders[name][0],
+            "texts_per_second": round(speed[name], 1),
+            "speedup": round(speed[name] / speed["torch"], 2),
+            "rounds": len(seconds[name]),
+        }
         for name in encoders
     }

@@ -144,8 +144,7 @@ def quantize_onnx_int8(source: str | os.PathLike, target: str | os.PathLike) -> 
 
     source, target = Path(source), Path(target)
     graph = onnx.load(str(source), load_external_data=False).graph
-    keep_fp32 = [node.name for node in graph.node
-                 if node.op_type == "MatMul" and "down_proj" in node.name]
+    keep_fp32 = [node.name for node in graph.node if node.op_type == "MatMul" and "down_proj" in node.name]
     # A large fp32 graph gives a large int8 one (the embedding table and down projections stay fp32): keep its
     # weights in a side file too. The quantizer would name it ``<file>.data``; it is written to a scratch folder
     # and saved again as ``<file>_data``, the name optimum looks for.

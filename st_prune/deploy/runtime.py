@@ -30,9 +30,7 @@ def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> GraphRun
     return lambda inputs: session.run(None, inputs)[0]
 
 
-def openvino_runner(
-    path: str | os.PathLike, threads: int | None = None, precision: str | None = "f32"
-) -> GraphRunner:
+def openvino_runner(path: str | os.PathLike, threads: int | None = None, precision: str | None = "f32") -> GraphRunner:
     """``precision="f32"`` pins fp32 arithmetic (the runtime's default is bf16 on CPUs that support it);
     ``None`` keeps the runtime's default."""
     import openvino as ov

@@ -441,8 +441,6 @@ def _read_task_rows(path: Path, task_type: str) -> list[dict[str, Any]]:
     return rows
 
 
-
-
 def _field_problem(task_type: str, field_name: str, row: dict[str, Any]) -> str | None:
     """What is wrong with one field of a row, or None."""
     if field_name not in row:
@@ -691,8 +689,16 @@ def evaluate_model(
     """
     folders_before = _folders_under(output_dir)
     try:
-        return _evaluate_model(model, tasks, meta=meta, output_dir=output_dir, batch_size=batch_size,
-                               overwrite=overwrite, template=template, show_progress_bar=show_progress_bar)
+        return _evaluate_model(
+            model,
+            tasks,
+            meta=meta,
+            output_dir=output_dir,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            template=template,
+            show_progress_bar=show_progress_bar,
+        )
     except BaseException:
         # A run that wrote no result leaves no empty results folders behind (only folders it created).
         _remove_new_empty_folders(output_dir, folders_before)
@@ -1027,9 +1033,12 @@ def prepare_submission(
     if not (results_root / "results").is_dir():
         raise StPruneError(f"{results_root} has no results/ folder: pass the --output folder of `st-prune eval`")
     if output_dir.resolve() == results_root.resolve() or output_dir.resolve().is_relative_to(
-            (results_root / "results").resolve()):
-        raise StPruneError(f"--output {output_dir} is the results folder the submission is copied from; choose a "
-                           f"new folder, e.g. --output {results_root.resolve().parent / 'submission'}")
+        (results_root / "results").resolve()
+    ):
+        raise StPruneError(
+            f"--output {output_dir} is the results folder the submission is copied from; choose a "
+            f"new folder, e.g. --output {results_root.resolve().parent / 'submission'}"
+        )
 
     cache = mteb.ResultCache(results_root)
     metas = _submitted_model_metas(cache, model_name)
@@ -1094,7 +1103,9 @@ def _submitted_model_metas(cache: mteb.ResultCache, model_name: str | None) -> l
         except ValueError as error:  # pydantic's ValidationError: a field missing or of the wrong type
             problem = error.errors()[0] if hasattr(error, "errors") else {"loc": (), "msg": str(error)}
             where = ".".join(map(str, problem["loc"])) or "model_meta"
-            raise StPruneError(f"{meta_path} is not a valid mteb ModelMeta ({where}: {problem['msg']}); {fix}") from None
+            raise StPruneError(
+                f"{meta_path} is not a valid mteb ModelMeta ({where}: {problem['msg']}); {fix}"
+            ) from None
     return metas
 
 

@@ -227,7 +227,14 @@ def _summary(error: BaseException) -> str:
 
 
 # Transport failures (no HTTP answer), by class name: huggingface_hub's HTTP client is an httpx fork (httpx2).
-_UNREACHABLE_ERRORS = {"TransportError", "NetworkError", "TimeoutException", "ConnectionError", "gaierror", "TimeoutError"}
+_UNREACHABLE_ERRORS = {
+    "TransportError",
+    "NetworkError",
+    "TimeoutException",
+    "ConnectionError",
+    "gaierror",
+    "TimeoutError",
+}
 
 
 def _unreachable_endpoint(error: BaseException) -> str | None:
@@ -249,8 +256,10 @@ def describe_hub_error(error: BaseException, repo_id: str, token: str | None, ac
     unreachable = _unreachable_endpoint(error) if status is None else None
     if unreachable is not None:
         # No answer at all: neither the token nor a retry in a second is the fix, the address or network is.
-        message = (f"{action} {repo_id} failed: the Hub at {unreachable} cannot be reached ({_summary(error)}); "
-                   "check the network, or HF_ENDPOINT if it points at another Hub")
+        message = (
+            f"{action} {repo_id} failed: the Hub at {unreachable} cannot be reached ({_summary(error)}); "
+            "check the network, or HF_ENDPOINT if it points at another Hub"
+        )
     elif status == 401:
         message = f"the Hub rejected the token (HTTP 401) for {repo_id}: {LOGIN_HINT}"
     elif status == 403:

@@ -39,10 +39,10 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 from tqdm.auto import tqdm
 
-from st_prune.model import architectures
 from st_prune.data.training_data import Prompts, TrainingData, to_training_data
 from st_prune.data.triplets import TEXT_COLUMNS
 from st_prune.errors import StPruneError
+from st_prune.model import architectures
 from st_prune.util.files import atomic_path, read_json, write_text_atomic
 from st_prune.util.optional import require
 
@@ -301,7 +301,13 @@ class L3PruneResult:
         if self.stds is not None:
             spread = np.asarray(self.stds)
             axes.fill_between(depths, losses - spread, losses + spread, color="tab:gray", alpha=0.15, label="± std")
-        axes.axvline(self.midpoint + 0.5, color="black", linestyle=":", linewidth=1, label=f"midpoint (L/2 = {self.num_layers / 2:g})")
+        axes.axvline(
+            self.midpoint + 0.5,
+            color="black",
+            linestyle=":",
+            linewidth=1,
+            label=f"midpoint (L/2 = {self.num_layers / 2:g})",
+        )
         confidence = self.pick_confidence()
         for pick, color in (("small", "tab:orange"), ("large", "tab:blue")):
             depth = self.pick(pick)
@@ -341,8 +347,10 @@ class L3PruneResult:
             lines.append(line + ")")
             if confidence is not None:
                 entry = confidence[pick]
-                line = (f"  the pick in {100 * entry['share']:.0f} % of {confidence['resamples']} bootstrap resamples of "
-                        f"the {confidence['batches']} batches")
+                line = (
+                    f"  the pick in {100 * entry['share']:.0f} % of {confidence['resamples']} bootstrap resamples of "
+                    f"the {confidence['batches']} batches"
+                )
                 if entry["runner_up"] is not None:
                     line += f"; runner-up {entry['runner_up']} layers ({100 * entry['runner_up_share']:.0f} %)"
                 if entry["share"] < CONFIDENT_SHARE:
@@ -402,8 +410,12 @@ def pick_confidence(
         "small": curves[:, :half].argmin(axis=1) + 1,  # argmin keeps the first minimum: select_depths' tie rule
         "large": curves[:, half:].argmin(axis=1) + half + 1,
     }
-    report: dict[str, Any] = {"method": "bootstrap over batches", "resamples": resamples, "seed": seed,
-                              "batches": batches}
+    report: dict[str, Any] = {
+        "method": "bootstrap over batches",
+        "resamples": resamples,
+        "seed": seed,
+        "batches": batches,
+    }
     for name, depth in zip(PICKS, select_depths(mean.tolist())):
         wins = np.bincount(chosen[name], minlength=total + 1)
         span = range(1, half + 1) if name == "small" else range(half + 1, total + 1)
@@ -482,8 +494,10 @@ class L3Prune:
         pool: list[tuple[str, np.ndarray]] = []
         for name in sorted(datasets):
             order = rng.permutation(len(datasets[name]))
-            pool.extend((name, order[start : start + self.batch_size])
-                        for start in range(0, len(order) - self.batch_size + 1, self.batch_size))
+            pool.extend(
+                (name, order[start : start + self.batch_size])
+                for start in range(0, len(order) - self.batch_size + 1, self.batch_size)
+            )
         if not pool:
             largest = max(len(dataset) for dataset in datasets.values())
             raise StPruneError(
@@ -491,8 +505,12 @@ class L3Prune:
                 f"batch of {self.batch_size}; lower the batch size or add data"
             )
         if len(pool) < self.num_batches:
-            logger.warning("the data holds %d full batches of %d; scanning all of them instead of %d",
-                           len(pool), self.batch_size, self.num_batches)
+            logger.warning(
+                "the data holds %d full batches of %d; scanning all of them instead of %d",
+                len(pool),
+                self.batch_size,
+                self.num_batches,
+            )
         chosen = [pool[index] for index in rng.permutation(len(pool))[: self.num_batches]]
         batches = []
         for name, indices in chosen:
@@ -501,9 +519,7 @@ class L3Prune:
             batches.append(ScanBatch(columns, {column: prepared.prompt(name, column) for column in columns}))
         return batches
 
-    def select(
-        self, model: SentenceTransformer, data: TrainingData | Any, prompts: Prompts = None
-    ) -> L3PruneResult:
+    def select(self, model: SentenceTransformer, data: TrainingData | Any, prompts: Prompts = None) -> L3PruneResult:
         """Scan every depth of ``model`` on ``data`` and return the curve with its small and large picks.
 
         Args:
@@ -515,8 +531,13 @@ class L3Prune:
             prompts: the ``prompts`` you will give the trainer, for data without an ``instruction`` column.
         """
         batches = self.sample(data, prompts)  # all data errors come before any model work
-        return scan(model, batches, scale=self.scale, show_progress_bar=self.show_progress_bar,
-                    settings={"batch_size": self.batch_size, "num_batches": len(batches), "seed": self.seed})
+        return scan(
+            model,
+            batches,
+            scale=self.scale,
+            show_progress_bar=self.show_progress_bar,
+            settings={"batch_size": self.batch_size, "num_batches": len(batches), "seed": self.seed},
+        )
 
 
 @dataclass
@@ -611,7 +632,9 @@ def scan(
                     loss_fn.compute_loss_from_embeddings([embeddings[c][depth].float() for c in columns], None)
                     for depth in range(total)
                 ]
-                per_batch[number] = torch.stack(losses).double().cpu().numpy()  # one device sync per batch, not per depth
+                per_batch[number] = (
+                    torch.stack(losses).double().cpu().numpy()
+                )  # one device sync per batch, not per depth
                 bad = [depth + 1 for depth in range(total) if not math.isfinite(per_batch[number, depth])]
                 if bad:
                     raise StPruneError(

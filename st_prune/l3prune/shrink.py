@@ -28,8 +28,12 @@ IMPORTANCE_BATCH_SIZE = 16
 
 
 def importance_texts(
-    data: Any, prompts: Prompts = None, *, num_batches: int = IMPORTANCE_BATCHES,
-    batch_size: int = IMPORTANCE_BATCH_SIZE, seed: int = 42,
+    data: Any,
+    prompts: Prompts = None,
+    *,
+    num_batches: int = IMPORTANCE_BATCHES,
+    batch_size: int = IMPORTANCE_BATCH_SIZE,
+    seed: int = 42,
 ) -> list[tuple[list[str], str | None]]:
     """``(texts, prompt)`` batches from training data, drawn and prompted exactly as the L3Prune scan draws them
     (smaller batches when no dataset fills one: the importance needs texts, not in-batch negatives)."""

@@ -23,10 +23,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from st_prune.errors import StPruneError
+
 # The names live apart so the loader (st_prune.model.truncated_llm) can use them without importing this module, which
 # imports the loader to read a checkpoint's config.
 from st_prune.model.dtype_names import DTYPE_CHOICES, check_dtype_name
-from st_prune.errors import StPruneError
 
 logger = logging.getLogger(__name__)
 

@@ -150,8 +150,11 @@ def column_prompts(prompts: dict[str, str] | None) -> dict[str, str] | None:
     prompts = prompts or {}
     query = prompts.get("query")
     document = prompts.get("document", prompts.get("passage"))
-    mapped = {column: prompt for column, prompt in (("anchor", query), ("positive", document), ("negative", document))
-              if prompt}
+    mapped = {
+        column: prompt
+        for column, prompt in (("anchor", query), ("positive", document), ("negative", document))
+        if prompt
+    }
     return mapped or None
 
 

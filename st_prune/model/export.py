@@ -77,8 +77,9 @@ def merge_adapters(model: SentenceTransformer) -> bool:
 def _check_exportable(model: SentenceTransformer) -> None:
     for module in model:
         legacy_type(module)
-        if isinstance(module, Dense) and (module.use_residual or {module.module_input_name, module.module_output_name}
-                                          != {"sentence_embedding"}):
+        if isinstance(module, Dense) and (
+            module.use_residual or {module.module_input_name, module.module_output_name} != {"sentence_embedding"}
+        ):
             raise StPruneError(
                 "cannot export a Dense module with a residual or other input/output names: sentence-transformers 5.x "
                 "cannot load it; exported Dense modules map sentence_embedding to itself"
@@ -197,7 +198,9 @@ def _check_overwritable(given: Path, destination: Path) -> None:
             f"{given} holds no export st-prune wrote (no file there is recorded in its {ownership.MANIFEST}), and "
             "--overwrite replaces only st-prune's own files; choose another --output or move those files away yourself"
         )
-    changed = [name for name in recorded if os.path.lexists(destination / name) and not ownership.owner(destination, name)]
+    changed = [
+        name for name in recorded if os.path.lexists(destination / name) and not ownership.owner(destination, name)
+    ]
     if changed:
         raise StPruneError(
             f"{given / changed[0]} was changed since st-prune wrote it, and --overwrite never replaces your edits; "
@@ -210,15 +213,18 @@ def _refuse_protected_destination(given: Path, destination: Path) -> None:
     new_folder = f"name a new folder such as {given / 'my-encoder'}"
     cwd = Path.cwd().resolve()
     if destination == cwd or destination in cwd.parents:
-        raise StPruneError(f"{given} is the current folder or one above it and the export replaces its whole "
-                           f"destination; {new_folder}")
+        raise StPruneError(
+            f"{given} is the current folder or one above it and the export replaces its whole destination; {new_folder}"
+        )
     home = Path.home().resolve()
     if destination == home or destination in home.parents:
-        raise StPruneError(f"{given} is the home folder or one above it and the export replaces its whole "
-                           f"destination; {new_folder}")
+        raise StPruneError(
+            f"{given} is the home folder or one above it and the export replaces its whole destination; {new_folder}"
+        )
     if destination.parent == destination or os.path.ismount(destination):
-        raise StPruneError(f"{given} is a filesystem root or mount point and the export replaces its whole "
-                           f"destination; {new_folder}")
+        raise StPruneError(
+            f"{given} is a filesystem root or mount point and the export replaces its whole destination; {new_folder}"
+        )
 
 
 def export_model(
@@ -250,8 +256,14 @@ def export_model(
             target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
         remove_legacy_deploy_staging(output)  # an older deploy's leftovers: never part of the new export
         # All of st-prune's earlier files go (a stale onnx/ would not match the new weights); the user's stay.
-        ownership.install(staging, output, by="export", clear=("",), overwrite=overwrite,
-                          fix="move it away or choose another --output")
+        ownership.install(
+            staging,
+            output,
+            by="export",
+            clear=("",),
+            overwrite=overwrite,
+            fix="move it away or choose another --output",
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -98,9 +98,7 @@ def check_gguf_complete(path: str | os.PathLike, *, header_bytes: int = 64 << 20
             tensors.append((dims, kind, offset))
     except _Truncated:
         if size <= len(blob):  # the whole file was read and it still ended inside the header
-            raise StPruneError(
-                f"{damaged} ({size:,} bytes, ending inside its header); download it again"
-            ) from None
+            raise StPruneError(f"{damaged} ({size:,} bytes, ending inside its header); download it again") from None
         return  # a header larger than header_bytes: not judged here
     except _Unknown:
         return

@@ -36,13 +36,13 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from st_prune.model import architectures
 from st_prune.errors import StPruneError
+from st_prune.model import architectures
+from st_prune.model.gguf_check import check_gguf_complete
 from st_prune.util.file_integrity import check_model_weights
 from st_prune.util.local_only import keep_card_local
-from st_prune.util.staging import commit_staging, new_staging_dir
-from st_prune.model.gguf_check import check_gguf_complete
 from st_prune.util.optional import require
+from st_prune.util.staging import commit_staging, new_staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,9 @@ def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **co
         ) from None
     except (ValueError, KeyError, NotImplementedError) as error:
         if gguf_file is None:
-            if os.path.isdir(model_name_or_path) and not os.path.isfile(os.path.join(model_name_or_path, "config.json")):
+            if os.path.isdir(model_name_or_path) and not os.path.isfile(
+                os.path.join(model_name_or_path, "config.json")
+            ):
                 raise StPruneError(
                     f"{model_name_or_path} has no config.json; pass a transformers model folder, a .gguf file or a Hub id"
                 ) from None
@@ -219,8 +221,10 @@ class TruncatedLLM(Transformer):
             own = self.embedder_layout.transformer_config
             source = self.embedder_layout.transformer_dir
             model_kwargs = {**(own.get("model_kwargs") or own.get("model_args") or {}), **(model_kwargs or {})}
-            processor_kwargs = {**(own.get("processor_kwargs") or own.get("tokenizer_args") or {}),
-                                **(processor_kwargs or {})}
+            processor_kwargs = {
+                **(own.get("processor_kwargs") or own.get("tokenizer_args") or {}),
+                **(processor_kwargs or {}),
+            }
             config_kwargs = {**(own.get("config_kwargs") or own.get("config_args") or {}), **(config_kwargs or {})}
             max_seq_length = max_seq_length if max_seq_length is not None else own.get("max_seq_length")
             transformer_kwargs.setdefault("do_lower_case", bool(own.get("do_lower_case", False)))
@@ -233,8 +237,11 @@ class TruncatedLLM(Transformer):
         provenance.setdefault("base_model", _public_reference(model_name_or_path))
         provenance.setdefault("num_original_layers", total)
         if self.embedder_layout is not None:
-            provenance["cut_from"] = {"kind": "sentence-transformers", "model": _public_reference(model_name_or_path),
-                                      "num_layers": total}
+            provenance["cut_from"] = {
+                "kind": "sentence-transformers",
+                "model": _public_reference(model_name_or_path),
+                "num_layers": total,
+            }
         overrides = architectures.cut_config_overrides(config, kept) if kept != total else {}
         if "text_config" in config.to_dict() and overrides:
             raise StPruneError(
@@ -258,8 +265,12 @@ class TruncatedLLM(Transformer):
         setattr(self.config, PROVENANCE_KEY, provenance)
         vocab_size = self.auto_model.get_input_embeddings().num_embeddings
         # An embedder's tokenizer is part of what the model is (its padding side, its EOS post-processor): kept.
-        setup_tokenizer(self.tokenizer, vocab_size=vocab_size, append_eos=bool(append_eos),
-                        padding_side=None if self.embedder_layout is not None else "right")
+        setup_tokenizer(
+            self.tokenizer,
+            vocab_size=vocab_size,
+            append_eos=bool(append_eos),
+            padding_side=None if self.embedder_layout is not None else "right",
+        )
 
     # --- facts about the cut -------------------------------------------------------------------------
     @property
@@ -348,7 +359,10 @@ def append_eos_token(tokenizer: PreTrainedTokenizerBase) -> None:
         return
     plain = tokenizer("probe", add_special_tokens=False)["input_ids"]
     prefix = with_specials[: len(with_specials) - len(plain)]
-    if isinstance(getattr(type(tokenizer), "add_eos_token", None), property) and prefix in ([], [tokenizer.bos_token_id]):
+    if isinstance(getattr(type(tokenizer), "add_eos_token", None), property) and prefix in (
+        [],
+        [tokenizer.bos_token_id],
+    ):
         # transformers' own mechanism: the flags are saved in tokenizer_config.json and rebuild the
         # post-processor on load, so they must describe the whole template (BOS included).
         object.__setattr__(tokenizer, "_add_bos_token", bool(prefix))
@@ -411,13 +425,22 @@ def encoder_from_llm(
     source = resolve_source(model_name_or_path)
     if embedder.is_sentence_transformer(source):
         layout = embedder.read_embedder(source)  # refuses what cannot be cut before any weights load
-        _check_embedder_options(layout, pooling=pooling, normalize=normalize, prompts=prompts,
-                                default_prompt_name=default_prompt_name)
-        module = TruncatedLLM(source, layers=layers, fraction=fraction, max_seq_length=max_seq_length,
-                              model_kwargs=model_kwargs, **module_kwargs)
+        _check_embedder_options(
+            layout, pooling=pooling, normalize=normalize, prompts=prompts, default_prompt_name=default_prompt_name
+        )
+        module = TruncatedLLM(
+            source,
+            layers=layers,
+            fraction=fraction,
+            max_seq_length=max_seq_length,
+            model_kwargs=model_kwargs,
+            **module_kwargs,
+        )
         model = SentenceTransformer(
-            modules=[module, *embedder.load_heads(layout)], prompts=layout.prompts or None,
-            default_prompt_name=layout.default_prompt_name, similarity_fn_name=layout.similarity_fn_name,
+            modules=[module, *embedder.load_heads(layout)],
+            prompts=layout.prompts or None,
+            default_prompt_name=layout.default_prompt_name,
+            similarity_fn_name=layout.similarity_fn_name,
             device=device,
         )
     else:

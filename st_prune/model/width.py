@@ -67,6 +67,7 @@ def channel_importance(
             # down_proj's input is exactly act_fn(gate_proj(x)) * up_proj(x); padding tokens do not count.
             weights = mask["tokens"].to(args[0].dtype).unsqueeze(-1)
             sums[index] += (args[0].abs() * weights).sum(dim=(0, 1)).double().cpu()
+
         return record
 
     handles = [mlp.down_proj.register_forward_pre_hook(hook(index)) for index, mlp in enumerate(layers)]
@@ -76,8 +77,10 @@ def channel_importance(
         with torch.inference_mode():
             for texts, prompt in batches:
                 features = model.preprocess(list(texts), prompt=prompt)
-                features = {key: value.to(model.device) if isinstance(value, torch.Tensor) else value
-                            for key, value in features.items()}
+                features = {
+                    key: value.to(model.device) if isinstance(value, torch.Tensor) else value
+                    for key, value in features.items()
+                }
                 mask["tokens"] = features["attention_mask"]
                 tokens += int(features["attention_mask"].sum())
                 model[0](features)
@@ -118,8 +121,10 @@ def apply_channels(model: SentenceTransformer, keep: float, channels: Sequence[S
     original = layers[0].down_proj.in_features
     kept = len(channels[0]) if channels else original
     if len(channels) != len(layers) or any(len(c) != kept for c in channels):
-        raise StPruneError(f"the kept MLP channels name {len(channels)} layers of unequal width for a "
-                           f"{len(layers)}-layer model; measure the importance again")
+        raise StPruneError(
+            f"the kept MLP channels name {len(channels)} layers of unequal width for a "
+            f"{len(layers)}-layer model; measure the importance again"
+        )
     if kept < original:
         for mlp, chosen in zip(layers, channels):
             index = torch.tensor(list(chosen), dtype=torch.long)
@@ -131,8 +136,12 @@ def apply_channels(model: SentenceTransformer, keep: float, channels: Sequence[S
         owner = architectures.base_model(model[0].auto_model)
         for config in {id(c): c for c in (owner.config, model[0].auto_model.config)}.values():
             architectures.text_config(config).intermediate_size = kept
-    record = {"mlp_keep": keep, "intermediate_size": kept, "original_intermediate_size": original,
-              "importance": IMPORTANCE}
+    record = {
+        "mlp_keep": keep,
+        "intermediate_size": kept,
+        "original_intermediate_size": original,
+        "importance": IMPORTANCE,
+    }
     config = model[0].auto_model.config
     provenance = dict(getattr(config, "st_prune", None) or {})
     provenance["width"] = record
@@ -141,8 +150,13 @@ def apply_channels(model: SentenceTransformer, keep: float, channels: Sequence[S
 
 
 def _rows(linear: nn.Linear, channels: torch.Tensor) -> nn.Linear:
-    cut = nn.Linear(linear.in_features, len(channels), bias=linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
+    cut = nn.Linear(
+        linear.in_features,
+        len(channels),
+        bias=linear.bias is not None,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
+    )
     with torch.no_grad():
         cut.weight.copy_(linear.weight[channels.to(linear.weight.device)])
         if linear.bias is not None:
@@ -151,8 +165,13 @@ def _rows(linear: nn.Linear, channels: torch.Tensor) -> nn.Linear:
 
 
 def _columns(linear: nn.Linear, channels: torch.Tensor) -> nn.Linear:
-    cut = nn.Linear(len(channels), linear.out_features, bias=linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
+    cut = nn.Linear(
+        len(channels),
+        linear.out_features,
+        bias=linear.bias is not None,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
+    )
     with torch.no_grad():
         cut.weight.copy_(linear.weight[:, channels.to(linear.weight.device)])
         if linear.bias is not None:

@@ -24,8 +24,16 @@ class RunContext:
     """One recipe run's shared inputs; ``org``/``token``/``endpoint`` are the publish settings (org: the
     ``--push-to-hub`` flag, None when not publishing)."""
 
-    def __init__(self, recipe: Recipe, folder: RunFolder, *, org: str | None = None, token: str | None = None,
-                 endpoint: str | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        folder: RunFolder,
+        *,
+        org: str | None = None,
+        token: str | None = None,
+        endpoint: str | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.recipe = recipe
         self.folder = folder
         self.org = org
@@ -72,7 +80,9 @@ class RunContext:
         found = is_sentence_transformer(self.source())
         kind = self.recipe.base.kind
         if kind is not None and (kind == "sentence-transformers") != found:
-            what = "a sentence-transformers model (it has a modules.json)" if found else "no sentence-transformers model"
+            what = (
+                "a sentence-transformers model (it has a modules.json)" if found else "no sentence-transformers model"
+            )
             raise StPruneError(f"base.kind is {kind} but {self.recipe.base.model} is {what}; fix base.kind or drop it")
         return found
 
@@ -82,8 +92,12 @@ class RunContext:
         from st_prune.model.truncated_llm import encoder_from_llm
 
         if self.is_embedder():
-            model = encoder_from_llm(self.source(), layers=layers, dtype=self.recipe.base.dtype,
-                                     max_seq_length=max_seq_length or self.recipe.base.max_seq_length)
+            model = encoder_from_llm(
+                self.source(),
+                layers=layers,
+                dtype=self.recipe.base.dtype,
+                max_seq_length=max_seq_length or self.recipe.base.max_seq_length,
+            )
         else:
             model = encoder_from_llm(
                 self.source(),
@@ -116,8 +130,10 @@ class RunContext:
         record = width.prune_mlp_width(model, keep, width.channel_importance(model, texts))
         if distributed.is_main():
             write_json_atomic(path, record)
-        self.log(f"       MLP width {record['intermediate_size']}/{record['original_intermediate_size']} channels "
-                 f"per layer (mlp_keep {keep:g})")
+        self.log(
+            f"       MLP width {record['intermediate_size']}/{record['original_intermediate_size']} channels "
+            f"per layer (mlp_keep {keep:g})"
+        )
 
     def width_plan(self, variant: VariantSpec) -> dict[str, Any] | None:
         """The base config's MLP sizes for the variant's width cut (no weights loaded); None at full width."""

@@ -30,8 +30,10 @@ def check_run_dir(output: Path, recipe_name: str, digest: str, log: Callable[[st
         if previous.get("hash") != digest:
             # Each stage's marker keys what it depends on (st_prune.pipeline.stage): only the stages downstream of
             # a changed setting run again; the rest (e.g. the scan, for a new learning rate) are kept.
-            log(f"{output} holds a run of {recipe_name} with other settings: the stages that "
-                "depend on the changed settings run again")
+            log(
+                f"{output} holds a run of {recipe_name} with other settings: the stages that "
+                "depend on the changed settings run again"
+            )
     elif output.is_dir() and any(path.name != LOCK_NAME for path in output.iterdir()):  # a run starting now
         raise StPruneError(f"{output} is not empty and holds no st-prune run: choose another --output")
 
@@ -81,6 +83,7 @@ def base_num_layers(recipe: Any, folder: str, gguf_file: str | None) -> int:
 def check_variant_depths(recipe: Any, total: int) -> None:
     """Every variant's fixed layer count or fraction fits a base of ``total`` layers."""
     from st_prune.model import architectures
+
     for index, variant in enumerate(recipe.variants):
         if variant.layers is not None and variant.layers > total:
             raise StPruneError(
@@ -95,7 +98,9 @@ def check_precision(recipe: Any, source: str, *, training: bool) -> None:
     """base.dtype (auto: the checkpoint's) and training.bf16 this machine can run, or one line naming the fix."""
     from st_prune.model.dtypes import check_load_dtype
 
-    check_load_dtype(source, recipe.base.dtype, training=training, fix="pass --dtype float32 (or --set base.dtype=float32)")
+    check_load_dtype(
+        source, recipe.base.dtype, training=training, fix="pass --dtype float32 (or --set base.dtype=float32)"
+    )
     if training and recipe.training.bf16:
         import torch
 
@@ -106,8 +111,9 @@ def check_precision(recipe: Any, source: str, *, training: bool) -> None:
             )
 
 
-def check_hub_access(recipe: Any, source: str, *, org_flag: str | None, token: str | None,
-                     endpoint: str | None) -> None:
+def check_hub_access(
+    recipe: Any, source: str, *, org_flag: str | None, token: str | None, endpoint: str | None
+) -> None:
     """Publishing can work: a Hub base id, a valid org and repo names, a token allowed to write (a read token or a bad
     one is refused now, not after training). ``org_flag`` is ``--push-to-hub``'s value (else ``publish.org``)."""
     from huggingface_hub import HfApi
@@ -163,8 +169,9 @@ def _is_hub_name(name: str) -> bool:
 DATA_STAGES = frozenset({"scan", "train", "export", "trim", "deploy", "card"})
 
 
-def check_run(ctx: Any, names: list[str], *, zoo_index: Path | None, only: str | None,
-              scan_is_current: Callable[[], bool]) -> None:
+def check_run(
+    ctx: Any, names: list[str], *, zoo_index: Path | None, only: str | None, scan_is_current: Callable[[], bool]
+) -> None:
     """Every check of a run of the stages ``names`` (a ``RunContext``): data, deploy runtimes, Hub access, DIR, base
     config and layer counts, precision, the scan behind ``--only``, evaluation files."""
     from st_prune.pipeline.recipe import resolve_data_path
@@ -184,11 +191,17 @@ def check_run(ctx: Any, names: list[str], *, zoo_index: Path | None, only: str |
     # --only STAGE for a variant whose depth is a scan's pick: that scan must be the one of these settings. Without it
     # the stage's key cannot be known: a stale marker would read as "done earlier", a fresh run would cut the model at
     # a depth picked with other settings.
-    if only and "scan" not in names and any(variant.layers is None for variant in recipe.variants) \
-            and not scan_is_current():
+    if (
+        only
+        and "scan" not in names
+        and any(variant.layers is None for variant in recipe.variants)
+        and not scan_is_current()
+    ):
         state = "was made with other settings" if ctx.folder.marker("scan").is_file() else "has not run"
-        raise StPruneError(f"--only {only}: the scan in {output} {state}, and the variants' depths come from it: "
-                           f"run --only scan first, or run without --only")
+        raise StPruneError(
+            f"--only {only}: the scan in {output} {state}, and the variants' depths come from it: "
+            f"run --only scan first, or run without --only"
+        )
     for task in recipe.evaluation.local_tasks:
         if not ctx.local_task_path(task).is_file():
             raise StPruneError(f"evaluation task file {task.path} does not exist: fix evaluation.local_tasks")

@@ -142,6 +142,11 @@ def adopt_earlier_model_folders(ctx: Any) -> None:
             if not folder.is_dir() or ownership.has_record(folder) or not markers:
                 continue
             cutoff = max(marker.stat().st_mtime_ns for marker in markers)
-            files = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
-                     and not any(is_staging_name(part) for part in path.relative_to(folder).parts)]
-            ownership.adopt(folder, files, by="run", legacy=lambda path, cutoff=cutoff: path.lstat().st_mtime_ns <= cutoff)
+            files = [
+                path.relative_to(folder).as_posix()
+                for path in folder.rglob("*")
+                if path.is_file() and not any(is_staging_name(part) for part in path.relative_to(folder).parts)
+            ]
+            ownership.adopt(
+                folder, files, by="run", legacy=lambda path, cutoff=cutoff: path.lstat().st_mtime_ns <= cutoff
+            )

@@ -40,9 +40,18 @@ class RecipeRunner:
     ``zoo_index`` is an extra folder (e.g. the repo's ``model_cards/``) whose zoo.json/README.md are updated.
     """
 
-    def __init__(self, recipe: Recipe, output: str | os.PathLike, *, push_to_hub: str | None = None,
-                 only: str | None = None, zoo_index: str | os.PathLike | None = None, token: str | None = None,
-                 endpoint: str | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        output: str | os.PathLike,
+        *,
+        push_to_hub: str | None = None,
+        only: str | None = None,
+        zoo_index: str | os.PathLike | None = None,
+        token: str | None = None,
+        endpoint: str | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         if only is not None and only not in STAGES:
             raise StPruneError(f"--only {only!r}: use one of {', '.join(STAGES)}")
         self.recipe = recipe
@@ -95,8 +104,11 @@ class RecipeRunner:
         for stage in self.stages():
             for variant in self.targets(stage):
                 key = None if stage.name == "publish" else self.stage_key(stage, variant)
-                done = self._is_done(stage, variant) if stage.name == "publish" else (
-                    key is not None and self._is_done(stage, variant, key))
+                done = (
+                    self._is_done(stage, variant)
+                    if stage.name == "publish"
+                    else (key is not None and self._is_done(stage, variant, key))
+                )
                 detail = "" if variant is None else f" {stage.describe(self.ctx, variant)}"
                 lines.append(f"  {stage.name:<9}{detail} ({'done, skipped' if done else 'to run'})")
         if not self.ctx.org:
@@ -107,8 +119,13 @@ class RecipeRunner:
         """Every check that can fail fast, before any long work (``st_prune.pipeline.preflight.check_run``)."""
         from st_prune.pipeline.preflight import check_run
 
-        check_run(self.ctx, [stage.name for stage in self.stages()], zoo_index=self.zoo_index, only=self.only,
-                  scan_is_current=self.scan_is_current)
+        check_run(
+            self.ctx,
+            [stage.name for stage in self.stages()],
+            zoo_index=self.zoo_index,
+            only=self.only,
+            scan_is_current=self.scan_is_current,
+        )
 
     # --- run ------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -174,9 +191,15 @@ class RecipeRunner:
         if self._is_done(stage, variant, key):
             self.ctx.log(f"[skip] {label}: done earlier")
             earlier = self.folder.read(marker)
-            self.usage.append({"stage": label, "seconds": earlier.get("seconds"), "peak_rss_gb": earlier.get("peak_rss_gb"),
-                               **({"peak_gpu_gb": earlier["peak_gpu_gb"]} if "peak_gpu_gb" in earlier else {}),
-                               "earlier": True})
+            self.usage.append(
+                {
+                    "stage": label,
+                    "seconds": earlier.get("seconds"),
+                    "peak_rss_gb": earlier.get("peak_rss_gb"),
+                    **({"peak_gpu_gb": earlier["peak_gpu_gb"]} if "peak_gpu_gb" in earlier else {}),
+                    "earlier": True,
+                }
+            )
             yield None
             return
         self.ctx.log(f"[run ] {label} ...")
@@ -185,14 +208,24 @@ class RecipeRunner:
             yield info
         self.calls[stage.name] = self.calls.get(stage.name, 0) + 1
         gpu = {} if usage.peak_gpu_gb is None else {"peak_gpu_gb": round(usage.peak_gpu_gb, 2)}
-        self.usage.append({"stage": label, "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2),
-                           **gpu})
+        self.usage.append(
+            {"stage": label, "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2), **gpu}
+        )
         if not distributed.is_main():  # the other ranks of a torchrun run train beside rank 0, which keeps the markers
             return
-        self.folder.write(marker, {
-            "stage": stage.name, "variant": variant.name if variant else None, "key": key,
-            "seconds": round(usage.seconds, 1), "peak_rss_gb": round(usage.peak_rss_gb, 2), **gpu,
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info})
+        self.folder.write(
+            marker,
+            {
+                "stage": stage.name,
+                "variant": variant.name if variant else None,
+                "key": key,
+                "seconds": round(usage.seconds, 1),
+                "peak_rss_gb": round(usage.peak_rss_gb, 2),
+                **gpu,
+                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **info,
+            },
+        )
         self.ctx.log(f"[done] {label} in {usage.seconds:.1f}s, peak memory {usage.peak_rss_gb:.2f} GB")
 
     def _run_beside_rank_0(self) -> dict[str, Any]:
@@ -211,9 +244,17 @@ class RecipeRunner:
     def usage_table(self, total_seconds: float) -> str:
         """The per-stage summary README's time and memory figures are copied from (also in DIR/summary.json)."""
         peak, machine = process_peak_rss_bytes() / 1e9, machine_description()
-        self.folder.write(self.folder.summary_file, {"recipe": self.recipe.name, "machine": machine,
-                                                     "seconds": round(total_seconds, 1), "peak_rss_gb": round(peak, 2),
-                                                     "stages": self.usage}, sort_keys=False)
+        self.folder.write(
+            self.folder.summary_file,
+            {
+                "recipe": self.recipe.name,
+                "machine": machine,
+                "seconds": round(total_seconds, 1),
+                "peak_rss_gb": round(peak, 2),
+                "stages": self.usage,
+            },
+            sort_keys=False,
+        )
         return usage_table(self.usage, total_seconds, peak, machine)
 
     def summary(self) -> dict[str, Any]:
@@ -238,12 +279,19 @@ class RecipeRunner:
             export = self.folder.record(variant.name, BY_NAME["export"].record)
             if not self.folder.marker("card", variant.name).is_file() or export is None:
                 continue
-            entries.append(zoo_entry(
-                recipe=self.recipe.name, variant=variant.name, base_model=self.recipe.base_id,
-                repo_id=ctx.repo_id(variant), prune=self.folder.record(variant.name, BY_NAME["prune"].record, stage="prune"),
-                final=ctx.final_record(variant), evaluation=self.folder.record(variant.name, BY_NAME["evaluate"].record),
-                folder=ctx.zoo_dir(variant),
-                published=self.folder.marker("publish", variant.name).is_file() and ctx.org is not None))
+            entries.append(
+                zoo_entry(
+                    recipe=self.recipe.name,
+                    variant=variant.name,
+                    base_model=self.recipe.base_id,
+                    repo_id=ctx.repo_id(variant),
+                    prune=self.folder.record(variant.name, BY_NAME["prune"].record, stage="prune"),
+                    final=ctx.final_record(variant),
+                    evaluation=self.folder.record(variant.name, BY_NAME["evaluate"].record),
+                    folder=ctx.zoo_dir(variant),
+                    published=self.folder.marker("publish", variant.name).is_file() and ctx.org is not None,
+                )
+            )
         for folder, flag in ((self.folder.models_dir, "--output"), (self.zoo_index, "--zoo-index")) if entries else ():
             if folder is not None:
                 update_zoo_index(folder, entries, flag)

@@ -235,8 +235,10 @@ class Recipe:
         names = [variant.name for variant in self.variants]
         for index, name in enumerate(names):
             if name in names[:index]:
-                raise StPruneError(f"variants.{index}: the name {name!r} is taken by variants.{names.index(name)}; "
-                                   "variant names must be unique")
+                raise StPruneError(
+                    f"variants.{index}: the name {name!r} is taken by variants.{names.index(name)}; "
+                    "variant names must be unique"
+                )
         for section in ("trim", "deploy"):
             section_spec = getattr(self, section)
             for name in (section_spec.variants or []) if section_spec is not None else []:
@@ -246,17 +248,23 @@ class Recipe:
                     )
         if self.distill is not None:
             if self.distill.teacher not in names:
-                raise StPruneError(f"distill.teacher names {self.distill.teacher!r}, not a variant of this recipe "
-                                   f"({', '.join(names)})")
+                raise StPruneError(
+                    f"distill.teacher names {self.distill.teacher!r}, not a variant of this recipe ({', '.join(names)})"
+                )
             for name in self.distill.variants:
                 if name not in names:
-                    raise StPruneError(f"distill.variants names {name!r}, not a variant of this recipe "
-                                       f"({', '.join(names)})")
+                    raise StPruneError(
+                        f"distill.variants names {name!r}, not a variant of this recipe ({', '.join(names)})"
+                    )
                 if name == self.distill.teacher:
-                    raise StPruneError(f"distill.variants names the teacher {name!r}: a variant cannot learn from itself")
+                    raise StPruneError(
+                        f"distill.variants names the teacher {name!r}: a variant cannot learn from itself"
+                    )
         if self.recover is not None and self.distill is not None:
-            raise StPruneError("recover: distill and the distill section both give the students a teacher (the uncut "
-                               "base, a trained variant): keep one of them")
+            raise StPruneError(
+                "recover: distill and the distill section both give the students a teacher (the uncut "
+                "base, a trained variant): keep one of them"
+            )
         if self.deploy is not None and not self.deploy.backends:
             raise StPruneError("deploy.backends is empty; list onnx and/or openvino, or remove the deploy section")
         for variant in self.variants:
@@ -336,7 +344,6 @@ class Recipe:
         if data["base"].get("mlp_keep") == 1:
             data["base"].pop("mlp_keep", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
 
 
 # =====================================================================================================
@@ -464,9 +471,12 @@ def describe_validation_error(error: ValidationError) -> str:
             missing.setdefault(loc[:-1], []).append(str(loc[-1]))
         else:
             problems.append(_message(item, loc))
-    messages = list(dict.fromkeys(
-        _missing_message(problem, missing[problem]) if isinstance(problem, tuple) else problem for problem in problems
-    ))
+    messages = list(
+        dict.fromkeys(
+            _missing_message(problem, missing[problem]) if isinstance(problem, tuple) else problem
+            for problem in problems
+        )
+    )
     if len(messages) > _MAX_PROBLEMS:
         messages = messages[:_MAX_PROBLEMS] + [f"and {len(messages) - _MAX_PROBLEMS} more problem(s)"]
     return "; ".join(messages)
@@ -477,8 +487,10 @@ def _missing_message(parent: tuple[Any, ...], names: list[str]) -> str:
     where = ".".join(map(str, parent))
     label = f"recipe section {where!r}" if where else "recipe"
     keys = ", ".join(f"{where}.{name}" if where else name for name in names)
-    return (f"{label} lacks required key(s) {keys}; required: {', '.join(_required_keys(section))}; "
-            f"valid keys: {', '.join(recipe_keys(section))}")
+    return (
+        f"{label} lacks required key(s) {keys}; required: {', '.join(_required_keys(section))}; "
+        f"valid keys: {', '.join(recipe_keys(section))}"
+    )
 
 
 @functools.cache

@@ -66,4 +66,3 @@ class Stage:
 
     def finish(self, ctx: RunContext, variant: VariantSpec | None, key: Any) -> None:
         """After the marker (every rank): clean what only mattered while the stage ran."""
-

@@ -10,8 +10,9 @@ def usage_table(rows: list[dict[str, Any]], total_seconds: float, peak_gb: float
     ``earlier``); ``peak_gb`` is the whole process's peak resident memory."""
 
     def cell(value: float | None, unit: str) -> str:
-        return f"{value:.2f} GB" if unit == "GB" and value is not None else (
-            f"{value:.1f}s" if value is not None else "-")
+        return (
+            f"{value:.2f} GB" if unit == "GB" and value is not None else (f"{value:.1f}s" if value is not None else "-")
+        )
 
     # On a GPU the table adds torch.cuda.max_memory_allocated per stage beside the process's RSS.
     gpu = any("peak_gpu_gb" in row for row in rows)
@@ -19,7 +20,8 @@ def usage_table(rows: list[dict[str, Any]], total_seconds: float, peak_gb: float
     for row in rows:
         note = "  (done earlier)" if row.get("earlier") else ""
         gpu_cell = f"{cell(row.get('peak_gpu_gb'), 'GB'):>12}" if gpu else ""
-        lines.append(f"{row['stage']:<18}{cell(row['seconds'], 's'):>10}{cell(row['peak_rss_gb'], 'GB'):>14}"
-                     f"{gpu_cell}{note}")
+        lines.append(
+            f"{row['stage']:<18}{cell(row['seconds'], 's'):>10}{cell(row['peak_rss_gb'], 'GB'):>14}{gpu_cell}{note}"
+        )
     lines.append(f"{'total':<18}{total_seconds:>9.1f}s{peak_gb:>11.2f} GB  (this process; {machine})")
     return "\n".join(lines)

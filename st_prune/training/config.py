@@ -42,8 +42,14 @@ DEFAULT_MAX_SEQ_LENGTH = 512
 DISTANCES = ("cosine", "mse", "l2")  # EmbedDistillLoss's metrics: the student's distance to the teacher
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
-            recipe: str | None = None, **cli: Any) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Any = dataclasses.MISSING,
+    recipe: str | None = None,
+    **cli: Any,
+) -> Any:
     """A ``TrainingConfig`` field: its default, its help, its recipe key (where the recipe spells it otherwise) and
     ``st-prune train`` flag options (``flag``: the flag's other spellings, ``metavar``)."""
     metadata = {"help": help, "recipe": recipe, "cli": cli}
@@ -68,59 +74,90 @@ class TrainingConfig:
     recipe's section had fixed defaults (300, false, false), the library these automatic ones; every shipped recipe
     sets the first three, so it trains as before."""
 
-    max_steps: Annotated[Int, limits(ge=1)] = setting(1000, "optimizer steps (paper: 1000)", recipe="steps",
-                                                      metavar="N")
+    max_steps: Annotated[Int, limits(ge=1)] = setting(
+        1000, "optimizer steps (paper: 1000)", recipe="steps", metavar="N"
+    )
     batch_size: Annotated[Int, limits(ge=2, note="in-batch negatives")] = setting(
-        64, "triplets per batch and process; under DDP the loss sees batch_size x processes candidates when "
-        "gather_across_devices (paper: 64 in total)", metavar="B")
+        64,
+        "triplets per batch and process; under DDP the loss sees batch_size x processes candidates when "
+        "gather_across_devices (paper: 64 in total)",
+        metavar="B",
+    )
     learning_rate: Annotated[Number, limits(gt=0, note="the paper uses 2e-4")] = setting(
-        2e-4, "peak learning rate of the linear schedule (paper: 2e-4)", metavar="LR")
+        2e-4, "peak learning rate of the linear schedule (paper: 2e-4)", metavar="LR"
+    )
     warmup_steps: Annotated[Int | None, limits(ge=0)] = setting(
-        None, "linear warm-up steps; default 30 % of the steps (the paper's 300 of 1000)", metavar="N")
+        None, "linear warm-up steps; default 30 % of the steps (the paper's 300 of 1000)", metavar="N"
+    )
     max_seq_length: Annotated[Int | None, limits(ge=1)] = setting(
-        None, "tokens per text in training; default the base model's length (512; a recipe's base.max_seq_length)",
-        metavar="N")
+        None,
+        "tokens per text in training; default the base model's length (512; a recipe's base.max_seq_length)",
+        metavar="N",
+    )
     scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = setting(
-        50.0, "InfoNCE inverse temperature on cosine similarity (paper: 50)", metavar="S")
+        50.0, "InfoNCE inverse temperature on cosine similarity (paper: 50)", metavar="S"
+    )
     seed: Seed = setting(42, "seed of the LoRA init, data order and dropout (paper: 42)", metavar="S")
     bf16: Bool | None = setting(None, "bfloat16 mixed precision; default on where the CUDA GPU supports it")
     gradient_checkpointing: Bool | None = setting(
-        None, "recompute activations in the backward pass; default on when training on a CUDA GPU")
+        None, "recompute activations in the backward pass; default on when training on a CUDA GPU"
+    )
     lora_r: Annotated[Int, limits(ge=0, note="0 trains all weights; the paper uses 16")] = setting(
-        16, "LoRA rank (paper: 16); 0 trains all weights", recipe="lora.r", metavar="R")
+        16, "LoRA rank (paper: 16); 0 trains all weights", recipe="lora.r", metavar="R"
+    )
     lora_alpha: Annotated[Int, limits(gt=0, note="the paper uses 32")] = setting(
-        32, "LoRA scaling (paper: 32); on the command line 2 x --lora-r when only that is given",
-        recipe="lora.alpha", metavar="A")
+        32,
+        "LoRA scaling (paper: 32); on the command line 2 x --lora-r when only that is given",
+        recipe="lora.alpha",
+        metavar="A",
+    )
     lora_dropout: Annotated[Number, limits(ge=0, lt=1, note="the paper uses 0.05")] = setting(
-        0.05, "LoRA dropout (paper: 0.05)", recipe="lora.dropout", metavar="P")
+        0.05, "LoRA dropout (paper: 0.05)", recipe="lora.dropout", metavar="P"
+    )
     lora_target_modules: tuple[Str, ...] = setting(
         help="projections to adapt; fused projections (Phi-3's qkv_proj) stand in for split ones",
-        factory=lambda: PAPER_LORA_TARGETS, recipe="lora.target_modules", flag="--lora-targets", metavar="NAME,...")
+        factory=lambda: PAPER_LORA_TARGETS,
+        recipe="lora.target_modules",
+        flag="--lora-targets",
+        metavar="NAME,...",
+    )
     logging_steps: Annotated[Int, limits(ge=1)] = setting(10, "log the loss every N steps", metavar="N")
     save_steps: Annotated[Int, limits(ge=1)] = setting(
-        100, "checkpoint every N steps (a resumed run continues from the last)", metavar="N")
+        100, "checkpoint every N steps (a resumed run continues from the last)", metavar="N"
+    )
     save_total_limit: Annotated[Int | None, limits(ge=1)] = setting(
-        2, "checkpoints kept, older ones deleted (None: all)", metavar="N")
-    cached_loss: Bool = setting(False, "GradCache loss (CachedMultipleNegativesRankingLoss): big batches in "
-                                "little memory")
+        2, "checkpoints kept, older ones deleted (None: all)", metavar="N"
+    )
+    cached_loss: Bool = setting(
+        False, "GradCache loss (CachedMultipleNegativesRankingLoss): big batches in little memory"
+    )
     cached_mini_batch_size: Annotated[Int, limits(ge=1)] = setting(
-        32, "texts per forward pass with cached_loss", metavar="N")
+        32, "texts per forward pass with cached_loss", metavar="N"
+    )
     gather_across_devices: Bool = setting(True, "share in-batch negatives across processes under DDP")
     lr_scheduler_type: Str = setting("linear", "learning-rate schedule (paper: linear)", metavar="NAME")
     weight_decay: Annotated[Number, limits(ge=0)] = setting(0.0, "AdamW weight decay (paper: 0)", metavar="W")
     distill_weight: Annotated[Number, limits(ge=0, note="0: off")] = setting(
-        0.0, "above 0, the loss adds this times the distance of the student's embeddings to the teacher's, which "
-        "the data carries in a label column (st_prune.training.distillation)")
+        0.0,
+        "above 0, the loss adds this times the distance of the student's embeddings to the teacher's, which "
+        "the data carries in a label column (st_prune.training.distillation)",
+    )
     distill_distance: Literal[DISTANCES] = setting(
-        "cosine", "distance to the teacher's embeddings (with --recover distill, or a recipe's distill section)")
+        "cosine", "distance to the teacher's embeddings (with --recover distill, or a recipe's distill section)"
+    )
     recover: Literal["distill"] | None = setting(
-        None, "distill: recover the cut by self-distillation. The uncut model embeds the training texts once "
+        None,
+        "distill: recover the cut by self-distillation. The uncut model embeds the training texts once "
         "(cached in the run's work folder) and the cut learns those embeddings (distill_distance), plus the "
         "contrastive loss when the data has pairs; the data may then be unlabelled text (.txt, one text a line, or "
-        "JSONL with a text column)")
+        "JSONL with a text column)",
+    )
     training_arguments: dict[Str, Any] = setting(
-        help="any other SentenceTransformerTrainingArguments field, e.g. {\"gradient_accumulation_steps\": 4}; "
-        "these win over everything above", factory=dict, metavar="JSON")
+        help='any other SentenceTransformerTrainingArguments field, e.g. {"gradient_accumulation_steps": 4}; '
+        "these win over everything above",
+        factory=dict,
+        metavar="JSON",
+    )
 
     def __post_init__(self) -> None:
         self.lora_target_modules = tuple(self.lora_target_modules)
@@ -144,7 +181,9 @@ class TrainingConfig:
         if self.lora_r and not self.lora_target_modules:
             raise StPruneError("lora_target_modules is empty; name the projections to adapt, e.g. q_proj,v_proj")
         if (self.distill_weight or self.recover) and self.cached_loss:
-            raise StPruneError("distillation shares the student's embeddings with the plain loss: set cached_loss=False")
+            raise StPruneError(
+                "distillation shares the student's embeddings with the plain loss: set cached_loss=False"
+            )
 
     @property
     def effective_distill_weight(self) -> float:
@@ -210,9 +249,12 @@ def _type_words(name: str) -> str:
     hint = TrainingConfig.__annotations__[name]
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(unwrap(hint))
     if words is None:
-        words = {"distill_distance": f"one of {', '.join(DISTANCES)}", "lora_target_modules": "a list of names",
-                 "training_arguments": "a mapping of SentenceTransformerTrainingArguments fields",
-                 "recover": "distill or None"}[name]
+        words = {
+            "distill_distance": f"one of {', '.join(DISTANCES)}",
+            "lora_target_modules": "a list of names",
+            "training_arguments": "a mapping of SentenceTransformerTrainingArguments fields",
+            "recover": "distill or None",
+        }[name]
     default_is_none = _fields()[name].default is None
     return f"{words} or None" if default_is_none else words
 

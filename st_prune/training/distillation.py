@@ -46,11 +46,18 @@ def add_teacher_embeddings(teacher: SentenceTransformer, data: TrainingData, bat
         # set_transform adds a dataset_name column in place): read and extend plain copies.
         dataset = dataset.with_format(None)
         if LABEL_COLUMN in dataset.column_names:
-            raise StPruneError(f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
-                               "teacher's embeddings there: rename or drop that column")
+            raise StPruneError(
+                f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
+                "teacher's embeddings there: rename or drop that column"
+            )
         columns = [
-            teacher.encode(dataset[column], prompt=data.prompt(name, column), batch_size=batch_size,
-                           convert_to_numpy=True, show_progress_bar=False)
+            teacher.encode(
+                dataset[column],
+                prompt=data.prompt(name, column),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
             for column in dataset.column_names
         ]
         stacked = np.stack(columns, axis=1).astype(np.float32)  # (rows, columns, dimension)
@@ -69,12 +76,16 @@ class DistilledContrastiveLoss(nn.Module):
 
         super().__init__()
         if not hasattr(contrastive, "compute_loss_from_embeddings"):
-            raise StPruneError(f"{type(contrastive).__name__} cannot share the student's embeddings with "
-                               "distillation; use the plain loss (cached_loss: false)")
+            raise StPruneError(
+                f"{type(contrastive).__name__} cannot share the student's embeddings with "
+                "distillation; use the plain loss (cached_loss: false)"
+            )
         if weight <= 0:
             raise StPruneError(f"the distillation weight must be above 0, got {weight}")
         if distance_metric not in DISTANCES:
-            raise StPruneError(f"the distillation distance must be one of {', '.join(DISTANCES)}, got {distance_metric!r}")
+            raise StPruneError(
+                f"the distillation distance must be one of {', '.join(DISTANCES)}, got {distance_metric!r}"
+            )
         self.model = contrastive.model
         self.contrastive = contrastive
         self.distill = EmbedDistillLoss(self.model, distance_metric=distance_metric)
@@ -85,8 +96,10 @@ class DistilledContrastiveLoss(nn.Module):
         from sentence_transformers.base.losses.merged_forward import embed_columns
 
         if labels is None or labels.dim() != 3:
-            raise StPruneError("distillation needs the teacher's embeddings in a 'label' column of shape "
-                               "(rows, columns, dimension): build the data with add_teacher_embeddings")
+            raise StPruneError(
+                "distillation needs the teacher's embeddings in a 'label' column of shape "
+                "(rows, columns, dimension): build the data with add_teacher_embeddings"
+            )
         embeddings = embed_columns(self.model, sentence_features)
         if labels.size(1) != len(embeddings) or labels.size(2) != embeddings[0].size(-1):
             raise StPruneError(
@@ -106,8 +119,11 @@ class DistilledContrastiveLoss(nn.Module):
         return contrastive + self.weight * distill
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight, "distance_metric": self.distill.distance_metric,
-                "contrastive": type(self.contrastive).__name__}
+        return {
+            "weight": self.weight,
+            "distance_metric": self.distill.distance_metric,
+            "contrastive": type(self.contrastive).__name__,
+        }
 
     @property
     def citation(self) -> str:
@@ -123,9 +139,18 @@ def mean_distance(student: SentenceTransformer, data: TrainingData, distance_met
     for name, dataset in data.datasets.items():
         texts = [column for column in dataset.column_names if column != LABEL_COLUMN]
         labels = torch.tensor(dataset[LABEL_COLUMN])
-        embeddings = [student.encode(dataset[column], prompt=data.prompt(name, column), convert_to_tensor=True,
-                                     show_progress_bar=False) for column in texts]
+        embeddings = [
+            student.encode(
+                dataset[column], prompt=data.prompt(name, column), convert_to_tensor=True, show_progress_bar=False
+            )
+            for column in texts
+        ]
         with torch.no_grad():
-            values.append(float(measure.compute_loss_from_embeddings(
-                embeddings, [labels[:, index] for index in range(labels.size(1))])))
+            values.append(
+                float(
+                    measure.compute_loss_from_embeddings(
+                        embeddings, [labels[:, index] for index in range(labels.size(1))]
+                    )
+                )
+            )
     return float(np.mean(values))

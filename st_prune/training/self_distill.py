@@ -101,14 +101,22 @@ class TeacherCost:
         return {"texts": self.texts, "seconds": round(self.seconds, 1), "cached": self.cached}
 
 
-def cache_key(identity: str, items: Sequence[tuple[str | None, str]], max_seq_length: int | None,
-              teacher: SentenceTransformer | None = None) -> dict[str, Any]:
+def cache_key(
+    identity: str,
+    items: Sequence[tuple[str | None, str]],
+    max_seq_length: int | None,
+    teacher: SentenceTransformer | None = None,
+) -> dict[str, Any]:
     """What a cache holds the embeddings of; ``items`` are (prompt, text) pairs in order."""
     digest = hashlib.sha256()
     for prompt, text in items:
         digest.update(json.dumps([prompt, text]).encode("utf-8"))
-    key: dict[str, Any] = {"teacher": identity, "texts": len(items), "texts_sha256": digest.hexdigest(),
-                           "max_seq_length": max_seq_length}
+    key: dict[str, Any] = {
+        "teacher": identity,
+        "texts": len(items),
+        "texts_sha256": digest.hexdigest(),
+        "max_seq_length": max_seq_length,
+    }
     if teacher is not None:
         key["normalize"] = any(type(module).__name__ == "Normalize" for module in teacher)
         key["dimension"] = teacher.get_embedding_dimension()
@@ -163,15 +171,18 @@ def teacher_embeddings(
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / KEY_FILE, key)
     cost_file = folder / "cost.json"  # the embedding time of earlier (killed) runs, so the card counts it all
-    earlier_seconds = float(read_json(cost_file, fix=f"delete {folder} to embed again").get("seconds", 0)) \
-        if cost_file.is_file() else 0.0
+    earlier_seconds = (
+        float(read_json(cost_file, fix=f"delete {folder} to embed again").get("seconds", 0))
+        if cost_file.is_file()
+        else 0.0
+    )
     starts = range(0, len(items), chunk_size)
     chunks: list[np.ndarray] = []
     seconds, embedded = 0.0, 0
     bar = tqdm(total=len(items), desc="teacher embeddings", unit="text", disable=not progress)
     for index, start in enumerate(starts):
         path = folder / f"chunk-{index:05d}.npy"
-        part = items[start:start + chunk_size]
+        part = items[start : start + chunk_size]
         if path.is_file():
             chunk = np.load(path)
             if chunk.shape[0] == len(part):
@@ -201,8 +212,13 @@ def _encode(teacher: SentenceTransformer, items: Sequence[tuple[str | None, str]
         by_prompt.setdefault(prompt, []).append(position)
     for prompt, positions in by_prompt.items():
         # prompt="" rather than None: None would let encode() put the model's default prompt before the texts
-        vectors = teacher.encode([items[i][1] for i in positions], prompt=prompt or "", batch_size=batch_size,
-                                 convert_to_numpy=True, show_progress_bar=False)
+        vectors = teacher.encode(
+            [items[i][1] for i in positions],
+            prompt=prompt or "",
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         for position, vector in zip(positions, vectors, strict=True):
             out[position] = vector
     return np.stack(out).astype(np.float32)
@@ -215,8 +231,9 @@ def text_training_data(texts: Sequence[str], prompt: str | None, batch_size: int
     from st_prune.data.training_data import TrainingData, prepare_training_data
 
     dataset = Dataset.from_dict({TEXT_COLUMN: list(texts)})
-    return prepare_training_data(TrainingData({"train": dataset}, {"train": {TEXT_COLUMN: prompt}} if prompt else {}),
-                                 batch_size)
+    return prepare_training_data(
+        TrainingData({"train": dataset}, {"train": {TEXT_COLUMN: prompt}} if prompt else {}), batch_size
+    )
 
 
 def self_distillation_data(
@@ -252,17 +269,27 @@ def self_distillation_data(
     for name, dataset in prepared.datasets.items():
         dataset = dataset.with_format(None)
         if LABEL_COLUMN in dataset.column_names:
-            raise StPruneError(f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
-                               "teacher's embeddings there: rename or drop that column")
+            raise StPruneError(
+                f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
+                "teacher's embeddings there: rename or drop that column"
+            )
         for column in dataset.column_names:
             prompt = prepared.prompt(name, column)
             items.extend((prompt, text) for text in dataset[column])
         layout.append((name, dataset, len(dataset.column_names), len(dataset)))
-    vectors, cost = teacher_embeddings(teacher, items, cache_dir, identity=identity, batch_size=32, stale=stale,
-                                       progress=progress, before_write=before_write)
+    vectors, cost = teacher_embeddings(
+        teacher,
+        items,
+        cache_dir,
+        identity=identity,
+        batch_size=32,
+        stale=stale,
+        progress=progress,
+        before_write=before_write,
+    )
     datasets, offset = {}, 0
     for name, dataset, columns, rows in layout:
-        block = vectors[offset:offset + columns * rows].reshape(columns, rows, -1).transpose(1, 0, 2)
+        block = vectors[offset : offset + columns * rows].reshape(columns, rows, -1).transpose(1, 0, 2)
         offset += columns * rows
         datasets[name] = dataset.add_column(LABEL_COLUMN, block.tolist())
     return TrainingData(datasets, prepared.prompts, prepared.dropped), cost

@@ -108,7 +108,9 @@ def use_bf16(config: TrainingConfig) -> bool:
 
 
 def use_gradient_checkpointing(config: TrainingConfig) -> bool:
-    return automatic_gradient_checkpointing() if config.gradient_checkpointing is None else config.gradient_checkpointing
+    return (
+        automatic_gradient_checkpointing() if config.gradient_checkpointing is None else config.gradient_checkpointing
+    )
 
 
 # =====================================================================================================
@@ -117,7 +119,11 @@ def use_gradient_checkpointing(config: TrainingConfig) -> bool:
 def linear_module_names(auto_model: torch.nn.Module) -> list[str]:
     """Leaf names of the model's linear layers (``q_proj``, ``qkv_proj``, ...), sorted."""
     return sorted(
-        {name.rsplit(".", 1)[-1] for name, module in auto_model.named_modules() if isinstance(module, torch.nn.Linear) and name}
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in auto_model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name
+        }
     )
 
 
@@ -218,8 +224,9 @@ def build_loss(model: SentenceTransformer, config: TrainingConfig) -> torch.nn.M
     if config.effective_distill_weight:
         from st_prune.training.distillation import DistilledContrastiveLoss
 
-        return DistilledContrastiveLoss(loss, weight=config.effective_distill_weight,
-                                        distance_metric=config.distill_distance)
+        return DistilledContrastiveLoss(
+            loss, weight=config.effective_distill_weight, distance_metric=config.distill_distance
+        )
     return loss
 
 
@@ -281,7 +288,9 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
 
     # --- NaN guard ----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
         loss = result[0] if isinstance(result, tuple) else result
         if self.model.training:
             self._stop_if_not_finite(loss)
@@ -343,6 +352,7 @@ class PrunedLLMTrainer(SentenceTransformerTrainer):
 def checkpoint_info(model: SentenceTransformer) -> dict[str, Any]:
     """What a checkpoint holds, to refuse resuming it into a different model."""
     from st_prune.model import architectures
+
     auto = model[0].auto_model
     info: dict[str, Any] = {
         "kind": "lora" if is_peft_wrapped(model) else "full",
@@ -379,8 +389,11 @@ def load_checkpoint_weights(model: SentenceTransformer, checkpoint: str | os.Pat
     saved = json.loads((checkpoint / CHECKPOINT_INFO_NAME).read_text())
     current = checkpoint_info(model)
     if saved != current:
-        changed = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in sorted(set(saved) | set(current))
-                            if saved.get(key) != current.get(key))
+        changed = ", ".join(
+            f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+            for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)
+        )
         raise StPruneError(
             f"checkpoint {checkpoint} was trained on a different model or LoRA setup ({changed}); "
             "resume with the same model, layers and LoRA settings, or start a new run without --resume"
@@ -394,7 +407,9 @@ def load_checkpoint_weights(model: SentenceTransformer, checkpoint: str | os.Pat
         unexpected = list(getattr(result, "unexpected_keys", []) or [])
         missing = [key for key in getattr(result, "missing_keys", []) or [] if "lora_" in key]
         if unexpected or missing:
-            raise StPruneError(f"checkpoint {checkpoint} adapter does not fit this model ({(unexpected or missing)[0]} ...)")
+            raise StPruneError(
+                f"checkpoint {checkpoint} adapter does not fit this model ({(unexpected or missing)[0]} ...)"
+            )
     else:
         state: dict[str, torch.Tensor] = {}
         for file in sorted(checkpoint.glob("model*.safetensors")):
@@ -477,9 +492,11 @@ def build_trainer(
         from st_prune.training.distillation import LABEL_COLUMN
 
         if any(LABEL_COLUMN not in dataset.column_names for dataset in prepared.datasets.values()):
-            raise StPruneError("distillation needs the teacher's embeddings in the data: build it with "
-                               "st_prune.training.distillation.add_teacher_embeddings(teacher, data), or train "
-                               "with train_pruned(..., config=TrainingConfig(recover='distill'))")
+            raise StPruneError(
+                "distillation needs the teacher's embeddings in the data: build it with "
+                "st_prune.training.distillation.add_teacher_embeddings(teacher, data), or train "
+                "with train_pruned(..., config=TrainingConfig(recover='distill'))"
+            )
     if config.lora_r:
         attach_lora(model, config)
     if use_gradient_checkpointing(config):
@@ -553,9 +570,11 @@ def resumable_checkpoint(work_dir: str | os.PathLike) -> str | None:
 def _log_skipped(last: str | None, skipped: list[tuple[str, str]]) -> None:
     if skipped:
         # A kill during a save leaves a partial checkpoint-N; the one before it is whole and loses only N steps.
-        logger.warning("Skipping damaged checkpoint(s) %s (interrupted while being saved); %s",
-                       "; ".join(f"{Path(path).name}: {why}" for path, why in skipped),
-                       f"resuming from {Path(last).name}" if last else "none left to resume from")
+        logger.warning(
+            "Skipping damaged checkpoint(s) %s (interrupted while being saved); %s",
+            "; ".join(f"{Path(path).name}: {why}" for path, why in skipped),
+            f"resuming from {Path(last).name}" if last else "none left to resume from",
+        )
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
@@ -612,6 +631,7 @@ WORK_WRITER = "train"
 def _work_legacy(work_dir: Path):
     """Proof that ``work_dir``'s unrecorded file was written by st-prune train (an older one, or killed before its
     checkpoint was recorded)."""
+
     def written_by_train(path: Path) -> bool:
         parts = path.relative_to(work_dir).parts
         if len(parts) > 1 and parts[0].startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
@@ -643,13 +663,17 @@ def check_work_dir(work_dir: Path) -> None:
         return
     fix = "move it away or choose another --output"
     if work_dir.is_symlink() or not work_dir.is_dir():
-        raise StPruneError(f"{work_dir} exists and is not a folder st-prune made; st-prune train keeps its checkpoints "
-                           f"in that folder beside --output: {fix}")
+        raise StPruneError(
+            f"{work_dir} exists and is not a folder st-prune made; st-prune train keeps its checkpoints "
+            f"in that folder beside --output: {fix}"
+        )
     theirs = ownership.foreign(work_dir, legacy=_work_legacy(work_dir))
     ours = ownership.has_record(work_dir) or theirs != ownership.foreign(work_dir)  # recorded, or proven st-prune's
     if theirs and not ours:
-        raise StPruneError(f"{work_dir} holds files st-prune did not write ({', '.join(theirs[:3])}); st-prune train "
-                           f"keeps its checkpoints in that folder beside --output and removes it when done: {fix}")
+        raise StPruneError(
+            f"{work_dir} holds files st-prune did not write ({', '.join(theirs[:3])}); st-prune train "
+            f"keeps its checkpoints in that folder beside --output and removes it when done: {fix}"
+        )
 
 
 def claim_work_dir(work_dir: Path) -> None:
@@ -693,8 +717,12 @@ def remove_work_dir(work_dir: Path, *, checkpoints_only: bool = False) -> list[s
 
 
 def check_run_folders(
-    output_dir: str | os.PathLike | None, work_dir: Path, resume: bool | str | os.PathLike | None, overwrite: bool,
-    *, derived_work_dir: bool = True,
+    output_dir: str | os.PathLike | None,
+    work_dir: Path,
+    resume: bool | str | os.PathLike | None,
+    overwrite: bool,
+    *,
+    derived_work_dir: bool = True,
 ) -> str | None:
     """Fail fast on the export folder and the checkpoints in ``work_dir``; the checkpoint to resume from, if any.
 
@@ -789,14 +817,20 @@ def train_pruned(
         model = model_or_path
     else:
         model = encoder_from_llm(
-            str(model_or_path), layers=layers, fraction=fraction, pooling=pooling, max_seq_length=config.sequence_length()
+            str(model_or_path),
+            layers=layers,
+            fraction=fraction,
+            pooling=pooling,
+            max_seq_length=config.sequence_length(),
         )
 
     cost = None
     if config.recover == "distill" and not _carries_teacher_embeddings(data):
         data, cost = _self_distillation(model_or_path, model, teacher, data, config, work_dir, prompts, pooling)
         prompts = None  # the prepared data carries its prompts
-        if not temporary_work and distributed.is_main():  # st-prune's own files: the clean-up after the export removes them
+        if (
+            not temporary_work and distributed.is_main()
+        ):  # st-prune's own files: the clean-up after the export removes them
             from st_prune.training.self_distill import CACHE_DIR
             from st_prune.util import ownership
 
@@ -824,13 +858,22 @@ def _self_distillation(model_or_path, model, teacher, data, config, work_dir, pr
 
     if teacher is None:
         if isinstance(model_or_path, SentenceTransformer):
-            raise StPruneError("recover='distill' on a model object needs its uncut teacher: pass teacher=the "
-                               "full-depth model (encoder_from_llm(path))")
+            raise StPruneError(
+                "recover='distill' on a model object needs its uncut teacher: pass teacher=the "
+                "full-depth model (encoder_from_llm(path))"
+            )
         teacher = encoder_from_llm(str(model_or_path), pooling=pooling, max_seq_length=config.sequence_length())
     teacher.max_seq_length = model.max_seq_length  # the teacher embeds exactly what the cut will see
     identity = f"{teacher_identity(model_or_path, teacher)}"
-    data, cost = self_distillation_data(teacher, data, work_dir / CACHE_DIR, identity=identity,
-                                        batch_size=config.batch_size, prompts=prompts, progress=distributed.is_main())
+    data, cost = self_distillation_data(
+        teacher,
+        data,
+        work_dir / CACHE_DIR,
+        identity=identity,
+        batch_size=config.batch_size,
+        prompts=prompts,
+        progress=distributed.is_main(),
+    )
     del teacher
     release_memory()
     return data, cost
@@ -938,6 +981,7 @@ def train_encoder(
 
 def _layers_to_keep(model: SentenceTransformer, layers: int | None, fraction: float | None) -> int:
     from st_prune.model import architectures
+
     return architectures.layers_to_keep(model[0].num_layers, layers, fraction)
 
 

@@ -89,8 +89,11 @@ class TrimReport:
         return asdict(self)
 
     def summary(self) -> str:
-        changed = ("n/a" if self.held_out_changed_share is None
-                   else f"{100 * self.held_out_changed_share:.1f} % of {self.held_out_texts} held-out texts")
+        changed = (
+            "n/a"
+            if self.held_out_changed_share is None
+            else f"{100 * self.held_out_changed_share:.1f} % of {self.held_out_texts} held-out texts"
+        )
         lines = [
             f"vocabulary {self.vocab_before:,} -> {self.vocab_after:,} tokens ({self.tokenizer}): "
             f"{self.kept_special} special, {self.kept_alphabet} byte alphabet, {self.kept_corpus:,} used by the "
@@ -102,29 +105,38 @@ class TrimReport:
         return "\n".join(lines + self.notes)
 
     def card_section(self) -> str:
-        changed = ("not measured (no held-out texts)" if self.held_out_changed_share is None
-                   else f"{100 * self.held_out_changed_share:.1f} % of {self.held_out_texts:,} held-out texts "
-                   f"({self.held_out_source})")
-        limit = (f"the most frequent, at most {self.vocab_size_requested:,} tokens in all" if self.vocab_size_requested
-                 else f"tokens used at least {self.min_frequency} times" if self.min_frequency
-                 else "every token it uses")
-        return "\n".join([
-            CARD_HEADING,
-            "",
-            f"The vocabulary was trimmed with `st-prune trim` to the tokens a corpus of {self.corpus_texts:,} texts "
-            f"uses ({limit}), keeping every special token, the byte alphabet and every merge intermediate of a kept "
-            "token. Texts made only of kept tokens tokenize and embed exactly as before; other texts are split into "
-            "smaller pieces.",
-            "",
-            "| | before | after |",
-            "|---|---|---|",
-            f"| tokens | {self.vocab_before:,} | {self.vocab_after:,} |",
-            f"| parameters | {self.parameters_before / 1e6:.1f}M | {self.parameters_after / 1e6:.1f}M |",
-            f"| on disk | {self.disk_bytes_before / 1e6:.1f} MB | {self.disk_bytes_after / 1e6:.1f} MB |",
-            "",
-            f"Tokenization changed for {changed}.",
-            "",
-        ])
+        changed = (
+            "not measured (no held-out texts)"
+            if self.held_out_changed_share is None
+            else f"{100 * self.held_out_changed_share:.1f} % of {self.held_out_texts:,} held-out texts "
+            f"({self.held_out_source})"
+        )
+        limit = (
+            f"the most frequent, at most {self.vocab_size_requested:,} tokens in all"
+            if self.vocab_size_requested
+            else f"tokens used at least {self.min_frequency} times"
+            if self.min_frequency
+            else "every token it uses"
+        )
+        return "\n".join(
+            [
+                CARD_HEADING,
+                "",
+                f"The vocabulary was trimmed with `st-prune trim` to the tokens a corpus of {self.corpus_texts:,} texts "
+                f"uses ({limit}), keeping every special token, the byte alphabet and every merge intermediate of a kept "
+                "token. Texts made only of kept tokens tokenize and embed exactly as before; other texts are split into "
+                "smaller pieces.",
+                "",
+                "| | before | after |",
+                "|---|---|---|",
+                f"| tokens | {self.vocab_before:,} | {self.vocab_after:,} |",
+                f"| parameters | {self.parameters_before / 1e6:.1f}M | {self.parameters_after / 1e6:.1f}M |",
+                f"| on disk | {self.disk_bytes_before / 1e6:.1f} MB | {self.disk_bytes_after / 1e6:.1f} MB |",
+                "",
+                f"Tokenization changed for {changed}.",
+                "",
+            ]
+        )
 
 
 # --------------------------------------------------------------------------------------------- corpus
@@ -135,21 +147,25 @@ def read_corpus(path: str | os.PathLike, flag: str = "--corpus") -> list[str]:
     Blank texts are skipped; none left is an error. ``flag`` is the option the file was given with."""
     path = Path(path)
     if not path.is_file():
-        raise StPruneError(f"{flag} {path} not found; give {flag} a text file (one text a line) or a "
-                           "JSONL/CSV/Parquet file")
+        raise StPruneError(
+            f"{flag} {path} not found; give {flag} a text file (one text a line) or a JSONL/CSV/Parquet file"
+        )
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         try:
             texts = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
-            raise StPruneError(f"{flag} {path} is not UTF-8 text; give one text a line or a JSONL/CSV/Parquet "
-                               "file") from None
+            raise StPruneError(
+                f"{flag} {path} is not UTF-8 text; give one text a line or a JSONL/CSV/Parquet file"
+            ) from None
     else:
         texts = _table_texts(path, fmt)
     texts = [text for text in texts if text.strip()]
     if not texts:
-        raise StPruneError(f"{flag} {path} has no text; the trim keeps the tokens a corpus uses, so give it the "
-                           "texts the model will embed")
+        raise StPruneError(
+            f"{flag} {path} has no text; the trim keeps the tokens a corpus uses, so give it the "
+            "texts the model will embed"
+        )
     return texts
 
 
@@ -162,13 +178,18 @@ def _table_texts(path: Path, fmt: str) -> list[str]:
     try:
         table = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as error:  # datasets raises many types for malformed files
-        raise StPruneError(f"corpus {path} could not be read as {fmt} ({type(error).__name__}); check the "
-                           "file") from None
-    columns = [name for name, feature in table.features.items()
-               if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")]
+        raise StPruneError(
+            f"corpus {path} could not be read as {fmt} ({type(error).__name__}); check the file"
+        ) from None
+    columns = [
+        name
+        for name, feature in table.features.items()
+        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+    ]
     if not columns:
-        raise StPruneError(f"corpus {path} has no text (string) column; its columns are "
-                           f"{', '.join(table.column_names) or 'none'}")
+        raise StPruneError(
+            f"corpus {path} has no text (string) column; its columns are {', '.join(table.column_names) or 'none'}"
+        )
     return [text for column in columns for text in table[column] if isinstance(text, str)]
 
 
@@ -198,7 +219,7 @@ def _walk(node: Any) -> Iterable[dict]:
 
 
 def tokenizer_family(tokenizer_json: dict, where: str = "tokenizer.json") -> str:
-    """"byte-level BPE" or "BPE with byte fallback"; any other tokenizer is refused in one line."""
+    """ "byte-level BPE" or "BPE with byte fallback"; any other tokenizer is refused in one line."""
     model = tokenizer_json.get("model") or {}
     kind = model.get("type", "unknown")
     if kind != "BPE":
@@ -207,8 +228,10 @@ def tokenizer_family(tokenizer_json: dict, where: str = "tokenizer.json") -> str
             f"Llama-3/Qwen/SmolLM2, or byte fallback like Gemma/Mistral) exactly, and {kind} is not one of them"
         )
     if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise StPruneError(f"{where} is a BPE with word prefixes/suffixes; st-prune trim only trims byte-level "
-                           "BPE and BPE with byte fallback exactly")
+        raise StPruneError(
+            f"{where} is a BPE with word prefixes/suffixes; st-prune trim only trims byte-level "
+            "BPE and BPE with byte fallback exactly"
+        )
     if model.get("dropout"):
         raise StPruneError(f"{where} is a BPE with dropout (random tokenization); remove the dropout first")
     byte_level = any(node.get("type") == "ByteLevel" for node in _walk(tokenizer_json.get("pre_tokenizer")))
@@ -285,7 +308,8 @@ def trim_tokenizer_json(tokenizer_json: dict, kept: Sequence[int]) -> dict:
     vocab = model["vocab"]
     merges = model.get("merges") or []
     model["merges"] = [
-        merge for merge, (left, right) in zip(merges, _merge_pairs(merges))
+        merge
+        for merge, (left, right) in zip(merges, _merge_pairs(merges))
         if left in vocab and right in vocab and left + right in vocab
     ]
     trimmed["added_tokens"] = [
@@ -358,8 +382,11 @@ def select_tokens(
             f"--vocab-size {vocab_size} is below the {len(special)} special tokens + {len(alphabet)}-token byte "
             f"alphabet every trimmed tokenizer keeps; give at least {len(base)}"
         )
-    candidates = [i for i, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-                  if n >= (min_frequency or 1) and i in token_of and (id_limit is None or i < id_limit)]
+    candidates = [
+        i
+        for i, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if n >= (min_frequency or 1) and i in token_of and (id_limit is None or i < id_limit)
+    ]
     kept, corpus, left_out = set(base), set(), 0
     for token_id in candidates:
         if token_id in kept:
@@ -388,12 +415,21 @@ def _parameter_count(model_dir: Path) -> int:
 
 
 def _disk_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and path.name not in (MARKER, ownership.MANIFEST))
+    return sum(
+        path.stat().st_size
+        for path in folder.rglob("*")
+        if path.is_file() and path.name not in (MARKER, ownership.MANIFEST)
+    )
 
 
 def _id_keys(config: dict) -> list[str]:
-    return [key for key, value in config.items() if key.endswith(("_token_id", "_token_ids")) and value is not None
-            and (isinstance(value, int) or (isinstance(value, list) and all(isinstance(v, int) for v in value)))]
+    return [
+        key
+        for key, value in config.items()
+        if key.endswith(("_token_id", "_token_ids"))
+        and value is not None
+        and (isinstance(value, int) or (isinstance(value, list) and all(isinstance(v, int) for v in value)))
+    ]
 
 
 def _config_ids(config: dict) -> set[int]:
@@ -432,8 +468,10 @@ def _all_config_dicts(config: dict) -> list[dict]:
 def check_output_folder(output: str | os.PathLike) -> Path:
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"{output} already has files in it; st-prune trim writes only a new or empty "
-                              "folder: choose another --output")
+        raise FileExistsError(
+            f"{output} already has files in it; st-prune trim writes only a new or empty "
+            "folder: choose another --output"
+        )
     return output
 
 
@@ -496,16 +534,26 @@ def trim_vocabulary(
     st_config = model_dir / "config_sentence_transformers.json"
     prompts = []
     if st_config.is_file():
-        prompts = [p for p in (json.loads(st_config.read_text(encoding="utf-8")).get("prompts") or {}).values()
-                   if isinstance(p, str) and p.strip()]
+        prompts = [
+            p
+            for p in (json.loads(st_config.read_text(encoding="utf-8")).get("prompts") or {}).values()
+            if isinstance(p, str) and p.strip()
+        ]
     embedding_keys, rows = _embedding_tensors(weight_files, configs["config.json"])
     required = set().union(*(_config_ids(c) for conf in configs.values() for c in _all_config_dicts(conf)))
 
     def select(counted: Sequence[str]) -> Selection:
         encodings = original.encode_batch(list(counted) + prompts, add_special_tokens=False)
         counts = Counter(i for encoding in encodings for i in encoding.ids)
-        return select_tokens(tokenizer_json, family, counts, required=required, vocab_size=vocab_size,
-                             min_frequency=min_frequency, id_limit=rows)
+        return select_tokens(
+            tokenizer_json,
+            family,
+            counts,
+            required=required,
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            id_limit=rows,
+        )
 
     selection = select(texts)
     kept = selection.kept
@@ -515,8 +563,10 @@ def trim_vocabulary(
     if dropped_added:
         notes.append(f"dropped {len(dropped_added)} added token(s) without an embedding row: {dropped_added[:5]}")
     if vocab_size is not None and selection.corpus_left_out:
-        notes.append(f"--vocab-size {vocab_size}: {selection.corpus_left_out:,} of {selection.corpus_seen:,} corpus "
-                     f"tokens left out (merge intermediates take {len(kept) - len(selection.corpus | selection.special | selection.alphabet):,} places)")
+        notes.append(
+            f"--vocab-size {vocab_size}: {selection.corpus_left_out:,} of {selection.corpus_seen:,} corpus "
+            f"tokens left out (merge intermediates take {len(kept) - len(selection.corpus | selection.special | selection.alphabet):,} places)"
+        )
 
     trimmed_json = trim_tokenizer_json(tokenizer_json, kept)
     trimmed = Tokenizer.from_str(json.dumps(trimmed_json, ensure_ascii=False))
@@ -527,8 +577,10 @@ def trim_vocabulary(
     measured = trimmed
     if held_out is None:
         rest, held_out = split_held_out(texts, seed)
-        held_out_source = (f"{HELD_OUT_SHARE:.0%} of the corpus, measured on a vocabulary built without them; the "
-                           "shipped vocabulary counts every corpus text")
+        held_out_source = (
+            f"{HELD_OUT_SHARE:.0%} of the corpus, measured on a vocabulary built without them; the "
+            "shipped vocabulary counts every corpus text"
+        )
         if held_out:
             measured = Tokenizer.from_str(json.dumps(trim_tokenizer_json(tokenizer_json, select(rest).kept)))
     else:
@@ -543,9 +595,14 @@ def trim_vocabulary(
     staging = new_staging_dir(output)  # also removes what a trim killed earlier left beside ``output``
     try:
         skip = {path.resolve() for path in weight_files} | {tokenizer_path.resolve()}
-        shutil.copytree(model_dir, staging, dirs_exist_ok=True,
-                        ignore=lambda where, names: [n for n in names if (Path(where) / n).resolve() in skip
-                                                     or n == ownership.MANIFEST])  # the record describes the source
+        shutil.copytree(
+            model_dir,
+            staging,
+            dirs_exist_ok=True,
+            ignore=lambda where, names: [
+                n for n in names if (Path(where) / n).resolve() in skip or n == ownership.MANIFEST
+            ],
+        )  # the record describes the source
         target = staging / folder.relative_to(model_dir)
         rows_kept, total_bytes = torch.tensor(kept, dtype=torch.long), 0
         for path in weight_files:
@@ -574,15 +631,27 @@ def trim_vocabulary(
         _rewrite_tokenizer_config(target / "tokenizer_config.json", new_id)
 
         report = TrimReport(
-            tokenizer=family, vocab_before=original.get_vocab_size(with_added_tokens=True),
-            vocab_after=len(kept), kept_special=len(selection.special), kept_alphabet=len(selection.alphabet),
+            tokenizer=family,
+            vocab_before=original.get_vocab_size(with_added_tokens=True),
+            vocab_after=len(kept),
+            kept_special=len(selection.special),
+            kept_alphabet=len(selection.alphabet),
             kept_corpus=len(selection.corpus - selection.special - selection.alphabet),
             kept_closure_only=len(set(kept) - selection.corpus - selection.special - selection.alphabet),
-            corpus_tokens_seen=selection.corpus_seen, corpus_tokens_left_out=selection.corpus_left_out,
-            corpus_texts=len(texts), vocab_size_requested=vocab_size, min_frequency=min_frequency,
-            parameters_before=_parameter_count(model_dir), parameters_after=_parameter_count(staging),
-            disk_bytes_before=_disk_bytes(model_dir), disk_bytes_after=0, held_out_texts=len(held_out),
-            held_out_changed_share=changed, held_out_source=held_out_source, verified_texts=verified, notes=notes,
+            corpus_tokens_seen=selection.corpus_seen,
+            corpus_tokens_left_out=selection.corpus_left_out,
+            corpus_texts=len(texts),
+            vocab_size_requested=vocab_size,
+            min_frequency=min_frequency,
+            parameters_before=_parameter_count(model_dir),
+            parameters_after=_parameter_count(staging),
+            disk_bytes_before=_disk_bytes(model_dir),
+            disk_bytes_after=0,
+            held_out_texts=len(held_out),
+            held_out_changed_share=changed,
+            held_out_source=held_out_source,
+            verified_texts=verified,
+            notes=notes,
         )
         readme = staging / "README.md"
         existing = readme.read_text(encoding="utf-8").rstrip() + "\n\n" if readme.is_file() else ""
@@ -611,13 +680,17 @@ def _embedding_tensors(weight_files: Sequence[Path], config: dict) -> tuple[set[
     found = {key: entry["shape"] for key, entry in tensors(weight_files) if key.endswith(EMBEDDING_NAMES)}
     inputs = {key: shape for key, shape in found.items() if not key.endswith("lm_head.weight")}
     if len(inputs) != 1:
-        raise StPruneError(f"expected one input embedding matrix in the weights, found {sorted(inputs) or 'none'}; "
-                           "st-prune trim handles decoder LLM folders saved by transformers")
+        raise StPruneError(
+            f"expected one input embedding matrix in the weights, found {sorted(inputs) or 'none'}; "
+            "st-prune trim handles decoder LLM folders saved by transformers"
+        )
     rows = next(iter(inputs.values()))[0]
     vocab_sizes = {conf.get("vocab_size") for conf in _all_config_dicts(config)} - {None}
     if vocab_sizes and rows not in vocab_sizes:
-        raise StPruneError(f"the embedding matrix has {rows} rows but config.json says vocab_size "
-                           f"{sorted(vocab_sizes)}; the folder is inconsistent")
+        raise StPruneError(
+            f"the embedding matrix has {rows} rows but config.json says vocab_size "
+            f"{sorted(vocab_sizes)}; the folder is inconsistent"
+        )
     return {key for key, shape in found.items() if shape[0] == rows}, rows
 
 

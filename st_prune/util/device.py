@@ -12,8 +12,10 @@ from st_prune.errors import StPruneError
 _BACKENDS = {
     "cuda": lambda torch: (torch.cuda.is_available(), torch.cuda.device_count()),
     "mps": lambda torch: (torch.backends.mps.is_available(), 1),
-    "xpu": lambda torch: (hasattr(torch, "xpu") and torch.xpu.is_available(),
-                          torch.xpu.device_count() if hasattr(torch, "xpu") else 0),
+    "xpu": lambda torch: (
+        hasattr(torch, "xpu") and torch.xpu.is_available(),
+        torch.xpu.device_count() if hasattr(torch, "xpu") else 0,
+    ),
 }
 
 
@@ -32,7 +34,9 @@ def check_device(device: str | None, flag: str = "--device") -> None:
         return
     available, count = backend(torch)
     if not available:
-        build = f"torch {torch.__version__}" + (" without CUDA" if parsed.type == "cuda" and not torch.version.cuda else "")
+        build = f"torch {torch.__version__}" + (
+            " without CUDA" if parsed.type == "cuda" and not torch.version.cuda else ""
+        )
         raise StPruneError(
             f"{flag} {device}: no {parsed.type.upper()} device is available on this machine ({build}); "
             f"pass {flag} cpu or leave {flag} out"

@@ -45,8 +45,10 @@ def start() -> None:
     if torch.cuda.is_available() and local >= gpus:
         from st_prune.errors import StPruneError
 
-        raise StPruneError(f"process {local} of this machine has no GPU of its own (the machine has {gpus}): start at "
-                           f"most {gpus} processes per machine (torchrun --nproc_per_node {gpus})")
+        raise StPruneError(
+            f"process {local} of this machine has no GPU of its own (the machine has {gpus}): start at "
+            f"most {gpus} processes per machine (torchrun --nproc_per_node {gpus})"
+        )
     from accelerate import PartialState
 
     PartialState(cpu=not torch.cuda.is_available(), timeout=WAIT_TIMEOUT)

@@ -48,8 +48,12 @@ def offline_mode() -> Iterator[None]:
     import datasets.config
     from huggingface_hub import constants
 
-    saved = (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
-             os.environ.get("HF_HUB_OFFLINE"))
+    saved = (
+        constants.HF_HUB_OFFLINE,
+        datasets.config.HF_HUB_OFFLINE,
+        datasets.config.HF_DATASETS_OFFLINE,
+        os.environ.get("HF_HUB_OFFLINE"),
+    )
     constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
@@ -68,7 +72,8 @@ def offline_unless_reachable(needed: bool = True) -> Iterator[None]:
     if not needed or is_offline() or hub_reachable():
         yield
         return
-    logger.warning("The Hub at %s cannot be reached; working offline: only data already in the local cache is used",
-                   hub_endpoint())
+    logger.warning(
+        "The Hub at %s cannot be reached; working offline: only data already in the local cache is used", hub_endpoint()
+    )
     with offline_mode():
         yield

@@ -81,8 +81,10 @@ def report(stop: KeyboardInterrupt, args: argparse.Namespace | None, argv: Seque
     how = "interrupted" if status == INTERRUPTED else "stopped by SIGTERM"
     # The processes of a torchrun run go on under the same launcher, not as a plain command.
     launcher = " (under the same launcher, e.g. torchrun)" if distributed.world_size() > 1 else ""
-    print(f"{verb}: {how}; {resume.kept}; {resume.action} `{shlex.join(['st-prune', *resume.argv])}`{launcher}",
-          file=sys.stderr)
+    print(
+        f"{verb}: {how}; {resume.kept}; {resume.action} `{shlex.join(['st-prune', *resume.argv])}`{launcher}",
+        file=sys.stderr,
+    )
     return status
 
 

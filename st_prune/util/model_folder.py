@@ -20,8 +20,11 @@ def read_modules(folder: Path, *, fix: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise StPruneError(f"{folder} is not a sentence-transformers model folder (no {MODULES_JSON}); {fix}")
     modules = read_json(path, fix=fix)
-    if not (isinstance(modules, list) and modules
-            and all(isinstance(module, dict) and isinstance(module.get("path"), str) for module in modules)):
+    if not (
+        isinstance(modules, list)
+        and modules
+        and all(isinstance(module, dict) and isinstance(module.get("path"), str) for module in modules)
+    ):
         raise StPruneError(f"{path} lists no modules; {fix}")
     return modules
 

@@ -39,4 +39,6 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         missing = getattr(error, "name", None) or module
-        raise MissingDependency(f"{purpose} needs the {missing.split('.')[0]} package: run `{install_hint(missing)}`") from None
+        raise MissingDependency(
+            f"{purpose} needs the {missing.split('.')[0]} package: run `{install_hint(missing)}`"
+        ) from None

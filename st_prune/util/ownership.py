@@ -33,8 +33,10 @@ from typing import Any
 from st_prune.errors import StPruneError
 
 MANIFEST = ".st-prune-files.json"
-ABOUT = ("The files st-prune wrote in this folder; st-prune replaces or removes only these, and only while they are "
-         "unchanged. Not part of the model: safe to delete (st-prune then treats every file here as yours).")
+ABOUT = (
+    "The files st-prune wrote in this folder; st-prune replaces or removes only these, and only while they are "
+    "unchanged. Not part of the model: safe to delete (st-prune then treats every file here as yours)."
+)
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 
 Legacy = Callable[[Path], bool]  # writer-specific proof for files an older st-prune wrote without a record
@@ -51,8 +53,10 @@ def read_record(folder: str | os.PathLike) -> dict[str, Any]:
         return {"files": {}, "dirs": []}
     files = data.get("files") if isinstance(data, dict) else None
     dirs = data.get("dirs") if isinstance(data, dict) else None
-    return {"files": {name: entry for name, entry in (files or {}).items() if isinstance(entry, dict)},
-            "dirs": [name for name in (dirs or []) if isinstance(name, str)]}
+    return {
+        "files": {name: entry for name, entry in (files or {}).items() if isinstance(entry, dict)},
+        "dirs": [name for name in (dirs or []) if isinstance(name, str)],
+    }
 
 
 def has_record(folder: str | os.PathLike) -> bool:
@@ -65,10 +69,16 @@ def _write_record(folder: Path, record: dict[str, Any], pending: Iterable[str] =
 
     # Records of files that are gone (removed, rotated away) say nothing: drop them so the record stays small.
     pending = set(pending)
-    files = {name: entry for name, entry in record["files"].items()
-             if name in pending or os.path.lexists(folder / name)}
-    dirs = sorted({name for name in record["dirs"]
-                   if name == "." or (folder / name).is_dir() or any(p.startswith(name + "/") for p in pending)})
+    files = {
+        name: entry for name, entry in record["files"].items() if name in pending or os.path.lexists(folder / name)
+    }
+    dirs = sorted(
+        {
+            name
+            for name in record["dirs"]
+            if name == "." or (folder / name).is_dir() or any(p.startswith(name + "/") for p in pending)
+        }
+    )
     if not files and not dirs:
         (folder / MANIFEST).unlink(missing_ok=True)
         return
@@ -119,8 +129,9 @@ def _unchanged(path: Path, entry: dict[str, Any]) -> bool:
     return bool(entry.get("sha256")) and _sha256(path) == entry["sha256"]  # copied or touched: same bytes?
 
 
-def record(folder: str | os.PathLike, relatives: Iterable[str], *, by: str, digest: bool = True,
-           dirs: Iterable[str] = ()) -> None:
+def record(
+    folder: str | os.PathLike, relatives: Iterable[str], *, by: str, digest: bool = True, dirs: Iterable[str] = ()
+) -> None:
     """Record ``relatives`` (files under ``folder``, as they are now) as written by st-prune ``by``, and ``dirs`` as
     folders it created. ``digest=False`` skips the sha256 (checkpoints: large, and never copied around)."""
     folder = Path(folder)
@@ -132,21 +143,34 @@ def record(folder: str | os.PathLike, relatives: Iterable[str], *, by: str, dige
         _write_record(folder, current)
 
 
-def adopt(folder: str | os.PathLike, relatives: Iterable[str], *, by: str, legacy: Legacy,
-          digest: bool = True) -> list[str]:
+def adopt(
+    folder: str | os.PathLike, relatives: Iterable[str], *, by: str, legacy: Legacy, digest: bool = True
+) -> list[str]:
     """Record those of ``relatives`` that ``legacy`` proves an older st-prune wrote (before it kept this record);
     the adopted names. Files already recorded are left as they are."""
     folder = Path(folder)
     listed = read_record(folder)["files"]
-    found = [name for name in relatives if name not in listed and (folder / name).is_file()
-             and not (folder / name).is_symlink() and legacy(folder / name)]
+    found = [
+        name
+        for name in relatives
+        if name not in listed
+        and (folder / name).is_file()
+        and not (folder / name).is_symlink()
+        and legacy(folder / name)
+    ]
     if found:
         record(folder, found, by=by, digest=digest)
         # The sub-folders holding these files and nothing else were made by that st-prune too.
         theirs = foreign(folder)
         holders = {part for name in found for part in _parents(name)}
-        record(folder, [], by=by, dirs=[name for name in holders if not any(
-            other == name or other.startswith(name + "/") for other in theirs)])
+        record(
+            folder,
+            [],
+            by=by,
+            dirs=[
+                name for name in holders if not any(other == name or other.startswith(name + "/") for other in theirs)
+            ],
+        )
     return found
 
 
@@ -176,8 +200,9 @@ def _walk(top: Path, base: Path) -> tuple[list[str], list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------ the question
-def owner(folder: str | os.PathLike, relative: str, *, legacy: Legacy | None = None,
-          recorded: dict[str, Any] | None = None) -> str | None:
+def owner(
+    folder: str | os.PathLike, relative: str, *, legacy: Legacy | None = None, recorded: dict[str, Any] | None = None
+) -> str | None:
     """The verb that wrote ``folder/relative`` if it is st-prune's and unchanged, else None.
 
     ``legacy`` decides for a file the record does not list (written by an st-prune from before the record);
@@ -191,8 +216,15 @@ def owner(folder: str | os.PathLike, relative: str, *, legacy: Legacy | None = N
     return None
 
 
-def check_replace(folder: str | os.PathLike, relative: str, *, by: str, overwrite: bool = False,
-                  legacy: Legacy | None = None, fix: str) -> None:
+def check_replace(
+    folder: str | os.PathLike,
+    relative: str,
+    *,
+    by: str,
+    overwrite: bool = False,
+    legacy: Legacy | None = None,
+    fix: str,
+) -> None:
     """May st-prune ``by`` write ``folder/relative``? Yes when nothing is there, or st-prune's own unchanged file that
     ``by`` itself wrote (a re-run) or that ``overwrite`` allows replacing; else one ``StPruneError`` line ending
     in ``fix``."""
@@ -203,8 +235,9 @@ def check_replace(folder: str | os.PathLike, relative: str, *, by: str, overwrit
     if writer is not None and (overwrite or writer in (by, "st-prune")):
         return
     if writer is not None:
-        raise StPruneError(f"{path} was written by st-prune {writer}, not {by}, and is not replaced without "
-                           f"--overwrite; {fix}")
+        raise StPruneError(
+            f"{path} was written by st-prune {writer}, not {by}, and is not replaced without --overwrite; {fix}"
+        )
     listed = relative in read_record(folder)["files"]
     why = "was changed since st-prune wrote it" if listed else "was not written by st-prune"
     raise StPruneError(f"{path} exists and {why}, so it is never replaced; {fix}")
@@ -217,14 +250,18 @@ def foreign(folder: str | os.PathLike, *, legacy: Legacy | None = None) -> list[
     files, dirs = _walk(folder, folder)
     found = [name for name in files if owner(folder, name, legacy=legacy, recorded=current) is None]
     holding = {str(Path(name).parent.as_posix()) for name in files}
-    found += [name for name in dirs if name not in current["dirs"] and not any(
-        other == name or other.startswith(name + "/") for other in holding)]
+    found += [
+        name
+        for name in dirs
+        if name not in current["dirs"] and not any(other == name or other.startswith(name + "/") for other in holding)
+    ]
     return sorted(found)
 
 
 # ------------------------------------------------------------------------------------------------ the writers
-def remove_owned(folder: str | os.PathLike, *, under: Iterable[str] = ("",), root: bool = False,
-                 legacy: Legacy | None = None) -> list[str]:
+def remove_owned(
+    folder: str | os.PathLike, *, under: Iterable[str] = ("",), root: bool = False, legacy: Legacy | None = None
+) -> list[str]:
     """Remove what st-prune wrote in ``folder`` (only under the ``under`` sub-paths; "" is all), and the folders it
     created once empty; ``root`` also removes ``folder`` itself if st-prune created it and it is empty now.
 
@@ -271,15 +308,38 @@ def make_folder(folder: str | os.PathLike, *, by: str) -> Path:
     return folder
 
 
-def write_text(folder: str | os.PathLike, relative: str, text: str, *, by: str, overwrite: bool = False,
-               legacy: Legacy | None = None, fix: str) -> Path:
+def write_text(
+    folder: str | os.PathLike,
+    relative: str,
+    text: str,
+    *,
+    by: str,
+    overwrite: bool = False,
+    legacy: Legacy | None = None,
+    fix: str,
+) -> Path:
     """Write ``folder/relative`` atomically and record it, after ``check_replace``."""
-    return write_file(folder, relative, lambda path: path.write_text(text, encoding="utf-8"), by=by,
-                      overwrite=overwrite, legacy=legacy, fix=fix)
+    return write_file(
+        folder,
+        relative,
+        lambda path: path.write_text(text, encoding="utf-8"),
+        by=by,
+        overwrite=overwrite,
+        legacy=legacy,
+        fix=fix,
+    )
 
 
-def write_file(folder: str | os.PathLike, relative: str, produce: Callable[[Path], Any], *, by: str,
-               overwrite: bool = False, legacy: Legacy | None = None, fix: str) -> Path:
+def write_file(
+    folder: str | os.PathLike,
+    relative: str,
+    produce: Callable[[Path], Any],
+    *,
+    by: str,
+    overwrite: bool = False,
+    legacy: Legacy | None = None,
+    fix: str,
+) -> Path:
     """``produce(temporary)`` writes the content, which is then renamed to ``folder/relative`` and recorded
     (``st_prune.util.files.atomic_path``: all of it or nothing), after ``check_replace``."""
     from st_prune.util.files import atomic_path
@@ -298,8 +358,9 @@ def write_file(folder: str | os.PathLike, relative: str, produce: Callable[[Path
     return folder / relative
 
 
-def install(staging: Path, destination: Path, *, by: str, clear: Iterable[str] = (), overwrite: bool = False,
-            fix: str) -> None:
+def install(
+    staging: Path, destination: Path, *, by: str, clear: Iterable[str] = (), overwrite: bool = False, fix: str
+) -> None:
     """Put the files of the complete ``staging`` folder (``st_prune.util.staging``) into ``destination`` and record them.
 
     A new (or empty) destination is the staging folder renamed, its record written inside it first. Into an

@@ -58,8 +58,9 @@ def _acquire(folder: Path) -> tuple[Path, str]:
             if not _is_gone(holder):
                 raise StPruneError(_in_use(folder, path, holder)) from None
             _remove_stale(path, text)
-            logger.info("%s: took over the lock left by process %s, which is no longer running", folder,
-                        holder.get("pid"))
+            logger.info(
+                "%s: took over the lock left by process %s, which is no longer running", folder, holder.get("pid")
+            )
             continue
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as file:
@@ -68,14 +69,19 @@ def _acquire(folder: Path) -> tuple[Path, str]:
             path.unlink(missing_ok=True)
             raise
         return path, owner
-    raise StPruneError(f"{path} holds no owner that can be read: if no st-prune run uses {folder}, delete it and "
-                       "run again")
+    raise StPruneError(
+        f"{path} holds no owner that can be read: if no st-prune run uses {folder}, delete it and run again"
+    )
 
 
 def _this_process() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "boot_id": _boot_id(),
-            "start_ticks": _start_ticks(os.getpid()),
-            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "boot_id": _boot_id(),
+        "start_ticks": _start_ticks(os.getpid()),
+        "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
 
 
 def _is_gone(holder: dict[str, Any]) -> bool:
@@ -117,8 +123,10 @@ def _in_use(folder: Path, path: Path, holder: dict[str, Any]) -> str:
     who = f"process {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
     if holder.get("host") == socket.gethostname():
         return f"{folder} is in use by another st-prune run ({who}): wait for it to end, or stop it, and run again"
-    return (f"{folder} is in use by an st-prune run on another machine ({who}); if that machine is gone, delete "
-            f"{path} and run again")
+    return (
+        f"{folder} is in use by an st-prune run on another machine ({who}); if that machine is gone, delete "
+        f"{path} and run again"
+    )
 
 
 def _read(path: Path) -> str | None:

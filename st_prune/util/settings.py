@@ -39,8 +39,14 @@ Text = Annotated[str, Strict(), Field(min_length=1)]  # a required string that m
 SEED_MAX = 2**32 - 1  # transformers' set_seed seeds numpy, which takes 0 .. 2**32 - 1
 
 
-def limits(*, ge: float | None = None, gt: float | None = None, lt: float | None = None, le: float | None = None,
-           note: str = "") -> Any:
+def limits(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    note: str = "",
+) -> Any:
     """A value's range (pydantic constraints) and the words its error message uses, made from the same numbers."""
     if ge is not None and lt is not None:
         words = f"in [{ge}, {lt})"

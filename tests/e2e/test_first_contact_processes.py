@@ -32,14 +32,27 @@ def test_help_and_recipe_listing_import_no_heavy_library():
 def test_shipped_recipe_layers_match_what_their_cpu_bases_say(smollm2_gguf):
     from st_prune.model import architectures
     from st_prune.model.truncated_llm import load_base_config
+
     config = load_base_config(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     assert architectures.num_layers(config) == load_recipe("smollm2-135m-instruct-cpu").base.layers
 
 
 def test_the_wheel_carries_the_recipes_and_their_data(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("st_prune-*.whl")

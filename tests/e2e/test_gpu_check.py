@@ -7,21 +7,36 @@ import json
 import os
 import subprocess
 import sys
+
 from gpu_check import ARCHITECTURES, ROOT
 
 # The tiny run takes ~30 s on 2 cores (five architectures: load, scan, LoRA steps, export, reload). It belongs with
 # the end-to-end tests: once pyproject.toml registers the "e2e" marker, mark this module `pytestmark = pytest.mark.e2e`
 # so that a quick run can deselect it.
 
-LLAMA_STAGES = ["load_full", "forward_full", "scan", "prune_large", "train_large", "load_small", "train_small",
-                "train_small_cached", "export_small"]
+LLAMA_STAGES = [
+    "load_full",
+    "forward_full",
+    "scan",
+    "prune_large",
+    "train_large",
+    "load_small",
+    "train_small",
+    "train_small_cached",
+    "export_small",
+]
 OTHER_STAGES = ["load_full", "forward_full", "cut_small", "train_export_small", "reload_small"]
 
 
 def test_tiny_run_writes_a_filled_row_per_architecture(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--tiny", "--output", str(tmp_path)],
-        check=False, capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
@@ -48,8 +63,11 @@ def test_tiny_run_writes_a_filled_row_per_architecture(tmp_path):
     assert scan["finite_curve"] and scan["scan_per_forward"] > 0 and scan["batches"] == 2
 
     markdown = (tmp_path / "gpu_check.md").read_text()
-    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in markdown.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in ARCHITECTURES}
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in ARCHITECTURES
+    }
     assert list(rows) == list(ARCHITECTURES)
     for name, cells in rows.items():
         assert "–" not in cells and cells[-1] == "ok", (name, cells)

@@ -29,8 +29,12 @@ def test_case7_a_killed_deploy_leaves_nothing_in_the_model_folder_and_the_next_w
     folder = export_model(encoder_from_llm(str(tiny_llm("llama", layers=2)), layers=1), tmp_path / "model")
     before = snapshot(folder)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "st_prune.cli", "deploy", str(folder), "--onnx"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "st_prune.cli", "deploy", str(folder), "--onnx"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while _staging_of(folder) is None and process.poll() is None and time.monotonic() < deadline:
@@ -41,8 +45,9 @@ def test_case7_a_killed_deploy_leaves_nothing_in_the_model_folder_and_the_next_w
         process.kill()
         process.wait()
     assert snapshot(folder) == before  # the staging folder sits beside the model folder, never inside it
-    assert sorted(scan_folder(folder)) == sorted(name for name, content in before.items()
-                                                 if content is not None and name != ownership.MANIFEST)
+    assert sorted(scan_folder(folder)) == sorted(
+        name for name, content in before.items() if content is not None and name != ownership.MANIFEST
+    )
 
     # An older deploy's leftover inside the folder: never published, removed by the next deploy with the one above.
     (folder / ".deploy-staging-ab12cd34" / "onnx").mkdir(parents=True)

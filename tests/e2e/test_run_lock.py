@@ -17,10 +17,10 @@ import yaml
 
 import st_prune
 from st_prune import cli
-from st_prune.util import run_lock
 from st_prune.errors import StPruneError
 from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.runner import RecipeRunner
+from st_prune.util import run_lock
 from st_prune.util.run_lock import LOCK_NAME, hold_run_lock
 
 SOURCE = Path(st_prune.__file__).resolve().parent.parent
@@ -28,15 +28,24 @@ SOURCE = Path(st_prune.__file__).resolve().parent.parent
 
 @pytest.fixture()
 def recipe(tiny_llm, tmp_path) -> Path:
-    (tmp_path / "triplets.jsonl").write_text("".join(
-        json.dumps({"anchor": f"the cat {i}", "positive": f"a cat {i}", "negative": f"no dog {i}"}) + "\n"
-        for i in range(8)))
+    (tmp_path / "triplets.jsonl").write_text(
+        "".join(
+            json.dumps({"anchor": f"the cat {i}", "positive": f"a cat {i}", "negative": f"no dog {i}"}) + "\n"
+            for i in range(8)
+        )
+    )
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "tiny-lock", "base": {"model": str(tiny_llm()), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
-        "variants": [{"name": "solo", "layers": 2}], "data": {"path": "triplets.jsonl"},
-        "card": {"license": "apache-2.0"},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-lock",
+                "base": {"model": str(tiny_llm()), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
+                "variants": [{"name": "solo", "layers": 2}],
+                "data": {"path": "triplets.jsonl"},
+                "card": {"license": "apache-2.0"},
+            }
+        )
+    )
     return path
 
 
@@ -59,10 +68,16 @@ def other_run(tmp_path):
     processes = []
 
     def start(folder: Path) -> subprocess.Popen:
-        code = ("import sys, time\nfrom st_prune.util.run_lock import hold_run_lock\n"
-                "with hold_run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
-        process = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
-                                   env={**os.environ, "PYTHONPATH": str(SOURCE)})
+        code = (
+            "import sys, time\nfrom st_prune.util.run_lock import hold_run_lock\n"
+            "with hold_run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(SOURCE)},
+        )
         processes.append(process)
         assert process.stdout.readline() == "held\n"
         return process
@@ -74,15 +89,24 @@ def other_run(tmp_path):
 
 
 def lock_of(pid: int, **changes) -> str:
-    holder = {"host": socket.gethostname(), "pid": pid, "boot_id": run_lock._boot_id(),
-              "start_ticks": run_lock._start_ticks(pid), "started": "2025-01-01T00:00:00+00:00", **changes}
+    holder = {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "boot_id": run_lock._boot_id(),
+        "start_ticks": run_lock._start_ticks(pid),
+        "started": "2025-01-01T00:00:00+00:00",
+        **changes,
+    }
     return json.dumps(holder)
 
 
 def ended_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout)
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 # --- a second run -----------------------------------------------------------------------------------------
@@ -91,8 +115,10 @@ def test_a_second_run_on_the_folder_is_refused_naming_the_first(recipe, tmp_path
     first = other_run(output)
     assert cli.main(["run", str(recipe), "--output", str(output)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"st-prune run: error: {output} is in use by another st-prune run (process {first.pid} on "
-                          f"{socket.gethostname()}, started "), err
+    assert err.startswith(
+        f"st-prune run: error: {output} is in use by another st-prune run (process {first.pid} on "
+        f"{socket.gethostname()}, started "
+    ), err
     assert err.endswith("): wait for it to end, or stop it, and run again\n") and err.count("\n") == 1, err
     assert stages_see == [] and sorted(os.listdir(output)) == [LOCK_NAME]  # nothing of the second run was written
     assert json.loads((output / LOCK_NAME).read_text())["pid"] == first.pid
@@ -101,8 +127,7 @@ def test_a_second_run_on_the_folder_is_refused_naming_the_first(recipe, tmp_path
 def test_a_second_run_in_the_same_process_is_refused(tmp_path):
     """The lock names this very process (same pid and start time): another thread or a nested call holds it."""
     folder = tmp_path / "run"
-    with hold_run_lock(folder), pytest.raises(StPruneError, match=f"process {os.getpid()} on "), \
-            hold_run_lock(folder):
+    with hold_run_lock(folder), pytest.raises(StPruneError, match=f"process {os.getpid()} on "), hold_run_lock(folder):
         pass
     assert not (folder / LOCK_NAME).exists()
 
@@ -115,7 +140,8 @@ def test_a_run_on_another_machine_is_respected(tmp_path):
         pass
     assert str(error.value) == (
         f"{folder} is in use by an st-prune run on another machine (process 1 on gpu-node-7, started "
-        f"2025-01-01T00:00:00+00:00); if that machine is gone, delete {folder / LOCK_NAME} and run again")
+        f"2025-01-01T00:00:00+00:00); if that machine is gone, delete {folder / LOCK_NAME} and run again"
+    )
 
 
 def test_only_rank_0_of_a_torchrun_run_takes_the_lock(recipe, tmp_path, other_run, stages_see, monkeypatch):
@@ -132,12 +158,16 @@ def test_only_rank_0_of_a_torchrun_run_takes_the_lock(recipe, tmp_path, other_ru
 
 
 # --- a lock whose run is gone -------------------------------------------------------------------------------
-@pytest.mark.parametrize("stale", [
-    lambda: lock_of(ended_pid()),
-    lambda: lock_of(os.getppid(), start_ticks=1),  # the pid is alive, but it is a later process than the writer
-    lambda: lock_of(os.getppid(), boot_id="a-boot-before-the-last-restart"),
-    lambda: lock_of(os.getpid(), start_ticks=1),  # a killed run's pid came back to this very process
-], ids=["process-ended", "pid-reused", "machine-restarted", "own-pid-reused"])
+@pytest.mark.parametrize(
+    "stale",
+    [
+        lambda: lock_of(ended_pid()),
+        lambda: lock_of(os.getppid(), start_ticks=1),  # the pid is alive, but it is a later process than the writer
+        lambda: lock_of(os.getppid(), boot_id="a-boot-before-the-last-restart"),
+        lambda: lock_of(os.getpid(), start_ticks=1),  # a killed run's pid came back to this very process
+    ],
+    ids=["process-ended", "pid-reused", "machine-restarted", "own-pid-reused"],
+)
 def test_a_lock_left_by_a_killed_run_is_taken_over(stale, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -148,7 +178,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(stale, tmp_path):
     assert os.listdir(folder) == []  # nothing left beside it either (the stale lock was moved aside, then removed)
 
 
-@pytest.mark.parametrize("damaged", ["", "{\"host\": \"vm\"}", "not json"], ids=["empty", "no-pid", "not-json"])
+@pytest.mark.parametrize("damaged", ["", '{"host": "vm"}', "not json"], ids=["empty", "no-pid", "not-json"])
 def test_a_lock_that_names_no_process_is_refused_naming_the_file(damaged, tmp_path, monkeypatch):
     """Empty (a run killed between creating the lock and writing it) or damaged: whose it is cannot be told."""
     sleeps = []
@@ -158,8 +188,10 @@ def test_a_lock_that_names_no_process_is_refused_naming_the_file(damaged, tmp_pa
     (folder / LOCK_NAME).write_text(damaged)
     with pytest.raises(StPruneError) as error, hold_run_lock(folder):
         pass
-    assert str(error.value) == (f"{folder / LOCK_NAME} holds no owner that can be read: if no st-prune run uses "
-                                f"{folder}, delete it and run again")
+    assert str(error.value) == (
+        f"{folder / LOCK_NAME} holds no owner that can be read: if no st-prune run uses "
+        f"{folder}, delete it and run again"
+    )
     assert sum(sleeps) >= 1  # it was given time to be written first
     assert (folder / LOCK_NAME).read_text() == damaged  # whose it is cannot be told: the user decides
 
@@ -177,8 +209,9 @@ def test_a_run_takes_over_a_killed_runs_lock(recipe, tmp_path, stages_see, caplo
 
 
 # --- released however the run ends ----------------------------------------------------------------------------
-@pytest.mark.parametrize("ending", [None, RuntimeError("a stage failed"), KeyboardInterrupt()],
-                         ids=["finished", "error", "ctrl-c"])
+@pytest.mark.parametrize(
+    "ending", [None, RuntimeError("a stage failed"), KeyboardInterrupt()], ids=["finished", "error", "ctrl-c"]
+)
 def test_the_lock_is_held_through_the_stages_and_released_at_the_end(ending, recipe, tmp_path, monkeypatch):
     output, seen = tmp_path / "run", []
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from paths import HELPERS
 from plain_st import encode_in_plain_process  # noqa: E402
 
@@ -27,19 +26,41 @@ def write_recipe(folder: Path, model: Path) -> Path:
     with (folder / "triplets.jsonl").open("w") as handle:
         for index in range(48):
             a, b, c = WORDS[index % 12], WORDS[(index + 1) % 12], WORDS[(index + 5) % 12]
-            handle.write(json.dumps({"anchor": f"the {a} and {b} {index}", "positive": f"a {a} with a {b} {index}",
-                                     "negative": f"the {c} on the road {index}"}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "anchor": f"the {a} and {b} {index}",
+                        "positive": f"a {a} with a {b} {index}",
+                        "negative": f"the {c} on the road {index}",
+                    }
+                )
+                + "\n"
+            )
     with (folder / "sts.jsonl").open("w") as handle:
         for index in range(12):
-            handle.write(json.dumps({"sentence1": f"the {WORDS[index]} runs",
-                                     "sentence2": f"a {WORDS[(index * 7) % 12]} runs", "score": float(index % 5)}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "sentence1": f"the {WORDS[index]} runs",
+                        "sentence2": f"a {WORDS[(index * 7) % 12]} runs",
+                        "score": float(index % 5),
+                    }
+                )
+                + "\n"
+            )
     recipe = {
         "name": "tiny-ddp",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
         "variants": [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}],
         "scan": {"batch_size": 4, "num_batches": 2},
-        "training": {"steps": STEPS, "batch_size": BATCH, "warmup_steps": 1, "learning_rate": 1e-3,
-                     "logging_steps": 1, "save_steps": 2},
+        "training": {
+            "steps": STEPS,
+            "batch_size": BATCH,
+            "warmup_steps": 1,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_steps": 2,
+        },
         "data": {"path": "triplets.jsonl", "default_instruction": "Retrieve matching pairs"},
         "evaluation": {"local_tasks": [{"path": "sts.jsonl", "type": "sts", "name": "TinySTS"}]},
         "card": {"license": "apache-2.0", "language": ["en"]},
@@ -53,9 +74,22 @@ def test_torchrun_runs_a_recipe_with_two_processes_end_to_end(tiny_llm, tmp_path
     recipe = write_recipe(tmp_path, tiny_llm("llama", layers=4))
     output, records = tmp_path / "run", tmp_path / "ranks"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(HELPERS / "ddp_run_script.py"), str(records),
-               "run", str(recipe), "--output", str(output), "--zoo-index", str(tmp_path / "index")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(HELPERS / "ddp_run_script.py"),
+        str(records),
+        "run",
+        str(recipe),
+        "--output",
+        str(output),
+        "--zoo-index",
+        str(tmp_path / "index"),
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     seconds = time.perf_counter() - started
@@ -70,23 +104,37 @@ def test_torchrun_runs_a_recipe_with_two_processes_end_to_end(tiny_llm, tmp_path
         assert rank["similarity_shapes"] == [[BATCH, 2 * BATCH * 2]] * (2 * STEPS)
 
     # One progress log: rank 0's (rank 1 trained as quietly as it waited).
-    for line in ("[run ] scan ...", "[run ] train[small] ...", "[run ] train[large] ...", "[run ] export[small] ...",
-                 "[run ] evaluate[large] ...", "[run ] card[large] ...", "st-prune run tiny-ddp: finished in"):
+    for line in (
+        "[run ] scan ...",
+        "[run ] train[small] ...",
+        "[run ] train[large] ...",
+        "[run ] export[small] ...",
+        "[run ] evaluate[large] ...",
+        "[run ] card[large] ...",
+        "st-prune run tiny-ddp: finished in",
+    ):
         assert log.count(line) == 1, (line, log[-4000:])
     assert "L3Prune picks" in log and log.count("L3Prune picks") == 1
 
     summary = json.loads((output / "summary.json").read_text())
-    trained = {variant: json.loads((output / "work" / variant / "train.json").read_text()) for variant in ("small", "large")}
+    trained = {
+        variant: json.loads((output / "work" / variant / "train.json").read_text()) for variant in ("small", "large")
+    }
     assert all(record["steps"] == STEPS and record["processes"] == 2 for record in trained.values())
     assert not list((output / "work").glob("*/checkpoints"))  # spent once rank 0 wrote the train markers
     zoo = json.loads((tmp_path / "index" / "zoo.json").read_text())
     folders = sorted((output / "models").glob("*/modules.json"))
     assert len(folders) == 2 and len(zoo) == 2
     for modules in folders:  # the card's budget counts both processes' batches
-        assert f"- Budget: {STEPS} steps × {BATCH} triplets × 2 processes × " in (modules.parent / "README.md").read_text()
+        assert (
+            f"- Budget: {STEPS} steps × {BATCH} triplets × 2 processes × " in (modules.parent / "README.md").read_text()
+        )
     texts = ["the cat and dog", "a bank with money"]
     for modules in folders:
         embeddings, _ = encode_in_plain_process(modules.parent, texts, tmp_path)  # st_prune not importable there
         assert embeddings.shape[0] == 2 and embeddings.any()
-    print(f"\n2-process run: {seconds:.1f}s in all (stages: "
-          + ", ".join(f"{row['stage']} {row['seconds']}s" for row in summary["stages"]) + ")")
+    print(
+        f"\n2-process run: {seconds:.1f}s in all (stages: "
+        + ", ".join(f"{row['stage']} {row['seconds']}s" for row in summary["stages"])
+        + ")"
+    )

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from runner_resume import record, write_recipe
 from safetensors.torch import load_file
 
 from st_prune.training import trainer as training
 from st_prune.util.run_lock import LOCK_NAME
-
-from runner_resume import record, write_recipe
 
 
 def adapter(output: Path) -> dict:
@@ -55,10 +54,14 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     assert victim.wait(timeout=30) == -signal.SIGKILL
     assert not (killed / "stages" / "train.solo.json").exists()  # killed mid-training, not after
     assert json.loads((killed / LOCK_NAME).read_text())["pid"] == victim.pid  # the kill left its lock behind
-    saved = sorted(int(path.name.split("-")[1]) for path in checkpoints.glob("checkpoint-*")
-                   if (path / "trainer_state.json").is_file())
+    saved = sorted(
+        int(path.name.split("-")[1])
+        for path in checkpoints.glob("checkpoint-*")
+        if (path / "trainer_state.json").is_file()
+    )
     earlier_seconds = json.loads(
-        (checkpoints / f"checkpoint-{saved[-1]}" / training.CHECKPOINT_PROGRESS_NAME).read_text())["train_seconds"]
+        (checkpoints / f"checkpoint-{saved[-1]}" / training.CHECKPOINT_PROGRESS_NAME).read_text()
+    )["train_seconds"]
 
     started = time.perf_counter()
     resumed = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
@@ -77,8 +80,10 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     assert ours.keys() == theirs.keys()
     difference = max(float((ours[name] - theirs[name]).abs().max()) for name in ours)
     moved = max(float(theirs[name].abs().max()) for name in theirs if "lora_B" in name)  # B starts at zero
-    print(f"\nkilled at checkpoint-{step}, resumed run {resumed_seconds:.1f}s, max |adapter difference| "
-          f"{difference:.2e} (largest lora_B weight {moved:.2e})")
+    print(
+        f"\nkilled at checkpoint-{step}, resumed run {resumed_seconds:.1f}s, max |adapter difference| "
+        f"{difference:.2e} (largest lora_B weight {moved:.2e})"
+    )
     assert moved > 1e-4 and difference <= 1e-5
 
     # The record covers the whole training: every logged step, the same losses, the earlier time included.
@@ -86,7 +91,8 @@ def test_a_run_killed_mid_training_resumes_in_the_stage_and_ends_like_an_uninter
     assert [row["step"] for row in ours["loss_history"]] == list(range(1, steps + 1))
     assert [row["step"] for row in theirs["loss_history"]] == list(range(1, steps + 1))
     assert [row["loss"] for row in ours["loss_history"]] == pytest.approx(
-        [row["loss"] for row in theirs["loss_history"]], abs=2e-4)  # rounded to 4 decimals in the record
+        [row["loss"] for row in theirs["loss_history"]], abs=2e-4
+    )  # rounded to 4 decimals in the record
     assert ours["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-4) and ours["steps"] == steps
     assert ours["resumed_from"] == f"checkpoint-{step}" and theirs["resumed_from"] is None
     assert ours["seconds"] >= earlier_seconds > 0

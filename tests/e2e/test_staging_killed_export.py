@@ -1,15 +1,18 @@
 """An export killed half-way (SIGKILL, another process) leaves a staging folder the next export removes."""
 
 from __future__ import annotations
+
 import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from staging import KILLED_EXPORT
+
 from st_prune import encoder_from_llm, export_model
 from st_prune.util.staging import MARKER
-from staging import KILLED_EXPORT
 
 
 def _marked(folder: Path, pid: int) -> Path:

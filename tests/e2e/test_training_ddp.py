@@ -13,10 +13,28 @@ from paths import HELPERS, ROOT
 
 def test_two_processes_share_in_batch_negatives(tiny_llm, tmp_path):
     folder = tiny_llm("llama", layers=4)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(HELPERS / "ddp_train_script.py"), "--model", str(folder), "--output", str(tmp_path / "run"),
-               "--batch-size", "4", "--max-steps", "3"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(HELPERS / "ddp_train_script.py"),
+        "--model",
+        str(folder),
+        "--output",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     reports = [json.loads((tmp_path / "run" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -24,5 +42,7 @@ def test_two_processes_share_in_batch_negatives(tiny_llm, tmp_path):
         assert report["world_size"] == 2 and report["global_step"] == 3
         # Each process scores its 4 anchors against positives + hard negatives of *both* processes.
         assert report["similarity_shapes"] == [[4, 2 * 4 * 2]] * 3
-    assert reports[0]["weights_checksum"] == pytest.approx(reports[1]["weights_checksum"], abs=1e-6)  # DDP kept them in sync
+    assert reports[0]["weights_checksum"] == pytest.approx(
+        reports[1]["weights_checksum"], abs=1e-6
+    )  # DDP kept them in sync
     assert (tmp_path / "run" / "export" / "modules.json").is_file()  # written once, by rank 0

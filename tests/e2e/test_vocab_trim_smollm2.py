@@ -46,8 +46,12 @@ def test_every_corpus_text_embeds_as_before_and_the_held_out_share_is_still_meas
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     source = encoder_folder(tmp_path, "llama", tokenizer, "weighted_mean")
-    rows = [json.loads(line) for line in (Path(st_prune.__file__).parent / "recipes" / "data" / "stsb-dev-300.jsonl")
-            .read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (Path(st_prune.__file__).parent / "recipes" / "data" / "stsb-dev-300.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     corpus = [row[column] for row in rows for column in ("sentence1", "sentence2")]
     (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n")
     trimmed = tmp_path / "trimmed"

@@ -16,16 +16,18 @@ from pathlib import Path
 import ddp_train_script  # beside this file: the recording loss of the `st-prune train` DDP test
 
 from st_prune import cli
-
 from st_prune.training import trainer as training
+
+
 def main() -> int:
     record_dir, argv = Path(sys.argv[1]), sys.argv[2:]
     training.MultipleNegativesRankingLoss = ddp_train_script.RecordingLoss  # what build_loss constructs, here only
     status = cli.main(argv)
     rank = int(os.environ.get("RANK", "0"))
     record_dir.mkdir(parents=True, exist_ok=True)
-    (record_dir / f"rank{rank}.json").write_text(json.dumps(
-        {"rank": rank, "status": status, "similarity_shapes": ddp_train_script.SHAPES}))
+    (record_dir / f"rank{rank}.json").write_text(
+        json.dumps({"rank": rank, "status": status, "similarity_shapes": ddp_train_script.SHAPES})
+    )
     return status
 
 

@@ -22,8 +22,8 @@ from sentence_transformers.sentence_transformer.losses import (
 from transformers import TrainerCallback
 
 from st_prune import encoder_from_llm
-
 from st_prune.training import trainer as training
+
 SHAPES: list[list[int]] = []
 
 
@@ -59,21 +59,41 @@ def main() -> int:
     args = parser.parse_args()
 
     training.MultipleNegativesRankingLoss = RecordingLoss  # what build_loss constructs, in this process only
-    rows = [{"anchor": f"query {i} about item {i * 7}", "positive": f"item {i * 7} answers query {i}",
-             "negative": f"unrelated note {i + 500}", "instruction": "Retrieve the matching item"} for i in range(64)]
+    rows = [
+        {
+            "anchor": f"query {i} about item {i * 7}",
+            "positive": f"item {i * 7} answers query {i}",
+            "negative": f"unrelated note {i + 500}",
+            "instruction": "Retrieve the matching item",
+        }
+        for i in range(64)
+    ]
     model = encoder_from_llm(args.model, layers=2, max_seq_length=64)
     config = training.TrainingConfig(
-        max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=1e-3, warmup_steps=0, lora_r=4,
-        lora_alpha=8, max_seq_length=64, logging_steps=1, save_steps=100,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        lora_r=4,
+        lora_alpha=8,
+        max_seq_length=64,
+        logging_steps=1,
+        save_steps=100,
     )
     output = Path(args.output)
-    trained = training.train_pruned(model, Dataset.from_list(rows), config, output / "export",
-                                    work_dir=output / "work", callbacks=[FinalStep()])
+    trained = training.train_pruned(
+        model, Dataset.from_list(rows), config, output / "export", work_dir=output / "work", callbacks=[FinalStep()]
+    )
     rank = int(os.environ.get("RANK", "0"))
     checksum = float(sum(parameter.double().sum() for parameter in trained[0].auto_model.parameters()))
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    report = {"rank": rank, "world_size": world, "global_step": FinalStep.step, "similarity_shapes": SHAPES,
-              "weights_checksum": checksum}
+    report = {
+        "rank": rank,
+        "world_size": world,
+        "global_step": FinalStep.step,
+        "similarity_shapes": SHAPES,
+        "weights_checksum": checksum,
+    }
     (output / f"rank{rank}.json").write_text(json.dumps(report))
     return 0
 

@@ -14,6 +14,14 @@ def write_echo_data(folder: Path) -> Path:
     for task, count in TASK_ROWS.items():
         with (folder / f"{task}.jsonl").open("w") as handle:
             for index in range(count):
-                handle.write(json.dumps({"query": f"{task} question {index}", "positive": f"{task} answer {index}",
-                                         "negative": f"{task} other {index}"}) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "query": f"{task} question {index}",
+                            "positive": f"{task} answer {index}",
+                            "negative": f"{task} other {index}",
+                        }
+                    )
+                    + "\n"
+                )
     return folder

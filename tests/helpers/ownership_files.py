@@ -11,5 +11,7 @@ REPO = ROOT
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
     """Every file (content) and folder (None) under ``folder``, hidden ones included."""
-    return {path.relative_to(folder).as_posix(): path.read_bytes() if path.is_file() else None
-            for path in sorted(folder.rglob("*"))}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() if path.is_file() else None
+        for path in sorted(folder.rglob("*"))
+    }

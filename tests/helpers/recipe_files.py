@@ -17,21 +17,41 @@ def write_recipe(folder: Path, model: Path, **changes) -> Path:
         for index in range(24):
             a, b, c = words[index % 12], words[(index + 1) % 12], words[(index + 5) % 12]
             task = "pairs" if index % 2 else "other"
-            handle.write(json.dumps({"task": task, "anchor": f"the {a} and {b}", "positive": f"a {a} with a {b}",
-                                     "negative": f"the {c} on the road"}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "task": task,
+                        "anchor": f"the {a} and {b}",
+                        "positive": f"a {a} with a {b}",
+                        "negative": f"the {c} on the road",
+                    }
+                )
+                + "\n"
+            )
     task_file = folder / "sts.jsonl"
     with task_file.open("w") as handle:
         for index in range(12):
-            handle.write(json.dumps({"sentence1": f"the {words[index]} runs", "sentence2": f"a {words[(index * 7) % 12]} runs",
-                                     "score": float(index % 5)}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "sentence1": f"the {words[index]} runs",
+                        "sentence2": f"a {words[(index * 7) % 12]} runs",
+                        "score": float(index % 5),
+                    }
+                )
+                + "\n"
+            )
     recipe = {
         "name": "tiny-test",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
         "variants": [{"name": "small", "pick": "small"}, {"name": "large", "pick": "large"}],
         "scan": {"batch_size": 4, "num_batches": 2},
         "training": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "logging_steps": 1},
-        "data": {"path": "triplets.jsonl", "instructions": {"pairs": "Retrieve matching pairs"},
-                 "names": ["st-prune-test/triplets"]},
+        "data": {
+            "path": "triplets.jsonl",
+            "instructions": {"pairs": "Retrieve matching pairs"},
+            "names": ["st-prune-test/triplets"],
+        },
         "evaluation": {"local_tasks": [{"path": "sts.jsonl", "type": "sts", "name": "TinySTS"}]},
         "publish": {"org": "recipe-org", "repo_name": "{base}-l3prune-{variant}", "private": False},
         "card": {"license": "apache-2.0", "language": ["en"]},

@@ -16,15 +16,31 @@ def write_recipe(folder: Path, model: Path, steps: int, save_steps: int, **train
     with (folder / "triplets.jsonl").open("w") as handle:
         for index in range(24):
             a, b, c = WORDS[index % 12], WORDS[(index + 1) % 12], WORDS[(index + 5) % 12]
-            handle.write(json.dumps({"task": "pairs" if index % 2 else "other", "anchor": f"the {a} and {b}",
-                                     "positive": f"a {a} with a {b}", "negative": f"the {c} on the road"}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "task": "pairs" if index % 2 else "other",
+                        "anchor": f"the {a} and {b}",
+                        "positive": f"a {a} with a {b}",
+                        "negative": f"the {c} on the road",
+                    }
+                )
+                + "\n"
+            )
     recipe = {
         "name": "tiny-resume",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
         "variants": [{"name": "solo", "layers": 2}],
         "scan": {"batch_size": 4, "num_batches": 2},
-        "training": {"steps": steps, "batch_size": 4, "warmup_steps": 2, "learning_rate": 1e-3, "logging_steps": 1,
-                     "save_steps": save_steps, **training_changes},
+        "training": {
+            "steps": steps,
+            "batch_size": 4,
+            "warmup_steps": 2,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_steps": save_steps,
+            **training_changes,
+        },
         "data": {"path": "triplets.jsonl", "instructions": {"pairs": "Retrieve matching pairs"}},
         "card": {"license": "apache-2.0", "language": ["en"]},
     }

@@ -21,9 +21,8 @@ from sentence_transformers.sentence_transformer.modules import (
     Pooling,
     Transformer,
 )
-from tokenizers import processors
-
 from tiny_models import make_tiny_llm
+from tokenizers import processors
 
 PLAIN_TEXT = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
 QWEN3_PROMPTS = {"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery:", "document": ""}
@@ -37,7 +36,8 @@ def _append_eos(transformer: Transformer) -> None:
     tokenizer = transformer.tokenizer
     bos, eos = tokenizer.bos_token, tokenizer.eos_token
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos}:0 $A:0 {eos}:0", pair=f"{bos}:0 $A:0 {eos}:0 $B:1 {eos}:1",
+        single=f"{bos}:0 $A:0 {eos}:0",
+        pair=f"{bos}:0 $A:0 {eos}:0 $B:1 {eos}:1",
         special_tokens=[(bos, tokenizer.bos_token_id), (eos, tokenizer.eos_token_id)],
     )
 
@@ -49,8 +49,13 @@ def make_tiny_embedder(folder: str | Path, shape: str, layers: int = 4, seed: in
     llm = make_tiny_llm(folder.with_name(folder.name + "-llm"), family, layers, seed=seed)
     # Qwen3-Embedding pads on the left, set where sentence-transformers saves it (sentence_bert_config.json).
     processor_kwargs = {"padding_side": "left"} if shape == "qwen3_last_token" else None
-    transformer = Transformer(str(llm), modality_config=PLAIN_TEXT, module_output_name="token_embeddings",
-                              max_seq_length=96, processor_kwargs=processor_kwargs)
+    transformer = Transformer(
+        str(llm),
+        modality_config=PLAIN_TEXT,
+        module_output_name="token_embeddings",
+        max_seq_length=96,
+        processor_kwargs=processor_kwargs,
+    )
     tokenizer = transformer.tokenizer
     tokenizer.pad_token = tokenizer.eos_token
     hidden = transformer.get_embedding_dimension()

@@ -105,7 +105,9 @@ def make_tiny_llm(folder: str | Path, family: str = "llama", layers: int = 4, se
 def make_tiny_bert(folder: str | Path) -> Path:
     """An encoder-only model, which st-prune must refuse."""
     folder = Path(folder)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=320)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=320
+    )
     BertModel(config).save_pretrained(folder)
     build_tokenizer().save_pretrained(folder)
     return folder

@@ -12,8 +12,16 @@ WORDS = "red green blue small large quick lazy happy dog cat fox bird tree river
 INSTRUCTION = "Retrieve semantically similar text"
 
 
-FAST = {"batch_size": 4, "learning_rate": 2e-3, "warmup_steps": 0, "lora_r": 4, "lora_alpha": 8, "max_seq_length": 64,
-        "logging_steps": 1, "save_steps": 100}
+FAST = {
+    "batch_size": 4,
+    "learning_rate": 2e-3,
+    "warmup_steps": 0,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "max_seq_length": 64,
+    "logging_steps": 1,
+    "save_steps": 100,
+}
 
 
 def triplet_rows(count: int, instruction: str | None = None, seed: int = 0) -> list[dict[str, str]]:
@@ -22,8 +30,11 @@ def triplet_rows(count: int, instruction: str | None = None, seed: int = 0) -> l
     rows = []
     for index in range(count):
         first, second, other = rng.sample(WORDS, 3)
-        row = {"anchor": f"{index} {first} {second}", "positive": f"the {first} {second} number {index}",
-               "negative": f"a {other} thing {index + 1000}"}
+        row = {
+            "anchor": f"{index} {first} {second}",
+            "positive": f"the {first} {second} number {index}",
+            "negative": f"a {other} thing {index + 1000}",
+        }
         if instruction:
             row["instruction"] = instruction
         rows.append(row)
@@ -33,5 +44,3 @@ def triplet_rows(count: int, instruction: str | None = None, seed: int = 0) -> l
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
-
-

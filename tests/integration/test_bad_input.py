@@ -12,13 +12,13 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from st_prune import cli
 from bad_input import _left_in
 from cli_errors import assert_one_line, run_cli
-from recipe_files import write_recipe
 from evaluation_tasks import stsbenchmark_in_memory
+from recipe_files import write_recipe
 from training_rows import FAST, triplet_rows
+
+from st_prune import cli
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,11 @@ def _damaged_copy(folder: Path, destination: Path, keep: int | None) -> Path:
 
 
 # --- case 9: a 0-byte or truncated model.safetensors --------------------------------------------------------
-@pytest.mark.parametrize("keep, problem", [(None, "model.safetensors is empty (0 bytes)"),
-                                           (30_000, "model.safetensors is truncated (30,000 of ")],
-                         ids=["empty", "truncated"])
+@pytest.mark.parametrize(
+    "keep, problem",
+    [(None, "model.safetensors is empty (0 bytes)"), (30_000, "model.safetensors is truncated (30,000 of ")],
+    ids=["empty", "truncated"],
+)
 @pytest.mark.parametrize("verb", ["prune", "eval", "deploy"])
 def test_damaged_weights_are_one_line(verb, keep, problem, tiny_llm, exported, tmp_path, capsys):
     source = tiny_llm() if verb == "prune" else exported
@@ -48,16 +50,30 @@ def test_damaged_weights_are_one_line(verb, keep, problem, tiny_llm, exported, t
     before = _left_in(model)
     argv = {
         "prune": ["prune", model, "--layers", "1", "--output", tmp_path / "out"],
-        "eval": ["eval", model, "--task-file", tmp_path / "sts.jsonl", "--task-type", "sts", "--model-name", "o/m",
-                 "--output", tmp_path / "out"],
+        "eval": [
+            "eval",
+            model,
+            "--task-file",
+            tmp_path / "sts.jsonl",
+            "--task-type",
+            "sts",
+            "--model-name",
+            "o/m",
+            "--output",
+            tmp_path / "out",
+        ],
         "deploy": ["deploy", model, "--onnx"],
     }[verb]
-    (tmp_path / "sts.jsonl").write_text("".join(
-        json.dumps({"sentence1": f"a cat {i}", "sentence2": f"the dog {i}", "score": float(i % 5)}) + "\n"
-        for i in range(8)))
+    (tmp_path / "sts.jsonl").write_text(
+        "".join(
+            json.dumps({"sentence1": f"a cat {i}", "sentence2": f"the dog {i}", "score": float(i % 5)}) + "\n"
+            for i in range(8)
+        )
+    )
     status, err = run_cli(argv, capsys)
-    assert_one_line(status, err, f"the model in {model} is damaged or incomplete", problem,
-                    "copy or download the model again")
+    assert_one_line(
+        status, err, f"the model in {model} is damaged or incomplete", problem, "copy or download the model again"
+    )
     assert not (tmp_path / "out").exists()
     assert _left_in(model) == before  # deploy wrote nothing into the folder
 
@@ -66,8 +82,10 @@ def test_a_missing_shard_of_a_sharded_checkpoint_is_named(tiny_llm, tmp_path, ca
     model = tmp_path / "sharded"
     shutil.copytree(tiny_llm(), model)
     (model / "model.safetensors").rename(model / "model-00001-of-00002.safetensors")
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
-                                            "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
     (model / "model.safetensors.index.json").write_text(json.dumps(index))
     status, err = run_cli(["prune", model, "--layers", "1", "--output", tmp_path / "out"], capsys)
     assert_one_line(status, err, "is damaged or incomplete: no model-00002-of-00002.safetensors")
@@ -75,8 +93,10 @@ def test_a_missing_shard_of_a_sharded_checkpoint_is_named(tiny_llm, tmp_path, ca
 
 # --- case 9: training data that is not UTF-8 -------------------------------------------------------------------
 def _latin1_triplets(path: Path) -> Path:
-    lines = [json.dumps({"anchor": f"a cat {i}", "positive": f"the cat {i}", "negative": f"a road {i}"},
-                        ensure_ascii=False) for i in range(12)]
+    lines = [
+        json.dumps({"anchor": f"a cat {i}", "positive": f"the cat {i}", "negative": f"a road {i}"}, ensure_ascii=False)
+        for i in range(12)
+    ]
     lines[3] = lines[3].replace("cat", "caf\u00e9")
     path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     return path
@@ -86,17 +106,24 @@ def test_scan_of_latin1_jsonl_names_the_line_and_the_fix(tiny_llm, tmp_path, cap
     data = _latin1_triplets(tmp_path / "data.jsonl")
     offset = data.read_bytes().index(b"\xe9")
     status, err = run_cli(["scan", tiny_llm(), "--data", data, "--output", tmp_path / "scan.json"], capsys)
-    assert_one_line(status, err, f"{data} is not UTF-8 text: byte 0xe9 at offset {offset:,} (line 4)",
-                    "re-encode the file as UTF-8", "iconv -f latin1 -t utf-8 data.jsonl > data.utf8.jsonl")
+    assert_one_line(
+        status,
+        err,
+        f"{data} is not UTF-8 text: byte 0xe9 at offset {offset:,} (line 4)",
+        "re-encode the file as UTF-8",
+        "iconv -f latin1 -t utf-8 data.jsonl > data.utf8.jsonl",
+    )
     assert not (tmp_path / "scan.json").exists()
 
 
 def test_train_on_a_latin1_csv_and_an_echo_data_folder(tiny_llm, tmp_path, capsys, no_model_load):
     csv_file = tmp_path / "data.csv"
-    csv_file.write_bytes(b"anchor,positive\n" + "".join(
-        f"a caf\u00e9 {i},the cat {i}\n" for i in range(8)).encode("latin-1"))
-    status, err = run_cli(["train", tiny_llm(), "--data", csv_file, "--layers", "1", "--output", tmp_path / "o"],
-                          capsys)
+    csv_file.write_bytes(
+        b"anchor,positive\n" + "".join(f"a caf\u00e9 {i},the cat {i}\n" for i in range(8)).encode("latin-1")
+    )
+    status, err = run_cli(
+        ["train", tiny_llm(), "--data", csv_file, "--layers", "1", "--output", tmp_path / "o"], capsys
+    )
     assert_one_line(status, err, f"{csv_file} is not UTF-8 text: byte 0xe9 at offset 21 (line 2)")
     echo = tmp_path / "echo"
     echo.mkdir()
@@ -107,18 +134,22 @@ def test_train_on_a_latin1_csv_and_an_echo_data_folder(tiny_llm, tmp_path, capsy
 
 
 # --- case 11: bad recipe data leaves no run folder ------------------------------------------------------------
-@pytest.mark.parametrize("data, message", [
-    ("latin1.jsonl", "is not UTF-8 text"),
-    ("empty.jsonl", "empty.jsonl has no rows"),
-    ("empty-folder", "holds no .jsonl/.json/.csv/.parquet files"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("latin1.jsonl", "is not UTF-8 text"),
+        ("empty.jsonl", "empty.jsonl has no rows"),
+        ("empty-folder", "holds no .jsonl/.json/.csv/.parquet files"),
+    ],
+)
 def test_run_refuses_bad_data_before_writing_anything(data, message, tiny_llm, tmp_path, capsys):
     recipe = write_recipe(tmp_path, tiny_llm())
     _latin1_triplets(tmp_path / "latin1.jsonl")
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "empty-folder").mkdir()
-    status, err = run_cli(["run", recipe, "--output", tmp_path / "run", "--set", f"data.path={tmp_path / data}"],
-                          capsys)
+    status, err = run_cli(
+        ["run", recipe, "--output", tmp_path / "run", "--set", f"data.path={tmp_path / data}"], capsys
+    )
     assert_one_line(status, err, message)
     assert not (tmp_path / "run").exists()  # no run.json, no recipe.yaml
 
@@ -132,10 +163,25 @@ def file_size_limit():
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
-def test_scan_under_a_file_size_limit_keeps_no_half_plot(tiny_llm, triplets_file, tmp_path, capsys,  # noqa: F811
-                                                          file_size_limit):
-    argv = ["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4", "--num-batches", "1",
-            "--output", tmp_path / "out" / "scan.json"]
+def test_scan_under_a_file_size_limit_keeps_no_half_plot(
+    tiny_llm,
+    triplets_file,
+    tmp_path,
+    capsys,  # noqa: F811
+    file_size_limit,
+):
+    argv = [
+        "scan",
+        tiny_llm(),
+        "--data",
+        triplets_file,
+        "--batch-size",
+        "4",
+        "--num-batches",
+        "1",
+        "--output",
+        tmp_path / "out" / "scan.json",
+    ]
     from st_prune.l3prune import scan as l3prune
 
     real_plot = l3prune.L3PruneResult.plot
@@ -162,8 +208,12 @@ def test_no_space_left_is_one_line_naming_the_output(tiny_llm, tmp_path, capsys,
 
     monkeypatch.setattr(st_prune.model.export, "export_model", full_disk)
     status, err = run_cli(["prune", tiny_llm(), "--layers", "1", "--output", tmp_path / "out"], capsys)
-    assert_one_line(status, err, f"no space left on the device while writing {tmp_path / 'out'}; free space on "
-                                 "that disk, or choose another --output")
+    assert_one_line(
+        status,
+        err,
+        f"no space left on the device while writing {tmp_path / 'out'}; free space on "
+        "that disk, or choose another --output",
+    )
 
 
 def test_a_checkpoint_cut_short_is_not_kept(tiny_llm, tmp_path, file_size_limit):
@@ -182,11 +232,24 @@ def test_a_checkpoint_cut_short_is_not_kept(tiny_llm, tmp_path, file_size_limit)
 
 
 def test_eval_under_a_file_size_limit_keeps_no_half_result(exported, tmp_path, capsys, file_size_limit):
-    (tmp_path / "sts.jsonl").write_text("".join(
-        json.dumps({"sentence1": f"a cat {i}", "sentence2": f"the dog {i}", "score": float(i % 5)}) + "\n"
-        for i in range(8)))
-    argv = ["eval", exported, "--task-file", tmp_path / "sts.jsonl", "--task-type", "sts", "--model-name", "o/m",
-            "--output", tmp_path / "results"]
+    (tmp_path / "sts.jsonl").write_text(
+        "".join(
+            json.dumps({"sentence1": f"a cat {i}", "sentence2": f"the dog {i}", "score": float(i % 5)}) + "\n"
+            for i in range(8)
+        )
+    )
+    argv = [
+        "eval",
+        exported,
+        "--task-file",
+        tmp_path / "sts.jsonl",
+        "--task-type",
+        "sts",
+        "--model-name",
+        "o/m",
+        "--output",
+        tmp_path / "results",
+    ]
     import mteb
 
     real_evaluate = mteb.evaluate
@@ -210,28 +273,34 @@ def test_submit_into_its_own_results_folder_is_refused(given, output, tmp_path, 
     (tmp_path / "ev" / "results" / "o__m" / "main").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     status, err = run_cli(["submit", given, "--output", output], capsys)
-    assert_one_line(status, err, f"--output {output} is the results folder the submission is copied from",
-                    "choose a new folder")
+    assert_one_line(
+        status, err, f"--output {output} is the results folder the submission is copied from", "choose a new folder"
+    )
     assert [path.name for path in (tmp_path / "ev").rglob("*")] == ["results", "o__m", "main"]
 
 
 @pytest.fixture()
 def damaged_meta(tmp_path):
     """``damaged_meta(text)``: an eval results folder whose model_meta.json holds ``text``."""
+
     def write(text: str) -> Path:
         folder = tmp_path / "ev" / "results" / "o__m" / "main"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model_meta.json").write_text(text)
         (folder / "STSBenchmark.json").write_text("{}")
         return folder / "model_meta.json"
+
     return write
 
 
-@pytest.mark.parametrize("text, problem", [
-    ('{"name": "o/m", "revi', "is not valid JSON"),
-    ("[]", "is not a JSON object (it holds a list)"),
-    ('{"name": "o/m", "revision": 5}', "is not a valid mteb ModelMeta (revision: Input should be a valid string)"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"name": "o/m", "revi', "is not valid JSON"),
+        ("[]", "is not a JSON object (it holds a list)"),
+        ('{"name": "o/m", "revision": 5}', "is not a valid mteb ModelMeta (revision: Input should be a valid string)"),
+    ],
+)
 def test_submit_with_a_damaged_model_meta_is_one_line(text, problem, damaged_meta, tmp_path, capsys):
     meta = damaged_meta(text)
     status, err = run_cli(["submit", tmp_path / "ev", "--output", tmp_path / "sub"], capsys)
@@ -242,11 +311,29 @@ def test_submit_with_a_damaged_model_meta_is_one_line(text, problem, damaged_met
 @pytest.mark.parametrize("text", ['{"name": "o/m", "revi', "[]"])
 def test_eval_into_a_folder_with_a_damaged_model_meta_is_one_line(text, exported, damaged_meta, tmp_path, capsys):
     meta = damaged_meta(text)
-    (tmp_path / "sts.jsonl").write_text("".join(
-        json.dumps({"sentence1": f"a cat {i}", "sentence2": f"the dog {i}", "score": float(i % 5)}) + "\n"
-        for i in range(8)))
-    status, err = run_cli(["eval", exported, "--task-file", tmp_path / "sts.jsonl", "--task-type", "sts",
-                           "--model-name", "o/m", "--revision", "main", "--output", tmp_path / "ev"], capsys)
+    (tmp_path / "sts.jsonl").write_text(
+        "".join(
+            json.dumps({"sentence1": f"a cat {i}", "sentence2": f"the dog {i}", "score": float(i % 5)}) + "\n"
+            for i in range(8)
+        )
+    )
+    status, err = run_cli(
+        [
+            "eval",
+            exported,
+            "--task-file",
+            tmp_path / "sts.jsonl",
+            "--task-type",
+            "sts",
+            "--model-name",
+            "o/m",
+            "--revision",
+            "main",
+            "--output",
+            tmp_path / "ev",
+        ],
+        capsys,
+    )
     assert_one_line(status, err, str(meta), "delete it (st-prune eval writes it again)")
     assert meta.read_text() == text
 
@@ -275,7 +362,13 @@ def test_submit_under_a_file_size_limit_leaves_no_half_submission(mteb_results, 
     assert _left_in(tmp_path / "sub") == {"notes.txt"}
     file_size_limit(None)  # space again: the submission lands beside the user's file
     assert run_cli(["submit", mteb_results, "--output", tmp_path / "sub"], capsys)[0] == 0
-    assert _left_in(tmp_path / "sub") == {"notes.txt", "results", "o_models.py", "SUBMISSION.md", ".st-prune-files.json"}
+    assert _left_in(tmp_path / "sub") == {
+        "notes.txt",
+        "results",
+        "o_models.py",
+        "SUBMISSION.md",
+        ".st-prune-files.json",
+    }
     assert (tmp_path / "sub" / "results" / "o__m" / "main" / "STSBenchmark.json").is_file()
 
 
@@ -286,18 +379,25 @@ def test_dry_run_refuses_a_depth_the_base_does_not_have(tiny_llm, tmp_path, caps
     (base / "model.safetensors").unlink()  # no weights at all: the dry run reads the config alone
     recipe = write_recipe(tmp_path, base, variants=[{"name": "a", "layers": 2}])
     assert cli.main(["run", str(recipe), "--output", str(tmp_path / "run"), "--dry-run"]) == 0
-    status, err = run_cli(["run", recipe, "--output", tmp_path / "run", "--dry-run",
-                           "--set", "variants.0.layers=99"], capsys)
-    assert_one_line(status, err, "variant 'a' keeps 99 layers but st-prune-test/tiny-llama has 6",
-                    "--set variants.0.layers=K with 1 <= K <= 6")
+    status, err = run_cli(
+        ["run", recipe, "--output", tmp_path / "run", "--dry-run", "--set", "variants.0.layers=99"], capsys
+    )
+    assert_one_line(
+        status,
+        err,
+        "variant 'a' keeps 99 layers but st-prune-test/tiny-llama has 6",
+        "--set variants.0.layers=K with 1 <= K <= 6",
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_trim_held_out_that_is_missing_names_held_out(exported, tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a cat\nthe dog\n")
-    status, err = run_cli(["trim", exported, "--corpus", corpus, "--held-out", tmp_path / "missing.txt",
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        ["trim", exported, "--corpus", corpus, "--held-out", tmp_path / "missing.txt", "--output", tmp_path / "out"],
+        capsys,
+    )
     assert_one_line(status, err, f"--held-out {tmp_path / 'missing.txt'} not found; give --held-out a text file")
     assert "--corpus" not in err
 
@@ -305,8 +405,12 @@ def test_trim_held_out_that_is_missing_names_held_out(exported, tmp_path, capsys
 def test_run_of_a_folder_says_it_is_a_folder_and_what_to_pass(tiny_llm, tmp_path, capsys):
     write_recipe(tmp_path, tiny_llm())
     status, err = run_cli(["run", tmp_path, "--dry-run"], capsys)
-    assert_one_line(status, err, f"recipe {tmp_path} is a folder; pass a recipe YAML file such as "
-                                 f"{tmp_path / 'recipe.yaml'}", "or a shipped recipe's name")
+    assert_one_line(
+        status,
+        err,
+        f"recipe {tmp_path} is a folder; pass a recipe YAML file such as {tmp_path / 'recipe.yaml'}",
+        "or a shipped recipe's name",
+    )
     assert "does not exist" not in err
 
 
@@ -326,8 +430,17 @@ def test_the_trained_adapter_follows_the_umask(tiny_llm, tmp_path, umask):
 
     model = encoder_from_llm(str(tiny_llm()), layers=1, max_seq_length=64)
     config = TrainingConfig(**{**FAST, "max_steps": 1})
-    train_variant(model, Dataset.from_list(triplet_rows(8)), None, config, tmp_path, resume=None, settings={},
-                  layers=1, log=lambda _line: None)
+    train_variant(
+        model,
+        Dataset.from_list(triplet_rows(8)),
+        None,
+        config,
+        tmp_path,
+        resume=None,
+        settings={},
+        layers=1,
+        log=lambda _line: None,
+    )
     adapter = tmp_path / ADAPTER
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [adapter, *adapter.rglob("*")]}
     assert "adapter_model.safetensors" in modes

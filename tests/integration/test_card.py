@@ -7,20 +7,27 @@ import re
 
 import pytest
 import yaml
-
 from tiny_models import make_tiny_llm  # noqa: E402
 
 from st_prune.card.render import render_card  # noqa: E402
-from st_prune.pipeline.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation.evaluate import PAPER_CITATION  # noqa: E402
+from st_prune.pipeline.recipe import load_recipe  # noqa: E402
 from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
 from st_prune.pipeline.stages.card import card_inputs  # noqa: E402
-from st_prune.pipeline.recipe import load_recipe  # noqa: E402
+from st_prune.pipeline.stages.zoo_index import render_zoo_readme  # noqa: E402
 from st_prune.util.machine import machine_description  # noqa: E402
 
-SECTIONS = ("## Pruning", "### L3Prune layer selection", "## Training", "## Evaluation", "## Usage",
-            "## Model details", "## License", "## Citation")
+SECTIONS = (
+    "## Pruning",
+    "### L3Prune layer selection",
+    "## Training",
+    "## Evaluation",
+    "## Usage",
+    "## Model details",
+    "## License",
+    "## Citation",
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +36,20 @@ def card_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("card")
     model = make_tiny_llm(folder / "tiny-qwen2", "qwen2", layers=4)
     data = folder / "data.jsonl"
-    data.write_text("".join(
-        json.dumps({"anchor": f"query {i} about cats", "positive": f"cats {i} sleep", "negative": f"dogs {i} run"}) + "\n"
-        for i in range(8)
-    ))
+    data.write_text(
+        "".join(
+            json.dumps({"anchor": f"query {i} about cats", "positive": f"cats {i} sleep", "negative": f"dogs {i} run"})
+            + "\n"
+            for i in range(8)
+        )
+    )
     sts = folder / "sts.jsonl"
-    sts.write_text("".join(
-        json.dumps({"sentence1": f"a cat {i}", "sentence2": f"a dog {i % 3}", "score": float(i % 4)}) + "\n"
-        for i in range(10)
-    ))
+    sts.write_text(
+        "".join(
+            json.dumps({"sentence1": f"a cat {i}", "sentence2": f"a dog {i % 3}", "score": float(i % 4)}) + "\n"
+            for i in range(10)
+        )
+    )
     recipe = {
         "name": "card-test",
         "base": {"model": str(model), "id": "st-prune-test/tiny-qwen2", "max_seq_length": 32},
@@ -91,12 +103,21 @@ def test_card_has_every_section_and_the_run_facts(card_run):
     assert f"({machine_description()}) by encoding the same 8 documents" in body  # the machine and the sample
     assert "![L3Prune curve" in body and "(l3prune.png)" in body
     assert (card_run["output"] / "models" / "tiny-qwen2-l3prune-three" / "l3prune.png").is_file()
-    for row in ("| Steps | 2 |", "| Batch size | 4 |", "| Learning rate | 0.0002 |", "| Warm-up steps | 0 |",
-                "| Seed | 42 |", "r=16, alpha=32, dropout=0.05"):
+    for row in (
+        "| Steps | 2 |",
+        "| Batch size | 4 |",
+        "| Learning rate | 0.0002 |",
+        "| Warm-up steps | 0 |",
+        "| Seed | 42 |",
+        "r=16, alpha=32, dropout=0.05",
+    ):
         assert row in body, row
     assert "Training time:" in body and "Hardware:" in body and "8 triplets" in body
-    assert re.search(r"- Budget: 2 steps × 4 triplets × at most \d+ tokens per text: 8 triplets seen, 1\.00 passes "
-                     r"over the 8\.", body)
+    assert re.search(
+        r"- Budget: 2 steps × 4 triplets × at most \d+ tokens per text: 8 triplets seen, 1\.00 passes "
+        r"over the 8\.",
+        body,
+    )
     assert json.loads((card_run["output"] / "work" / "three" / "train.json").read_text())["processes"] == 1
     assert "| CatSTS | STS |" in body and "**Average (1 task)**" in body
     assert 'model = SentenceTransformer("st-prune-test/tiny-qwen2-l3prune-three")' in body

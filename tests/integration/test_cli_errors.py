@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from st_prune import cli
 from cli_errors import assert_one_line, run_cli
 from recipe_files import write_recipe
 
+from st_prune import cli
+
 
 # --- destinations that cannot be written: refused before any model is loaded ---------------------------
-def _unwritable_folder(tmp_path) -> "Path":
+def _unwritable_folder(tmp_path) -> Path:
     """A folder no file can be created in. chmod does not stop root, so as root use a read-only pseudo-filesystem."""
     import os
     from pathlib import Path
@@ -49,24 +49,40 @@ def test_prune_to_an_unwritable_folder(tiny_llm, unwritable, capsys, no_model_lo
 
 
 def test_train_to_an_unwritable_folder(tiny_llm, unwritable, triplets_file, capsys, no_model_load):
-    status, err = run_cli(["train", tiny_llm(), "--data", triplets_file, "--layers", "1", "--batch-size", "4",
-                           "--output", unwritable / "out"], capsys)
+    status, err = run_cli(
+        [
+            "train",
+            tiny_llm(),
+            "--data",
+            triplets_file,
+            "--layers",
+            "1",
+            "--batch-size",
+            "4",
+            "--output",
+            unwritable / "out",
+        ],
+        capsys,
+    )
     assert_one_line(status, err, "--output")
     assert "cannot write" in err or "is a file, not a folder" in err
 
 
 def test_scan_to_an_unwritable_file(tiny_llm, unwritable, triplets_file, capsys, no_model_load):
-    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4",
-                           "--output", unwritable / "scan.json"], capsys)
+    status, err = run_cli(
+        ["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4", "--output", unwritable / "scan.json"], capsys
+    )
     assert_one_line(status, err, "--output")
     assert "cannot write" in err or "is a file, not a folder" in err
 
 
-def test_scan_output_that_is_a_folder_is_refused_before_the_scan(tiny_llm, triplets_file, tmp_path, capsys,
-                                                                  no_model_load):
+def test_scan_output_that_is_a_folder_is_refused_before_the_scan(
+    tiny_llm, triplets_file, tmp_path, capsys, no_model_load
+):
     (tmp_path / "existing").mkdir()
-    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4",
-                           "--output", tmp_path / "existing"], capsys)
+    status, err = run_cli(
+        ["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4", "--output", tmp_path / "existing"], capsys
+    )
     assert_one_line(status, err, "is a folder; give a file name", "existing/scan.json")
     assert list((tmp_path / "existing").iterdir()) == []
 
@@ -76,11 +92,25 @@ def test_scan_on_a_missing_gpu_is_one_line(tiny_llm, triplets_file, tmp_path, ca
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--batch-size", "4", "--device", "cuda",
-                           "--output", tmp_path / "scan.json"], capsys)
+    status, err = run_cli(
+        [
+            "scan",
+            tiny_llm(),
+            "--data",
+            triplets_file,
+            "--batch-size",
+            "4",
+            "--device",
+            "cuda",
+            "--output",
+            tmp_path / "scan.json",
+        ],
+        capsys,
+    )
     assert_one_line(status, err, "--device cuda: no CUDA device is available", "pass --device cpu")
-    status, err = run_cli(["scan", tiny_llm(), "--data", triplets_file, "--device", "gpu0",
-                           "--output", tmp_path / "scan.json"], capsys)
+    status, err = run_cli(
+        ["scan", tiny_llm(), "--data", triplets_file, "--device", "gpu0", "--output", tmp_path / "scan.json"], capsys
+    )
     assert_one_line(status, err, "is not a torch device")
 
 
@@ -125,8 +155,9 @@ def test_one_row_data_asks_for_data_not_a_smaller_batch(tiny_llm, tmp_path, caps
 
     data = tmp_path / "one.jsonl"
     data.write_text(json.dumps({"anchor": "a cat", "positive": "the cat", "negative": "a road"}) + "\n")
-    status, err = run_cli(["train", tiny_llm(), "--data", data, "--layers", "1", *batch,
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        ["train", tiny_llm(), "--data", data, "--layers", "1", *batch, "--output", tmp_path / "out"], capsys
+    )
     assert_one_line(status, err, "at most 1 row(s) per instruction", "a batch needs at least 2", "add data")
     assert "lower the batch size" not in err
 
@@ -135,7 +166,9 @@ def test_three_rows_still_suggest_the_batch_size_that_fits(tiny_llm, tmp_path, c
     import json
 
     data = tmp_path / "three.jsonl"
-    data.write_text("".join(json.dumps({"anchor": f"a {w}", "positive": f"the {w}"}) + "\n" for w in ("cat", "dog", "fox")))
+    data.write_text(
+        "".join(json.dumps({"anchor": f"a {w}", "positive": f"the {w}"}) + "\n" for w in ("cat", "dog", "fox"))
+    )
     status, err = run_cli(["train", tiny_llm(), "--data", data, "--layers", "1", "--output", tmp_path / "out"], capsys)
     assert_one_line(status, err, "(largest: 3); lower the batch size to at most 3 or add data")
 
@@ -204,8 +237,11 @@ HUB_TASKS = "SciFact,STS17"
 def uncached_hub_tasks():
     from huggingface_hub import constants
 
-    cached = [name for name in ("datasets--mteb--scifact", "datasets--mteb--sts17-crosslingual-sts")
-              if (Path(constants.HF_HUB_CACHE) / name).exists()]
+    cached = [
+        name
+        for name in ("datasets--mteb--scifact", "datasets--mteb--sts17-crosslingual-sts")
+        if (Path(constants.HF_HUB_CACHE) / name).exists()
+    ]
     if cached:
         pytest.skip(f"the test needs datasets that are not in the local cache: {cached}")
 
@@ -222,8 +258,9 @@ def test_eval_offline_leaves_no_empty_results_folder(exported, tmp_path, capsys,
     assert not output.exists()
 
 
-def test_eval_without_network_probes_the_hub_once_and_works_offline(exported, tmp_path, capsys, monkeypatch,
-                                                                     uncached_hub_tasks):
+def test_eval_without_network_probes_the_hub_once_and_works_offline(
+    exported, tmp_path, capsys, monkeypatch, uncached_hub_tasks
+):
     import datasets.config
     import huggingface_hub.constants
 
@@ -242,8 +279,11 @@ def test_eval_without_network_probes_the_hub_once_and_works_offline(exported, tm
     import mteb
 
     real_evaluate = mteb.evaluate
-    monkeypatch.setattr(mteb, "evaluate", lambda *a, **k: datasets_offline.append(datasets.config.HF_HUB_OFFLINE)
-                        or real_evaluate(*a, **k))
+    monkeypatch.setattr(
+        mteb,
+        "evaluate",
+        lambda *a, **k: datasets_offline.append(datasets.config.HF_HUB_OFFLINE) or real_evaluate(*a, **k),
+    )
 
     output = tmp_path / "results"
     status, err = run_cli(["eval", exported, "--tasks", HUB_TASKS, "--model-name", "org/m", "--output", output], capsys)

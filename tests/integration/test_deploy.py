@@ -13,11 +13,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
-from st_prune.util import ownership  # noqa: E402
-from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
 from st_prune.cli import main as cli_main  # noqa: E402
-from st_prune.deploy.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
 from st_prune.data.triplets import instruction_prompt  # noqa: E402
+from st_prune.deploy.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
+from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
+from st_prune.util import ownership  # noqa: E402
 
 QUERY_PROMPT = instruction_prompt("Given a question, retrieve passages that answer the question")  # st-prune's format
 # Lengths from 1 to well past the tiny models' 16-token sliding window, so padding is long and windows matter.
@@ -184,8 +184,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_llm, tmp_path, capsys, mo
     (folder / "onnx").mkdir()
     (folder / "onnx" / "model.onnx").write_text("not st-prune's")
     for overwrite in ([], ["--overwrite"]):
-        assert "was not written by st-prune, so it is never replaced" in _refused(capsys, ["deploy", str(folder),
-                                                                                         *overwrite])
+        assert "was not written by st-prune, so it is never replaced" in _refused(
+            capsys, ["deploy", str(folder), *overwrite]
+        )
     assert _folder_entries(folder) == sorted(before + ["onnx", "onnx/model.onnx"])
 
 
@@ -207,6 +208,7 @@ def test_an_fp32_file_that_disagrees_with_torch_is_refused(tiny_llm, tmp_path, m
     folder = _model_folder(tiny_llm, tmp_path / "model")
     before = _folder_entries(folder)
     from st_prune.deploy import onnx as onnx_export
+
     export = onnx_export.export_onnx
 
     def export_without_norm(model, example, path):
@@ -224,6 +226,7 @@ def test_weights_over_the_threshold_go_to_one_side_file_that_the_runtimes_load(t
     import onnxruntime
 
     from st_prune.deploy import onnx as onnx_export
+
     folder = _model_folder(tiny_llm, tmp_path / "model")
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     report = deploy(folder, quantize=["int8"])  # deploy's own check: fp32 files within 1e-4 of torch
@@ -251,6 +254,7 @@ def test_weights_over_the_threshold_go_to_one_side_file_that_the_runtimes_load(t
 
 def test_export_onnx_stays_one_file_below_the_threshold_unless_asked(tiny_llm, tmp_path):
     from st_prune.deploy import onnx as onnx_export
+
     folder = _model_folder(tiny_llm, tmp_path / "model")
     model = _load(folder)
     example = model.preprocess(["hello", TEXTS[2]])
@@ -284,10 +288,16 @@ def test_backend_speed_is_timed_in_interleaved_rounds(tiny_llm, tmp_path, monkey
     report = deploy(folder, backends=["onnx"])
     calls = []
     real_graph, real_encode = st_prune.deploy.runtime.encode_with_graph, SentenceTransformer.encode
-    monkeypatch.setattr(st_prune.deploy.runtime, "encode_with_graph",
-                        lambda *args, **kwargs: calls.append("onnx") or real_graph(*args, **kwargs))
-    monkeypatch.setattr(SentenceTransformer, "encode",
-                        lambda self, *args, **kwargs: calls.append("torch") or real_encode(self, *args, **kwargs))
+    monkeypatch.setattr(
+        st_prune.deploy.runtime,
+        "encode_with_graph",
+        lambda *args, **kwargs: calls.append("onnx") or real_graph(*args, **kwargs),
+    )
+    monkeypatch.setattr(
+        SentenceTransformer,
+        "encode",
+        lambda self, *args, **kwargs: calls.append("torch") or real_encode(self, *args, **kwargs),
+    )
     speed = measure_backend_speed(folder, report, TEXTS, batch_size=2, rounds=3)
     assert calls == ["torch", "onnx"] * 4  # one warm-up, then three rounds, each backend once per round
     assert speed["torch"]["speedup"] == 1.0 and speed["onnx/model.onnx"]["rounds"] == 3

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
+from recipe_files import write_recipe
+from training_rows import FAST, triplet_rows
 
 from st_prune import encoder_from_llm
-from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings, mean_distance
 from st_prune.errors import StPruneError
+from st_prune.training.distillation import DistilledContrastiveLoss, add_teacher_embeddings, mean_distance
 from st_prune.training.trainer import TrainingConfig, build_loss, build_trainer, prepare_training_data
-from training_rows import FAST, triplet_rows
-from recipe_files import write_recipe
 
 INSTRUCTION = "Retrieve semantically similar text"
 
@@ -32,7 +32,7 @@ def distill_data(teacher, rows: int = 16):
 def test_labels_are_the_teachers_embeddings_of_each_column_with_the_trainers_prompt(models):
     teacher, _ = models
     data = distill_data(teacher)
-    (name, dataset), = data.datasets.items()
+    ((name, dataset),) = data.datasets.items()
     assert dataset.column_names == ["anchor", "positive", "negative", "label"]
     labels = torch.tensor(dataset["label"])
     assert labels.shape == (16, 3, teacher.get_embedding_dimension())
@@ -99,8 +99,8 @@ def distill_recipe(folder, tiny_model, **distill):
 
 
 def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path, tiny_llm):
-    from st_prune.pipeline.stages.train import TRAIN
     from st_prune.pipeline.recipe import load_recipe
+    from st_prune.pipeline.stages.train import TRAIN
 
     path = distill_recipe(tmp_path, tiny_llm("llama", layers=4))
     recipe = load_recipe(path)
@@ -114,14 +114,16 @@ def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path,
 
     small_key, large_key = train_keys([])
     # The teacher's own training changes the student's key; the distillation weight changes the student's only.
-    assert train_keys(["variants.1.steps=7"]) [0] != small_key
+    assert train_keys(["variants.1.steps=7"])[0] != small_key
     assert train_keys(["distill.weight=2.0"]) == [train_keys(["distill.weight=2.0"])[0], large_key]
     assert train_keys(["distill.weight=2.0"])[0] != small_key
     without = load_recipe(path, ["distill=null"])
     assert TRAIN.key(without, without.variants[0], 2) != small_key
-    for override, message in [("distill.teacher=huge", "distill.teacher names 'huge'"),
-                              ("distill.variants=[large]", "cannot learn from itself"),
-                              ("distill.weight=-1", "distill.weight must be a positive number")]:
+    for override, message in [
+        ("distill.teacher=huge", "distill.teacher names 'huge'"),
+        ("distill.variants=[large]", "cannot learn from itself"),
+        ("distill.weight=-1", "distill.weight must be a positive number"),
+    ]:
         with pytest.raises(StPruneError, match=message):
             load_recipe(path, [override])
 
@@ -129,8 +131,8 @@ def test_recipe_distill_section_is_checked_and_keys_follow_the_teacher(tmp_path,
 def test_run_trains_the_teacher_first_and_the_student_on_its_embeddings(tmp_path, tiny_llm):
     import json
 
-    from st_prune.pipeline.runner import RecipeRunner
     from st_prune.pipeline.recipe import load_recipe
+    from st_prune.pipeline.runner import RecipeRunner
 
     path = distill_recipe(tmp_path, tiny_llm("llama", layers=4), weight=2.0)
     lines: list[str] = []

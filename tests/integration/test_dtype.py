@@ -12,13 +12,18 @@ import yaml
 from datasets import Dataset
 
 from st_prune import cli
-from st_prune.model.dtypes import checkpoint_dtype, saved_weights
 from st_prune.errors import StPruneError
+from st_prune.model.dtypes import checkpoint_dtype, saved_weights
 
 
 def write_triplets(path: Path, count: int = 8) -> Path:
-    path.write_text("".join(json.dumps({"anchor": f"query {i} about cats", "positive": f"cats {i} sleep",
-                                        "negative": f"dogs {i} run"}) + "\n" for i in range(count)))
+    path.write_text(
+        "".join(
+            json.dumps({"anchor": f"query {i} about cats", "positive": f"cats {i} sleep", "negative": f"dogs {i} run"})
+            + "\n"
+            for i in range(count)
+        )
+    )
     return path
 
 
@@ -41,7 +46,9 @@ def write_recipe(folder: Path, model: Path, **training) -> Path:
 def test_prune_saves_the_dtype_asked_for(tiny_llm, tmp_path):
     model = tiny_llm("llama", layers=4)  # saved in float32
     assert cli.main(["prune", str(model), "--layers", "2", "--output", str(tmp_path / "auto")]) == 0
-    assert cli.main(["prune", str(model), "--layers", "2", "--dtype", "bfloat16", "--output", str(tmp_path / "bf16")]) == 0
+    assert (
+        cli.main(["prune", str(model), "--layers", "2", "--dtype", "bfloat16", "--output", str(tmp_path / "bf16")]) == 0
+    )
     auto, bf16 = saved_weights(tmp_path / "auto"), saved_weights(tmp_path / "bf16")
     assert auto["dtype"] == "float32" and bf16["dtype"] == "bfloat16"
     assert bf16["bytes"] < 0.6 * auto["bytes"]  # half the bytes per weight, plus the same small headers
@@ -87,8 +94,14 @@ def test_run_refuses_what_this_machine_cannot_train_before_any_work(tiny_llm, tm
     if torch.cuda.is_available():
         pytest.skip("checks a machine without CUDA (the GPU case is faked below)")
     # float16 cannot be trained on CPU: asked for, or the checkpoint's own dtype under auto.
-    _refused_before_work(capsys, ["run", str(recipe), "--output", str(output), "--dtype", "float16"], output,
-                         "float16 cannot be trained on CPU", "--dtype float32", "--set base.dtype=float32")
+    _refused_before_work(
+        capsys,
+        ["run", str(recipe), "--output", str(output), "--dtype", "float16"],
+        output,
+        "float16 cannot be trained on CPU",
+        "--dtype float32",
+        "--set base.dtype=float32",
+    )
     fp16_checkpoint = tmp_path / "fp16-base"
     fp16_checkpoint.mkdir()
     for path in model.iterdir():
@@ -96,17 +109,32 @@ def test_run_refuses_what_this_machine_cannot_train_before_any_work(tiny_llm, tm
     config = json.loads((fp16_checkpoint / "config.json").read_text())
     (fp16_checkpoint / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
     assert checkpoint_dtype(str(fp16_checkpoint)) == "float16"
-    _refused_before_work(capsys, ["run", str(recipe), "--output", str(output), "--set", f"base.model={fp16_checkpoint}"],
-                         output, "the checkpoint's own dtype (auto), float16 cannot be trained", "--dtype float32")
+    _refused_before_work(
+        capsys,
+        ["run", str(recipe), "--output", str(output), "--set", f"base.model={fp16_checkpoint}"],
+        output,
+        "the checkpoint's own dtype (auto), float16 cannot be trained",
+        "--dtype float32",
+    )
     # bf16 mixed precision needs a GPU with bfloat16.
-    _refused_before_work(capsys, ["run", str(recipe), "--output", str(output), "--set", "training.bf16=true"], output,
-                         "training.bf16 is true", "--set training.bf16=false")
+    _refused_before_work(
+        capsys,
+        ["run", str(recipe), "--output", str(output), "--set", "training.bf16=true"],
+        output,
+        "training.bf16 is true",
+        "--set training.bf16=false",
+    )
     # A GPU without bfloat16 (faked: this machine has none) refuses bfloat16 weights.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla T4")
-    _refused_before_work(capsys, ["run", str(recipe), "--output", str(output), "--dtype", "bfloat16"], output,
-                         "bfloat16 needs a GPU with bfloat16 support and Tesla T4 has none", "--dtype float32")
+    _refused_before_work(
+        capsys,
+        ["run", str(recipe), "--output", str(output), "--dtype", "bfloat16"],
+        output,
+        "bfloat16 needs a GPU with bfloat16 support and Tesla T4 has none",
+        "--dtype float32",
+    )
 
 
 def test_train_refuses_float16_on_cpu_before_loading(tiny_llm, tmp_path, capsys):
@@ -114,8 +142,22 @@ def test_train_refuses_float16_on_cpu_before_loading(tiny_llm, tmp_path, capsys)
         pytest.skip("float16 trains on a GPU")
     data = write_triplets(tmp_path / "data.jsonl")
     output = tmp_path / "trained"
-    argv = ["train", str(tiny_llm("llama", layers=4)), "--data", str(data), "--layers", "2", "--max-steps", "1",
-            "--batch-size", "4", "--dtype", "float16", "--output", str(output)]
+    argv = [
+        "train",
+        str(tiny_llm("llama", layers=4)),
+        "--data",
+        str(data),
+        "--layers",
+        "2",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--dtype",
+        "float16",
+        "--output",
+        str(output),
+    ]
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert "float16 cannot be trained on CPU" in error and "--dtype float32" in error
@@ -130,5 +172,7 @@ def test_an_overflowing_scan_names_the_dtype_flag(tiny_llm):
     with torch.no_grad():  # what a float16 overflow looks like from layer 3 on
         model[0].auto_model.layers[2].mlp.down_proj.weight.fill_(float("inf"))
     data = Dataset.from_dict({"anchor": ["a cat", "a dog"], "positive": ["cats sleep", "dogs run"]})
-    with pytest.raises(StPruneError, match=r"depth\(s\) 3, 4 .*overflows there: load it in float32 with --dtype float32"):
+    with pytest.raises(
+        StPruneError, match=r"depth\(s\) 3, 4 .*overflows there: load it in float32 with --dtype float32"
+    ):
         L3Prune(batch_size=2, num_batches=1, show_progress_bar=False).select(model, data)

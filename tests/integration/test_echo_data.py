@@ -4,13 +4,12 @@ halves); a triplet file reads as before."""
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
+from echo_data import write_echo_data
 
 from st_prune import cli
 from st_prune.data.echo import E5_INSTRUCTIONS, load_training_source
-from echo_data import write_echo_data
 
 
 class Captured(Exception):
@@ -21,13 +20,15 @@ class Captured(Exception):
 def capture_trainer(monkeypatch):
     """Every PrunedLLMTrainer construction records its datasets and prompts, then stops the command."""
     from st_prune.training import trainer as training
+
     seen: list[dict] = []
 
     def record(self, *args, **kwargs):
         dataset = kwargs["train_dataset"]
         named = dict(dataset) if hasattr(dataset, "keys") else {"": dataset}
-        seen.append({"datasets": {name: part.to_dict() for name, part in named.items()},
-                     "prompts": kwargs["args"].prompts})
+        seen.append(
+            {"datasets": {name: part.to_dict() for name, part in named.items()}, "prompts": kwargs["args"].prompts}
+        )
         raise Captured
 
     monkeypatch.setattr(training.PrunedLLMTrainer, "__init__", record)
@@ -38,8 +39,24 @@ def test_run_and_train_build_identical_training_data_from_one_echo_data_folder(t
     model = tiny_llm("llama", layers=4)
     echo = write_echo_data(tmp_path / "echo-data")
     with pytest.raises(Captured):
-        cli.main(["train", str(model), "--data", str(echo), "--layers", "2", "--max-steps", "1", "--batch-size", "4",
-                  "--max-seq-length", "128", "--output", str(tmp_path / "trained")])
+        cli.main(
+            [
+                "train",
+                str(model),
+                "--data",
+                str(echo),
+                "--layers",
+                "2",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--max-seq-length",
+                "128",
+                "--output",
+                str(tmp_path / "trained"),
+            ]
+        )
     recipe = {
         "name": "echo-test",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 128},  # room for E5 prompts
@@ -56,8 +73,14 @@ def test_run_and_train_build_identical_training_data_from_one_echo_data_folder(t
     from_train, from_run = capture_trainer
     assert from_run == from_train
     # ... and both are the paper's mix, which the runner's old load_triplets path (one default-instruction group) was not.
-    assert sorted(from_run["datasets"]) == ["allnli_split1", "allnli_split2", "fever", "msmarco_passage",
-                                            "quora_duplicates_split1", "quora_duplicates_split2"]
+    assert sorted(from_run["datasets"]) == [
+        "allnli_split1",
+        "allnli_split2",
+        "fever",
+        "msmarco_passage",
+        "quora_duplicates_split1",
+        "quora_duplicates_split2",
+    ]
     assert from_run["datasets"]["allnli_split2"]["anchor"] == [f"allnli question {i}" for i in range(1, 16, 2)]
     prompts = from_run["prompts"]
     assert prompts["msmarco_passage"] == {"anchor": E5_INSTRUCTIONS["msmarco_passage"] + " →"}

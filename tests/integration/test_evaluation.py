@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before mteb / datasets read it
 
 import mteb  # noqa: E402
 import torch  # noqa: E402
+from evaluation_tasks import TASK_ROWS, stsbenchmark_in_memory, write_jsonl
 from mteb.models import ModelMeta  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402
@@ -25,11 +26,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  
 from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast  # noqa: E402
 
 from st_prune import cli
-
-from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from evaluation_tasks import TASK_ROWS, write_jsonl
-from evaluation_tasks import stsbenchmark_in_memory
+from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 
 HIDDEN = 32
 CORPUS = [
@@ -365,8 +363,10 @@ def test_case5_submit_never_replaces_a_file_it_did_not_write(cli_main, evaluated
     argv = ["submit", str(root / "out"), "--output", str(output), "--model-name", MODEL_NAME]
     assert cli_main(argv) == 2
     error = capsys.readouterr().err
-    assert error == (f"st-prune submit: error: {output / 'SUBMISSION.md'} exists and was not written by st-prune, so "
-                     "it is never replaced; choose another --output or move it away\n")
+    assert error == (
+        f"st-prune submit: error: {output / 'SUBMISSION.md'} exists and was not written by st-prune, so "
+        "it is never replaced; choose another --output or move it away\n"
+    )
     assert [path.name for path in output.iterdir()] == ["SUBMISSION.md"]
     assert (output / "SUBMISSION.md").read_text() == "my own plan"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["submission"]  # no staging folder left

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from export_texts import TEXTS
 from plain_st import encode_in_plain_process
 
 from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.model.export import weight_bytes
-from export_texts import TEXTS
 
 QUERY_PROMPT = "Instruct: Retrieve semantically similar text\nQuery: "
 
@@ -21,7 +21,9 @@ QUERY_PROMPT = "Instruct: Retrieve semantically similar text\nQuery: "
     ("family", "pooling"), [("llama", "last_token"), ("qwen3", "weighted_mean"), ("gemma3_text", "mean")]
 )
 def test_plain_sentence_transformers_reproduces_the_export(tiny_llm, tmp_path, family, pooling):
-    model = encoder_from_llm(str(tiny_llm(family, layers=4)), layers=3, pooling=pooling, prompts={"query": QUERY_PROMPT})
+    model = encoder_from_llm(
+        str(tiny_llm(family, layers=4)), layers=3, pooling=pooling, prompts={"query": QUERY_PROMPT}
+    )
     expected_docs = model.encode(TEXTS)
     expected_queries = model.encode(TEXTS, prompt_name="query")
     output = export_model(model, tmp_path / "export")

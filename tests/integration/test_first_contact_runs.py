@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from recipe_files import write_recipe
+from tiny_models import make_tiny_llm
 
 from st_prune.errors import StPruneError
-from st_prune.pipeline.runner import RecipeRunner
 from st_prune.pipeline.recipe import load_recipe
-from tiny_models import make_tiny_llm
+from st_prune.pipeline.runner import RecipeRunner
 
 
 def test_an_existing_path_wins_over_a_shipped_name(tmp_path, tiny_model, monkeypatch):
@@ -18,7 +18,7 @@ def test_an_existing_path_wins_over_a_shipped_name(tmp_path, tiny_model, monkeyp
 
 
 def test_base_layers_that_disagree_with_the_config_are_refused_before_work(tmp_path, tiny_model):
-    recipe = load_recipe(write_recipe(tmp_path, tiny_model), [f"base.layers=9"])
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model), ["base.layers=9"])
     with pytest.raises(StPruneError, match=r"base.layers is 9 but .* has 4 decoder layers.*--set base.layers=4"):
         RecipeRunner(recipe, tmp_path / "run", log=lambda _: None).run()
     assert not (tmp_path / "run").exists()
@@ -38,7 +38,6 @@ def test_usage_table_is_printed_at_the_end(tmp_path, tiny_model):
 # ----------------------------------------------------------------------------- memory between stages (issue 14.5)
 def test_each_stage_releases_its_model_before_the_next_loads_one(tmp_path, monkeypatch):
     import weakref
-
 
     from st_prune.pipeline.context import RunContext
     from st_prune.pipeline.recipe import load_recipe

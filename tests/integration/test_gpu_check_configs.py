@@ -1,7 +1,9 @@
 """The GPU check's shipped configs match their recipes' vocabularies and the published sizes (meta device)."""
 
 from __future__ import annotations
+
 import json
+
 from gpu_check import ARCHITECTURES, CONFIGS, PUBLISHED_SIZES
 
 
@@ -24,6 +26,7 @@ def test_shipped_configs_match_their_recipes_vocabularies_and_published_sizes(tm
         essentials = json.loads((CONFIGS / name / "tokenizer_essentials.json").read_text())
         assert load_recipe(name).base.layers == config["num_hidden_layers"], name
         assert config["eos_token_id"] == essentials["eos_token_id"], name
-        special_ids = [essentials[f"{kind}_token_id"] for kind in ("bos", "eos", "pad", "unk")
-                       if essentials[f"{kind}_token"]] + list(essentials["other_special_tokens"].values())
+        special_ids = [
+            essentials[f"{kind}_token_id"] for kind in ("bos", "eos", "pad", "unk") if essentials[f"{kind}_token"]
+        ] + list(essentials["other_special_tokens"].values())
         assert all(0 <= token_id < config["vocab_size"] for token_id in special_ids), name

@@ -18,11 +18,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from hub_server import FakeHub
+from hub_tokens import REPO, WRITE_TOKEN
 
 from st_prune import cli
 from st_prune.errors import StPruneError
 from st_prune.hub.publish import PublishError, publish_folder
-from hub_tokens import REPO, WRITE_TOKEN
 
 READ_TOKEN = "hf_ReadOnlyTokenThatMustNeverLeak0123456789"
 PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8  # binary: takes the LFS path
@@ -268,6 +268,7 @@ def test_a_concurrent_push_is_not_overwritten(hub, model_dir, monkeypatch):
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from st_prune.hub import publish as hub_module
+
     publish(model_dir, hub)
     (model_dir / "README.md").write_text("# mine\n")
     read_snapshot = hub_module.ensure_repo_snapshot

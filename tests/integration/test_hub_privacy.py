@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hub_server import FakeHub  # noqa: E402
 
 from st_prune import TruncatedLLM, encoder_from_llm, export_model  # noqa: E402
@@ -74,8 +73,8 @@ def test_exporting_and_reloading_a_local_model_sends_no_local_name_to_the_hub(ti
 
 
 def test_publishing_a_recipe_on_a_local_base_needs_its_hub_id(tiny_llm, tmp_path, hub):
-    from st_prune.pipeline.runner import RecipeRunner
     from st_prune.pipeline.recipe import load_recipe
+    from st_prune.pipeline.runner import RecipeRunner
 
     (tmp_path / "triplets.jsonl").write_text('{"anchor": "a cat", "positive": "the cat", "negative": "a dog"}\n')
     recipe = {

@@ -35,7 +35,10 @@ def reference_losses(folder: Path, selector: L3Prune, data, pooling: str, paddin
         loss = MultipleNegativesRankingLoss(model, scale=selector.scale)
         with torch.no_grad():
             values = torch.tensor(
-                [loss([model.preprocess(b.texts[c], prompt=b.prompts[c]) for c in b.texts], None).item() for b in batches],
+                [
+                    loss([model.preprocess(b.texts[c], prompt=b.prompts[c]) for c in b.texts], None).item()
+                    for b in batches
+                ],
                 dtype=torch.float64,
             )
         means.append(values.mean().item())
@@ -140,8 +143,20 @@ def test_cli_scan_end_to_end(tiny_llm, tmp_path, capsys):
     rows = triplets(12, instructions=["Find the answer"]).to_list()
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     output = tmp_path / "out" / "scan.json"
-    argv = ["scan", str(tiny_llm("gemma3_text", layers=4)), "--data", str(data), "--batch-size", "4",
-            "--num-batches", "3", "--max-seq-length", "64", "--output", str(output)]
+    argv = [
+        "scan",
+        str(tiny_llm("gemma3_text", layers=4)),
+        "--data",
+        str(data),
+        "--batch-size",
+        "4",
+        "--num-batches",
+        "3",
+        "--max-seq-length",
+        "64",
+        "--output",
+        str(output),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     stored = json.loads(output.read_text())

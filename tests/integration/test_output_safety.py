@@ -7,12 +7,12 @@ import json
 import os
 
 import pytest
+from user_files import _snapshot, _user_files
 
 from st_prune import encoder_from_llm, export_model
 from st_prune.cli import main as cli_main
 from st_prune.errors import StPruneError
 from st_prune.util import ownership
-from user_files import _snapshot, _user_files
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_model(tiny_llm, tmp_path, capsys):

@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_errors import assert_one_line as refused
+from cli_errors import run_cli
+from ownership_files import REPO, snapshot
 
 from st_prune.errors import StPruneError
 from st_prune.util import ownership
 from st_prune.util.staging import new_staging_dir
-from cli_errors import assert_one_line as refused
-from cli_errors import run_cli
-from ownership_files import REPO, snapshot
 
 
 def staged(tmp_path: Path, destination: Path, files: dict[str, str]) -> Path:
@@ -51,8 +51,11 @@ def test_check_replace_allows_only_st_prunes_own_unchanged_files(tmp_path):
     ownership.check_replace(tmp_path, "absent.json", by="scan", fix=fix)  # nothing there: fine
     (tmp_path / "essay.txt").write_text("years of work")
     for overwrite in (False, True):
-        with pytest.raises(StPruneError, match=r"essay.txt exists and was not written by st-prune, so it is never "
-                                               r"replaced; choose another --output"):
+        with pytest.raises(
+            StPruneError,
+            match=r"essay.txt exists and was not written by st-prune, so it is never "
+            r"replaced; choose another --output",
+        ):
             ownership.check_replace(tmp_path, "essay.txt", by="scan", overwrite=overwrite, fix=fix)
 
     ownership.write_text(tmp_path, "README.md", "card", by="export", fix=fix)
@@ -75,8 +78,12 @@ def test_a_damaged_record_makes_nothing_ours(tmp_path):
 
 def test_install_replaces_st_prunes_files_keeps_the_users_and_refuses_a_collision_untouched(tmp_path):
     destination = tmp_path / "model"
-    ownership.install(staged(tmp_path, destination, {"modules.json": "[1]", "1_Pooling/config.json": "{}",
-                                                     "old.bin": "earlier"}), destination, by="export", fix="x")
+    ownership.install(
+        staged(tmp_path, destination, {"modules.json": "[1]", "1_Pooling/config.json": "{}", "old.bin": "earlier"}),
+        destination,
+        by="export",
+        fix="x",
+    )
     assert sorted(ownership.read_record(destination)["files"]) == ["1_Pooling/config.json", "modules.json", "old.bin"]
     assert ownership.read_record(destination)["dirs"] == ["1_Pooling"]
     (destination / "MY_NOTES.txt").write_text("notes")
@@ -84,8 +91,9 @@ def test_install_replaces_st_prunes_files_keeps_the_users_and_refuses_a_collisio
     (destination / "my_experiments" / "run1.txt").write_text("results")
     (destination / "1_Pooling" / "mine.txt").write_text("in st-prune's folder")
 
-    ownership.install(staged(tmp_path, destination, {"modules.json": "[2]"}), destination, by="export",
-                      clear=("",), fix="x")
+    ownership.install(
+        staged(tmp_path, destination, {"modules.json": "[2]"}), destination, by="export", clear=("",), fix="x"
+    )
     assert (destination / "modules.json").read_text() == "[2]"
     assert not (destination / "old.bin").exists() and not (destination / "1_Pooling" / "config.json").exists()
     assert (destination / "MY_NOTES.txt").read_text() == "notes"
@@ -161,9 +169,19 @@ def triplets(tmp_path) -> Path:
     path = tmp_path / "data" / "mydata.jsonl"
     path.parent.mkdir()
     words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
-    path.write_text("".join(json.dumps({"anchor": f"the {w} runs", "positive": f"a {w} is running",
-                                        "negative": f"the {words[(i + 5) % 12]} sleeps"}) + "\n"
-                            for i, w in enumerate(words * 2)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "anchor": f"the {w} runs",
+                    "positive": f"a {w} is running",
+                    "negative": f"the {words[(i + 5) % 12]} sleeps",
+                }
+            )
+            + "\n"
+            for i, w in enumerate(words * 2)
+        )
+    )
     return path
 
 
@@ -175,8 +193,12 @@ def test_case1_zoo_index_never_replaces_a_readme_or_zoo_json_it_did_not_write(ti
     index.mkdir()
     (index / "README.md").write_text("# My project\n")
     status, err = run_cli(["run", recipe, "--output", tmp_path / "run", "--zoo-index", index], capsys)
-    refused(status, err, f"{index / 'README.md'} exists and was not written by st-prune, so it is never replaced; "
-                         "choose another --zoo-index folder or move README.md away")
+    refused(
+        status,
+        err,
+        f"{index / 'README.md'} exists and was not written by st-prune, so it is never replaced; "
+        "choose another --zoo-index folder or move README.md away",
+    )
     assert (index / "README.md").read_text() == "# My project\n" and not (tmp_path / "run").exists()
 
     (index / "README.md").unlink()
@@ -191,18 +213,50 @@ def test_case2_train_never_uses_or_deletes_a_work_folder_it_did_not_write(tiny_l
     work.mkdir(parents=True)
     (work / "notes.txt").write_text("mine")
     for extra in ([], ["--overwrite"], ["--keep-checkpoints"]):
-        status, err = run_cli(["train", tiny_llm(), "--data", triplets, "--layers", "2", "--max-steps", "1",
-                               "--batch-size", "4", "--output", tmp_path / "o" / "usr", *extra], capsys)
-        refused(status, err, f"{work} holds files st-prune did not write (notes.txt); st-prune train keeps its "
-                             "checkpoints in that folder beside --output and removes it when done: move it away or "
-                             "choose another --output")
+        status, err = run_cli(
+            [
+                "train",
+                tiny_llm(),
+                "--data",
+                triplets,
+                "--layers",
+                "2",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--output",
+                tmp_path / "o" / "usr",
+                *extra,
+            ],
+            capsys,
+        )
+        refused(
+            status,
+            err,
+            f"{work} holds files st-prune did not write (notes.txt); st-prune train keeps its "
+            "checkpoints in that folder beside --output and removes it when done: move it away or "
+            "choose another --output",
+        )
     assert snapshot(tmp_path / "o") == {"usr.work": None, "usr.work/notes.txt": b"mine"}
 
 
 def test_train_cleans_up_only_its_own_files_in_an_older_work_folder_it_resumes(tiny_llm, triplets, tmp_path, capsys):
     output = tmp_path / "o"
-    argv = ["train", tiny_llm(), "--data", triplets, "--layers", "2", "--batch-size", "4", "--save-steps", "1",
-            "--output", output]
+    argv = [
+        "train",
+        tiny_llm(),
+        "--data",
+        triplets,
+        "--layers",
+        "2",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "1",
+        "--output",
+        output,
+    ]
     assert run_cli([*argv, "--max-steps", "2", "--keep-checkpoints"], capsys)[0] == 0
     work = tmp_path / "o.work"
     assert {"checkpoint-1/st_prune_checkpoint.json", "run.json"} <= set(ownership.read_record(work)["files"])
@@ -219,8 +273,12 @@ def test_case3_scan_never_overwrites_its_data_or_a_users_file(tiny_llm, triplets
     scan = ["scan", tiny_llm(), "--data", triplets, "--batch-size", "4", "--num-batches", "1"]
     before = triplets.read_bytes()
     status, err = run_cli([*scan, "--output", triplets], capsys)
-    refused(status, err, f"--output {triplets} is the --data file, which the scan would overwrite; choose another "
-                         "--output, e.g. --output scan.json")
+    refused(
+        status,
+        err,
+        f"--output {triplets} is the --data file, which the scan would overwrite; choose another "
+        "--output, e.g. --output scan.json",
+    )
     in_folder = ["scan", tiny_llm(), "--data", triplets.parent, "--output", triplets.parent / "scan.json"]
     refused(*run_cli(in_folder, capsys), "is inside the --data folder")  # the next run would read it as data
     assert triplets.read_bytes() == before and sorted(p.name for p in triplets.parent.iterdir()) == ["mydata.jsonl"]
@@ -228,8 +286,12 @@ def test_case3_scan_never_overwrites_its_data_or_a_users_file(tiny_llm, triplets
     (tmp_path / "essay.txt").write_text("years of work")
     (tmp_path / "photo.png").write_bytes(b"my holiday")
     status, err = run_cli([*scan, "--output", tmp_path / "essay.txt", "--plot", tmp_path / "photo.png"], capsys)
-    refused(status, err, f"{tmp_path / 'essay.txt'} exists and was not written by st-prune, so it is never "
-                         "replaced; choose another --output or move that file away")
+    refused(
+        status,
+        err,
+        f"{tmp_path / 'essay.txt'} exists and was not written by st-prune, so it is never "
+        "replaced; choose another --output or move that file away",
+    )
     status, err = run_cli([*scan, "--output", tmp_path / "new.json", "--plot", tmp_path / "photo.png"], capsys)
     refused(status, err, "photo.png exists and was not written by st-prune", "choose another --plot")
     assert (tmp_path / "essay.txt").read_text() == "years of work"
@@ -258,8 +320,10 @@ def test_case4_overwrite_replaces_only_the_export_st_prune_wrote(tiny_llm, tmp_p
     assert ownership.foreign(folder) == ["MY_NOTES.txt", "my_experiments/run1.txt"]
 
     (folder / "README.md").write_text("my own card")  # an edit: never replaced
-    with pytest.raises(StPruneError, match="README.md was changed since st-prune wrote it, and --overwrite never "
-                                           "replaces your edits; move it away"):
+    with pytest.raises(
+        StPruneError,
+        match="README.md was changed since st-prune wrote it, and --overwrite never replaces your edits; move it away",
+    ):
         export_model(model, folder, overwrite=True)
     assert (folder / "README.md").read_text() == "my own card"
 
@@ -267,11 +331,16 @@ def test_case4_overwrite_replaces_only_the_export_st_prune_wrote(tiny_llm, tmp_p
     taxes.mkdir()
     (taxes / "modules.json").write_text("[]")
     (taxes / "taxes.xlsx").write_text("2024")
-    status, err = run_cli(["prune", tiny_llm("llama", layers=2), "--layers", "1", "--output", taxes, "--overwrite"],
-                          capsys)
-    refused(status, err, f"{taxes} holds no export st-prune wrote (no file there is recorded in its "
-                         ".st-prune-files.json), and --overwrite replaces only st-prune's own files; choose another "
-                         "--output or move those files away yourself")
+    status, err = run_cli(
+        ["prune", tiny_llm("llama", layers=2), "--layers", "1", "--output", taxes, "--overwrite"], capsys
+    )
+    refused(
+        status,
+        err,
+        f"{taxes} holds no export st-prune wrote (no file there is recorded in its "
+        ".st-prune-files.json), and --overwrite replaces only st-prune's own files; choose another "
+        "--output or move those files away yourself",
+    )
     assert snapshot(taxes) == {"modules.json": b"[]", "taxes.xlsx": b"2024"}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["exp", "taxes"]  # no staging folder left either
 
@@ -289,6 +358,8 @@ def test_case4_deploy_overwrite_keeps_the_users_files_in_onnx(tiny_llm, tmp_path
     assert (folder / "onnx" / "my_benchmark.txt").read_text() == "mine"
 
     (folder / "onnx" / "model.onnx").write_bytes(b"my own graph")  # replaced by hand: the user's now
-    refused(*run_cli(["deploy", folder, "--onnx", "--overwrite"], capsys),
-            "model.onnx exists and was changed since st-prune wrote it, so it is never replaced; move it away")
+    refused(
+        *run_cli(["deploy", folder, "--onnx", "--overwrite"], capsys),
+        "model.onnx exists and was changed since st-prune wrote it, so it is never replaced; move it away",
+    )
     assert (folder / "onnx" / "model.onnx").read_bytes() == b"my own graph"

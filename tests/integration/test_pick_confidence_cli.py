@@ -15,12 +15,40 @@ from st_prune.cli import main
 def test_cli_scan_keeps_batch_losses_and_prints_the_confidence(tiny_llm, tmp_path, capsys):
     data = tmp_path / "triplets.jsonl"
     words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
-    data.write_text("".join(
-        json.dumps({"anchor": f"the {words[i % 12]} and {words[(i + 1) % 12]}", "positive": f"a {words[i % 12]} here",
-                    "negative": f"the {words[(i + 5) % 12]} there"}) + "\n" for i in range(12)))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "anchor": f"the {words[i % 12]} and {words[(i + 1) % 12]}",
+                    "positive": f"a {words[i % 12]} here",
+                    "negative": f"the {words[(i + 5) % 12]} there",
+                }
+            )
+            + "\n"
+            for i in range(12)
+        )
+    )
     output = tmp_path / "scan.json"
-    assert main(["scan", str(tiny_llm("llama", layers=4)), "--data", str(data), "--batch-size", "4", "--num-batches", "3",
-                 "--max-seq-length", "32", "--output", str(output), "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                str(tiny_llm("llama", layers=4)),
+                "--data",
+                str(data),
+                "--batch-size",
+                "4",
+                "--num-batches",
+                "3",
+                "--max-seq-length",
+                "32",
+                "--output",
+                str(output),
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     stored = json.loads(output.read_text())
     assert np.asarray(stored["batch_losses"]).shape == (3, 4)
     assert np.allclose(np.mean(stored["batch_losses"], axis=0), stored["losses"])

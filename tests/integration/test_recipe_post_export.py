@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-
 from plain_st import encode_in_plain_process  # noqa: E402
+from recipe_files import write_recipe
 
 from st_prune import cli  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
 from st_prune.pipeline.recipe import load_recipe  # noqa: E402
-from recipe_files import write_recipe
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -24,7 +23,8 @@ def post_export_run(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("post-export")
     model = tiny_model
     path = write_recipe(
-        folder, model,
+        folder,
+        model,
         trim={"variants": ["small"]},
         deploy={"backends": ["onnx", "openvino"], "variants": ["small"]},
     )
@@ -53,7 +53,9 @@ def test_card_and_zoo_index_describe_the_folder_as_shipped(post_export_run):
     small = runner.ctx.zoo_dir(runner.recipe.variants[0])
     card = (small / "README.md").read_text()
     trim = json.loads((small / "trim.json").read_text())
-    assert "## Vocabulary trimmed" in card and f"| tokens | {trim['vocab_before']:,} | {trim['vocab_after']:,} |" in card
+    assert (
+        "## Vocabulary trimmed" in card and f"| tokens | {trim['vocab_before']:,} | {trim['vocab_after']:,} |" in card
+    )
     assert "## Faster on CPU: ONNX and OpenVINO" in card
     repo_id = runner.ctx.repo_id(runner.recipe.variants[0])
     assert f'`SentenceTransformer("{repo_id}", backend="onnx")`' in card

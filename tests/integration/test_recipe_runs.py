@@ -2,24 +2,27 @@
 (`st-prune run --push-to-hub` against a fake Hub) whose outputs, resume and summary most tests read."""
 
 from __future__ import annotations
+
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 import yaml
 from hub_server import FakeHub  # noqa: E402
+from recipe_files import write_recipe
+from recipe_tokens import ORG, READ_TOKEN, WRITE_TOKEN
 from tiny_models import make_tiny_bert  # noqa: E402
+
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.pipeline.stages import STAGES  # noqa: E402
-from st_prune.pipeline.schema import parse_override  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
 from st_prune.pipeline.recipe import load_recipe  # noqa: E402
-from recipe_tokens import ORG, READ_TOKEN, WRITE_TOKEN
-from recipe_files import write_recipe
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.schema import parse_override  # noqa: E402
+from st_prune.pipeline.stages import STAGES  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -52,8 +55,17 @@ def test_wrong_type_and_bad_variant_are_errors(tmp_path, tiny_model):
 
 def test_set_overrides_are_typed_by_the_schema(tmp_path, tiny_model):
     path = write_recipe(tmp_path, tiny_model)
-    recipe = load_recipe(path, ["training.steps=7", "data.path=123", "variants.0.layers=2", "variants.0.pick=",
-                                "training.lora.target_modules=[q_proj, v_proj]", "publish.private=true"])
+    recipe = load_recipe(
+        path,
+        [
+            "training.steps=7",
+            "data.path=123",
+            "variants.0.layers=2",
+            "variants.0.pick=",
+            "training.lora.target_modules=[q_proj, v_proj]",
+            "publish.private=true",
+        ],
+    )
     assert recipe.training.steps == 7 and recipe.data.path == "123" and recipe.publish.private is True
     assert (recipe.variants[0].layers, recipe.variants[0].pick) == (2, None)
     assert recipe.training.lora.target_modules == ["q_proj", "v_proj"]
@@ -70,7 +82,9 @@ def finished_run(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("recipe")
     # `small` trains 4 steps of its own, `large` the recipe's 3.
     recipe_path = write_recipe(
-        folder, tiny_model, variants=[{"name": "small", "pick": "small", "steps": 4}, {"name": "large", "pick": "large"}]
+        folder,
+        tiny_model,
+        variants=[{"name": "small", "pick": "small", "steps": 4}, {"name": "large", "pick": "large"}],
     )
     output = folder / "run"
     mp = pytest.MonkeyPatch()
@@ -102,10 +116,19 @@ def finished_run(tmp_path_factory, tiny_model):
         finally:
             mp.undo()
     return {
-        "folder": folder, "output": output, "recipe_path": recipe_path, "runner": runner, "summary": summary,
-        "first_calls": dict(runner.calls), "second_calls": dict(again.calls), "markers": markers,
-        "markers_after": markers_after, "downloads": downloads, "commits": commits,
-        "commits_before": commits_before, "requests": [f"{r.method} {r.path}" for r in hub.requests],
+        "folder": folder,
+        "output": output,
+        "recipe_path": recipe_path,
+        "runner": runner,
+        "summary": summary,
+        "first_calls": dict(runner.calls),
+        "second_calls": dict(again.calls),
+        "markers": markers,
+        "markers_after": markers_after,
+        "downloads": downloads,
+        "commits": commits,
+        "commits_before": commits_before,
+        "requests": [f"{r.method} {r.path}" for r in hub.requests],
     }
 
 
@@ -123,8 +146,9 @@ def test_bad_inputs_fail_fast_with_one_line(tmp_path, tiny_model, capsys):
     assert status == 2 and "data.path nowhere.jsonl does not exist" in error and "--set data.path=" in error
     assert len(error.splitlines()) == 1
 
-    status, error = run_cli(["run", str(recipe), "--output", output, "--set", "variants.0.layers=9",
-                             "--set", "variants.0.pick="], capsys)
+    status, error = run_cli(
+        ["run", str(recipe), "--output", output, "--set", "variants.0.layers=9", "--set", "variants.0.pick="], capsys
+    )
     assert status == 2 and "keeps 9 layers but" in error and "K <= 4" in error
 
     bert = make_tiny_bert(tmp_path / "bert")
@@ -149,21 +173,32 @@ def test_read_only_token_is_refused_before_work(tmp_path, tiny_model, monkeypatc
     with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", READ_TOKEN)
-        status, error = run_cli(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output),
-                                 "--push-to-hub", ORG], capsys)
+        status, error = run_cli(
+            ["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output), "--push-to-hub", ORG], capsys
+        )
         assert status == 2 and "read-only" in error and "write token" in error
         assert READ_TOKEN not in error
         monkeypatch.setenv("HF_TOKEN", "hf_NotAValidTokenAtAll0000000000")
-        status, error = run_cli(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output),
-                                 "--push-to-hub", ORG], capsys)
+        status, error = run_cli(
+            ["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output), "--push-to-hub", ORG], capsys
+        )
         assert status == 2 and "hf_NotAValid" not in error and len(error.splitlines()) == 1
     assert not (output / "stages").exists()
 
 
 def test_dry_run_prints_the_plan_and_does_nothing(tmp_path, tiny_model, capsys):
     output = tmp_path / "out"
-    status = cli.main(["run", str(write_recipe(tmp_path, tiny_model)), "--output", str(output), "--dry-run",
-                       "--set", "training.steps=5"])
+    status = cli.main(
+        [
+            "run",
+            str(write_recipe(tmp_path, tiny_model)),
+            "--output",
+            str(output),
+            "--dry-run",
+            "--set",
+            "training.steps=5",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0 and not output.exists()
     assert "steps: 5" in printed
@@ -177,8 +212,17 @@ def test_a_variant_can_train_its_own_number_of_steps(tmp_path, tiny_model, capsy
     recipe = load_recipe(write_recipe(tmp_path, tiny_model, variants=variants))
     assert [recipe.training_for(v).steps for v in recipe.variants] == [40, 3]
     assert recipe.training.steps == 3  # the shared section is not changed
-    status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run",
-                       "--set", "variants.0.steps=0"])
+    status = cli.main(
+        [
+            "run",
+            str(tmp_path / "recipe.yaml"),
+            "--output",
+            str(tmp_path / "out"),
+            "--dry-run",
+            "--set",
+            "variants.0.steps=0",
+        ]
+    )
     assert status == 2
     assert "variants.0.steps must be at least 1, got 0" in capsys.readouterr().err
 
@@ -198,8 +242,17 @@ def test_a_variant_can_train_at_its_own_learning_rate(tmp_path, tiny_model, caps
     assert own.digest() != plain.digest()
     status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run"])
     assert status == 0 and "[small: small, 3 steps, lr 0.002]" in capsys.readouterr().out
-    status = cli.main(["run", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "out"), "--dry-run",
-                       "--set", "variants.1.learning_rate=0"])
+    status = cli.main(
+        [
+            "run",
+            str(tmp_path / "recipe.yaml"),
+            "--output",
+            str(tmp_path / "out"),
+            "--dry-run",
+            "--set",
+            "variants.1.learning_rate=0",
+        ]
+    )
     assert status == 2 and "variants.1.learning_rate must be" in capsys.readouterr().err
 
 
@@ -224,8 +277,9 @@ def test_full_run_produces_both_variants_and_stage_files(finished_run):
         assert summary[variant]["repo_id"] == f"{ORG}/tiny-llama-l3prune-{variant}"
         assert "TinySTS" in json.loads((output / "work" / variant / "eval.json").read_text())["scores"]
     optional = ("trim", "deploy")  # this recipe has neither section: those stages do not run
-    assert finished_run["first_calls"] == {stage: (1 if stage == "scan" else 2) for stage in STAGES
-                                           if stage not in optional}
+    assert finished_run["first_calls"] == {
+        stage: (1 if stage == "scan" else 2) for stage in STAGES if stage not in optional
+    }
 
 
 def test_scan_json_and_cards_say_how_sure_each_pick_is(finished_run):
@@ -256,8 +310,9 @@ def test_resume_runs_no_stage_again(finished_run):
 def test_only_one_stage_reruns_when_its_marker_is_gone(finished_run):
     output = finished_run["output"]
     (output / "stages" / "card.small.json").unlink()
-    runner = RecipeRunner(load_recipe(finished_run["recipe_path"]), output, push_to_hub=ORG, only="card",
-                          log=lambda _: None)
+    runner = RecipeRunner(
+        load_recipe(finished_run["recipe_path"]), output, push_to_hub=ORG, only="card", log=lambda _: None
+    )
     runner.run()
     assert runner.calls == {"card": 1}
     assert (output / "stages" / "card.small.json").is_file()
@@ -268,8 +323,21 @@ def test_only_a_stage_after_a_scan_of_other_settings_is_refused(finished_run, tm
     run = tmp_path / "run"
     shutil.copytree(finished_run["output"], run)
     markers = sorted((path.name, path.read_bytes()) for path in (run / "stages").iterdir())
-    assert cli.main(["run", str(finished_run["recipe_path"]), "--output", str(run), "--only", "evaluate",
-                     "--set", "scan.seed=7"]) == 2
+    assert (
+        cli.main(
+            [
+                "run",
+                str(finished_run["recipe_path"]),
+                "--output",
+                str(run),
+                "--only",
+                "evaluate",
+                "--set",
+                "scan.seed=7",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert "--only evaluate: the scan in" in error and "was made with other settings" in error
     assert "run --only scan first, or run without --only" in error and len(error.splitlines()) == 1
@@ -297,8 +365,13 @@ def test_published_model_loads_with_plain_sentence_transformers(finished_run, tm
     )
     for variant, folder in finished_run["downloads"].items():
         assert (folder / "README.md").is_file() and (folder / "l3prune.png").is_file()
-        result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": ""}, cwd="/")
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(folder)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": ""},
+            cwd="/",
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["shape"] == [1, 32]
@@ -311,7 +384,10 @@ def test_published_model_loads_with_plain_sentence_transformers(finished_run, tm
 def test_zoo_index_lists_every_variant(finished_run):
     for index in (finished_run["output"] / "models", finished_run["folder"] / "index"):
         rows = json.loads((index / "zoo.json").read_text())
-        assert {row["repo_id"] for row in rows} == {f"{ORG}/tiny-llama-l3prune-small", f"{ORG}/tiny-llama-l3prune-large"}
+        assert {row["repo_id"] for row in rows} == {
+            f"{ORG}/tiny-llama-l3prune-small",
+            f"{ORG}/tiny-llama-l3prune-large",
+        }
         readme = (index / "README.md").read_text()
         assert f"| {ORG}/tiny-llama-l3prune-small | st-prune-test/tiny-llama |" in readme and "[Hub](" in readme
 

@@ -19,8 +19,11 @@ from st_prune.training.distillation import DistilledContrastiveLoss, mean_distan
 from st_prune.training.trainer import train_pruned
 
 TOPICS = ["banking", "gardening", "football", "cooking", "astronomy", "music", "travel", "chemistry"]
-TEXTS = [f"A note about {topic}, number {index}: {topic} matters to people who like {topic}."
-         for index in range(3) for topic in TOPICS]  # 24 texts
+TEXTS = [
+    f"A note about {topic}, number {index}: {topic} matters to people who like {topic}."
+    for index in range(3)
+    for topic in TOPICS
+]  # 24 texts
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +69,16 @@ def distance_to_teacher(model: SentenceTransformer, teacher: SentenceTransformer
     return float(1 - torch.nn.functional.cosine_similarity(ours, theirs).mean())
 
 
-FAST = {"max_steps": 12, "batch_size": 4, "learning_rate": 2e-3, "warmup_steps": 0, "save_steps": 100,
-        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
+FAST = {
+    "max_steps": 12,
+    "batch_size": 4,
+    "learning_rate": 2e-3,
+    "warmup_steps": 0,
+    "save_steps": 100,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+}
 
 
 def test_self_distillation_from_a_txt_file_lowers_the_distance_to_the_teacher(embedder, tmp_path, counted):
@@ -75,8 +86,14 @@ def test_self_distillation_from_a_txt_file_lowers_the_distance_to_the_teacher(em
     teacher = encoder_from_llm(str(embedder))
     before = distance_to_teacher(encoder_from_llm(str(embedder), layers=2), teacher)
     student = encoder_from_llm(str(embedder), layers=2)
-    trained = train_pruned(student, write_txt(tmp_path / "docs.txt"), TrainingConfig(recover="distill", **FAST),
-                           work_dir=tmp_path / "work", teacher=teacher, keep_checkpoints=True)
+    trained = train_pruned(
+        student,
+        write_txt(tmp_path / "docs.txt"),
+        TrainingConfig(recover="distill", **FAST),
+        work_dir=tmp_path / "work",
+        teacher=teacher,
+        keep_checkpoints=True,
+    )
     after = distance_to_teacher(trained, teacher)
     assert after < 0.7 * before, (before, after)
     assert sum(counted) == len(TEXTS)  # every text embedded once by the teacher
@@ -90,15 +107,30 @@ def test_cli_self_distillation_from_jsonl_text(embedder, tmp_path, capsys, count
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": text, "id": index}) + "\n" for index, text in enumerate(TEXTS)))
     flags = ["--max-steps", 12, "--batch-size", 4, "--learning-rate", 2e-3, "--warmup-steps", 0, "--lora-r", 8]
-    status, err, out = run_cli(["train", embedder, "--data", data, "--layers", 2, "--recover", "distill", *flags,
-                                "--output", tmp_path / "out"], capsys)
+    status, err, out = run_cli(
+        [
+            "train",
+            embedder,
+            "--data",
+            data,
+            "--layers",
+            2,
+            "--recover",
+            "distill",
+            *flags,
+            "--output",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert f"teacher: the uncut model (4 layers), {len(TEXTS)} texts embedded in" in out
     teacher = SentenceTransformer(str(embedder))
     exported = SentenceTransformer(str(tmp_path / "out"))
     assert exported[0].auto_model.config.num_hidden_layers == 2
-    assert distance_to_teacher(exported, teacher) < 0.7 * distance_to_teacher(encoder_from_llm(str(embedder), layers=2),
-                                                                           teacher)
+    assert distance_to_teacher(exported, teacher) < 0.7 * distance_to_teacher(
+        encoder_from_llm(str(embedder), layers=2), teacher
+    )
     assert not (tmp_path / "out.work").exists()  # the cache went with the checkpoints once exported
     cost = json.loads((tmp_path / "out" / "teacher.json").read_text())
     assert cost["texts"] == len(TEXTS) and cost["teacher_layers"] == 4 and not cost["cached"]
@@ -107,35 +139,43 @@ def test_cli_self_distillation_from_jsonl_text(embedder, tmp_path, capsys, count
 def test_the_cache_is_reused_resumed_and_refused_when_stale(embedder, tmp_path, counted):
     teacher = encoder_from_llm(str(embedder))
     cache = tmp_path / "cache"
-    first, cost = self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4,
-                                                      progress=False)
+    first, cost = self_distill.self_distillation_data(
+        teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False
+    )
     assert sum(counted) == len(TEXTS) and not cost.cached
     counted.clear()
-    again, cost = self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4,
-                                                      progress=False)
+    again, cost = self_distill.self_distillation_data(
+        teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False
+    )
     assert counted == [] and cost.cached  # no teacher forward on the second run
     assert again.datasets["train"]["label"] == first.datasets["train"]["label"]
 
     # A kill during embedding leaves whole chunks only: a re-run embeds the missing ones alone.
     chunked = tmp_path / "chunked"
-    self_distill.teacher_embeddings(teacher, [(None, t) for t in TEXTS], chunked, identity="tiny", chunk_size=10,
-                                    progress=False)
+    self_distill.teacher_embeddings(
+        teacher, [(None, t) for t in TEXTS], chunked, identity="tiny", chunk_size=10, progress=False
+    )
     (chunked / "chunk-00002.npy").unlink()
     counted.clear()
-    self_distill.teacher_embeddings(teacher, [(None, t) for t in TEXTS], chunked, identity="tiny", chunk_size=10,
-                                    progress=False)
+    self_distill.teacher_embeddings(
+        teacher, [(None, t) for t in TEXTS], chunked, identity="tiny", chunk_size=10, progress=False
+    )
     assert counted == [4]
 
     # Another model's or another length's embeddings: refused (one line naming the fix), or rebuilt on request.
-    with pytest.raises(StPruneError, match=r"holds teacher embeddings of another teacher \('tiny', now 'other'\): "
-                                           r"delete .*cache to embed again"):
+    with pytest.raises(
+        StPruneError,
+        match=r"holds teacher embeddings of another teacher \('tiny', now 'other'\): "
+        r"delete .*cache to embed again",
+    ):
         self_distill.self_distillation_data(teacher, TEXTS, cache, identity="other", batch_size=4, progress=False)
     teacher.max_seq_length = 16
     with pytest.raises(StPruneError, match="another max_seq_length"):
         self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False)
     counted.clear()
-    self_distill.self_distillation_data(teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False,
-                                        stale="rebuild")
+    self_distill.self_distillation_data(
+        teacher, TEXTS, cache, identity="tiny", batch_size=4, progress=False, stale="rebuild"
+    )
     assert sum(counted) == len(TEXTS)
     assert json.loads((cache / "key.json").read_text())["max_seq_length"] == 16
 
@@ -146,8 +186,9 @@ def test_pairs_train_on_contrastive_plus_distance(embedder, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     teacher = encoder_from_llm(str(embedder))
-    labelled, cost = self_distill.self_distillation_data(teacher, str(data), tmp_path / "cache", identity="tiny",
-                                                         batch_size=4, progress=False)
+    labelled, cost = self_distill.self_distillation_data(
+        teacher, str(data), tmp_path / "cache", identity="tiny", batch_size=4, progress=False
+    )
     assert cost.texts == 2 * len(rows)
     dataset = labelled.datasets["train"]
     assert len(dataset[0]["label"]) == 2  # (columns, dimension) per row
@@ -155,12 +196,14 @@ def test_pairs_train_on_contrastive_plus_distance(embedder, tmp_path):
     query = teacher.encode([rows[0]["anchor"]], prompt=labelled.prompt("train", "anchor") or "")[0]
     assert abs(sum(a * b for a, b in zip(query, dataset[0]["label"][0], strict=True)) - 1) < 1e-4
     # Against the contrastive loss alone, the same steps on the same pairs: the distance term keeps the cut nearer.
-    distilled = train_pruned(str(embedder), str(data), TrainingConfig(recover="distill", **FAST), tmp_path / "o1",
-                             layers=2)  # the teacher: the full-depth model at that path
+    distilled = train_pruned(
+        str(embedder), str(data), TrainingConfig(recover="distill", **FAST), tmp_path / "o1", layers=2
+    )  # the teacher: the full-depth model at that path
     assert not (tmp_path / "o1.work").exists()  # the teacher's cache went with the checkpoints once exported
     plain_rows = labelled.datasets["train"].remove_columns("label")
-    contrastive = train_pruned(encoder_from_llm(str(embedder), layers=2), plain_rows, TrainingConfig(**FAST),
-                               work_dir=tmp_path / "w2")
+    contrastive = train_pruned(
+        encoder_from_llm(str(embedder), layers=2), plain_rows, TrainingConfig(**FAST), work_dir=tmp_path / "w2"
+    )
     assert mean_distance(distilled, labelled) < mean_distance(contrastive, labelled)
     student = encoder_from_llm(str(embedder), layers=2)
     parts = _last_parts(student, labelled)  # a batch of pairs reports both terms
@@ -179,15 +222,19 @@ def _last_parts(model, data) -> dict[str, float]:
     return loss.last_parts
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("\n  \n", "docs.txt holds no text: write one text a line"),
-    ("", "docs.txt holds no text: write one text a line"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("\n  \n", "docs.txt holds no text: write one text a line"),
+        ("", "docs.txt holds no text: write one text a line"),
+    ],
+)
 def test_an_empty_text_file_is_one_line(embedder, tmp_path, capsys, content, message):
     data = tmp_path / "docs.txt"
     data.write_text(content)
-    status, err, _ = run_cli(["train", embedder, "--data", data, "--layers", 2, "--recover", "distill",
-                              "--output", tmp_path / "out"], capsys)
+    status, err, _ = run_cli(
+        ["train", embedder, "--data", data, "--layers", 2, "--recover", "distill", "--output", tmp_path / "out"], capsys
+    )
     assert status == 2 and len(err.splitlines()) == 1 and message in err, err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["docs.txt"]  # nothing written
 
@@ -201,8 +248,20 @@ def test_a_stale_cache_in_the_work_folder_is_refused(embedder, tmp_path, capsys,
         raise KeyboardInterrupt
 
     data = write_txt(tmp_path / "docs.txt")
-    argv = ["train", embedder, "--data", data, "--layers", 2, "--recover", "distill", "--batch-size", 4,
-            "--output", tmp_path / "out"]
+    argv = [
+        "train",
+        embedder,
+        "--data",
+        data,
+        "--layers",
+        2,
+        "--recover",
+        "distill",
+        "--batch-size",
+        4,
+        "--output",
+        tmp_path / "out",
+    ]
     with monkeypatch.context() as patch:
         patch.setattr(trainer, "train_pruned", stop)  # Ctrl-C once the teacher's embeddings are cached
         assert run_cli(argv, capsys)[0] == 130
@@ -227,8 +286,22 @@ def test_recover_is_a_training_setting():
     from st_prune.cli import build_parser
     from st_prune.commands.train import build_config
 
-    args = build_parser().parse_args(["train", "M", "--data", "d.txt", "--layers", "1", "--output", "o",
-                                      "--recover", "distill", "--distill-distance", "mse"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "M",
+            "--data",
+            "d.txt",
+            "--layers",
+            "1",
+            "--output",
+            "o",
+            "--recover",
+            "distill",
+            "--distill-distance",
+            "mse",
+        ]
+    )
     config = build_config(args)
     assert (config.recover, config.distill_distance) == ("distill", "mse")
 
@@ -266,8 +339,15 @@ def test_a_recipe_with_recover_distill_runs_end_to_end_and_resumes(embedder, tmp
     assert TRAIN.key(recipe, small, 2) != TRAIN.key(plain, small, 2)
     assert plain.digest() != recipe.digest()
     with pytest.raises(StPruneError, match="recover: distill and the distill section both give the students a teacher"):
-        load_recipe(write_recipe(tmp_path, embedder, variants=variants, recover="distill",
-                                 distill={"teacher": "large", "variants": ["small"]}))
+        load_recipe(
+            write_recipe(
+                tmp_path,
+                embedder,
+                variants=variants,
+                recover="distill",
+                distill={"teacher": "large", "variants": ["small"]},
+            )
+        )
 
 
 def test_the_qwen3_embedding_recipe_plans_offline(embedder, tmp_path, capsys, monkeypatch):
@@ -280,8 +360,11 @@ def test_the_qwen3_embedding_recipe_plans_offline(embedder, tmp_path, capsys, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as a user's variable reads at import
     recipe = load_recipe("qwen3-embedding-0.6b")
-    assert (recipe.base.model, recipe.base.kind, recipe.base.layers) == ("Qwen/Qwen3-Embedding-0.6B",
-                                                                          "sentence-transformers", 28)
+    assert (recipe.base.model, recipe.base.kind, recipe.base.layers) == (
+        "Qwen/Qwen3-Embedding-0.6B",
+        "sentence-transformers",
+        28,
+    )
     assert recipe.recover == "distill" and {v.pick for v in recipe.variants} == {"small", "large"}
     out = tmp_path / "out"
     for name in ("qwen3-embedding-0.6b", "llama-3-8b-instruct"):
@@ -289,8 +372,20 @@ def test_the_qwen3_embedding_recipe_plans_offline(embedder, tmp_path, capsys, mo
         if status == 0:  # the base is in this machine's Hugging Face cache
             continue
         assert status == 2 and len(err.splitlines()) == 1 and "download it first with `hf download" in err, err
-    status, err, plan = run_cli(["run", "qwen3-embedding-0.6b", "--dry-run", "--output", out,
-                                 "--set", f"base.model={embedder}", "--set", "base.layers=4"], capsys)
+    status, err, plan = run_cli(
+        [
+            "run",
+            "qwen3-embedding-0.6b",
+            "--dry-run",
+            "--output",
+            out,
+            "--set",
+            f"base.model={embedder}",
+            "--set",
+            "base.layers=4",
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert "train     [small: small, 1000 steps, self-distilled from the uncut base] (to run)" in plan, plan
     assert "recover: distill" in plan and "kind: sentence-transformers" in plan

@@ -10,27 +10,59 @@ import shlex
 from pathlib import Path
 
 import pytest
-
-from st_prune import cli
-
-from st_prune.training import trainer as training
-from st_prune.training.trainer import TrainingConfig, build_trainer, train_pruned
-from st_prune.model.truncated_llm import encoder_from_llm
 from stop_at import StopAt
 
-WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package",
-         "river", "piano", "train", "cloud"]
-FAST = dict(batch_size=4, learning_rate=1e-3, warmup_steps=0, lora_r=4, lora_alpha=8, max_seq_length=32,
-            save_steps=2, logging_steps=1)
+from st_prune import cli
+from st_prune.model.truncated_llm import encoder_from_llm
+from st_prune.training import trainer as training
+from st_prune.training.trainer import TrainingConfig, build_trainer, train_pruned
+
+WORDS = [
+    "cat",
+    "dog",
+    "fox",
+    "bank",
+    "money",
+    "music",
+    "guitar",
+    "field",
+    "sun",
+    "road",
+    "debian",
+    "package",
+    "river",
+    "piano",
+    "train",
+    "cloud",
+]
+FAST = dict(
+    batch_size=4,
+    learning_rate=1e-3,
+    warmup_steps=0,
+    lora_r=4,
+    lora_alpha=8,
+    max_seq_length=32,
+    save_steps=2,
+    logging_steps=1,
+)
 
 
 @pytest.fixture()
 def data(tmp_path) -> Path:
     path = tmp_path / "triplets.jsonl"
-    path.write_text("".join(
-        json.dumps({"anchor": f"{i} the {WORDS[i]}", "positive": f"a {WORDS[i]} number {i}",
-                    "negative": f"some {WORDS[(i + 5) % 16]} {i + 100}"}) + "\n" for i in range(16)
-    ))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "anchor": f"{i} the {WORDS[i]}",
+                    "positive": f"a {WORDS[i]} number {i}",
+                    "negative": f"some {WORDS[(i + 5) % 16]} {i + 100}",
+                }
+            )
+            + "\n"
+            for i in range(16)
+        )
+    )
     return path
 
 
@@ -43,14 +75,39 @@ def interrupted_run(model_dir: str, data: Path, work: Path, stop_at: int, max_st
     """A run killed after step ``stop_at``, leaving checkpoints every 2 steps in ``work`` (the CLI's DIR.work)."""
     config = TrainingConfig(max_steps=max_steps, **FAST)
     with pytest.raises(KeyboardInterrupt):
-        build_trainer(encoder_from_llm(model_dir, layers=2, max_seq_length=32), str(data), config, work,
-                      callbacks=[StopAt(stop_at)]).train()
+        build_trainer(
+            encoder_from_llm(model_dir, layers=2, max_seq_length=32),
+            str(data),
+            config,
+            work,
+            callbacks=[StopAt(stop_at)],
+        ).train()
 
 
 def train_argv(model_dir: str, data: Path, output: Path, *extra: str) -> list[str]:
-    return ["train", model_dir, "--data", str(data), "--layers", "2", "--max-steps", "6", "--save-steps", "2",
-            "--batch-size", "4", "--lora-r", "4", "--max-seq-length", "32", "--learning-rate", "1e-3",
-            "--output", str(output), *extra]
+    return [
+        "train",
+        model_dir,
+        "--data",
+        str(data),
+        "--layers",
+        "2",
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lora-r",
+        "4",
+        "--max-seq-length",
+        "32",
+        "--learning-rate",
+        "1e-3",
+        "--output",
+        str(output),
+        *extra,
+    ]
 
 
 def cli_train(model_dir: str, data: Path, output: Path, *extra: str) -> int:
@@ -87,13 +144,18 @@ def test_ctrl_c_names_the_last_checkpoint_and_resume(model_dir, data, tmp_path, 
 
 def test_ctrl_c_before_the_first_checkpoint_says_so(model_dir, data, tmp_path, capsys, monkeypatch):
     real_build_trainer = training.build_trainer
-    monkeypatch.setattr(training, "build_trainer", lambda *a, callbacks=None, **k: real_build_trainer(
-        *a, callbacks=[*(callbacks or []), StopAt(1)], **k))
+    monkeypatch.setattr(
+        training,
+        "build_trainer",
+        lambda *a, callbacks=None, **k: real_build_trainer(*a, callbacks=[*(callbacks or []), StopAt(1)], **k),
+    )
     assert cli_train(model_dir, data, tmp_path / "model") == 130
     err = st_prune_lines(capsys.readouterr().err)
     command = shlex.join(["st-prune", *train_argv(model_dir, data, tmp_path / "model")])
-    assert err == ("st-prune train: interrupted; no checkpoint was saved yet (one every 2 steps, --save-steps); "
-                   f"start again with `{command}`")
+    assert err == (
+        "st-prune train: interrupted; no checkpoint was saved yet (one every 2 steps, --save-steps); "
+        f"start again with `{command}`"
+    )
 
 
 # --- checkpoints damaged by a kill during their save ------------------------------------------------------
@@ -106,10 +168,13 @@ def _truncate_adapter(checkpoint: Path) -> None:
     adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damage, why", [
-    (_drop_trainer_state, "no trainer_state.json"),
-    (_truncate_adapter, "adapter_model.safetensors is truncated"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (_drop_trainer_state, "no trainer_state.json"),
+        (_truncate_adapter, "adapter_model.safetensors is truncated"),
+    ],
+)
 def test_resume_skips_a_damaged_checkpoint_for_the_newest_intact_one(model_dir, data, tmp_path, caplog, damage, why):
     work = tmp_path / "model.work"
     interrupted_run(model_dir, data, work, stop_at=5)
@@ -150,9 +215,14 @@ def test_resumed_card_has_the_whole_training_time_and_every_loss_row(model_dir, 
     assert json.loads(progress.read_text())["train_seconds"] > 0
     # Pretend the part before the interruption took an hour, so the card's total is unmistakable.
     progress.write_text(json.dumps({"train_seconds": 3600.0}))
-    train_pruned(encoder_from_llm(model_dir, layers=2, max_seq_length=32), str(data),
-                 TrainingConfig(max_steps=4, **FAST), output, resume=True)
+    train_pruned(
+        encoder_from_llm(model_dir, layers=2, max_seq_length=32),
+        str(data),
+        TrainingConfig(max_steps=4, **FAST),
+        output,
+        resume=True,
+    )
     card = (output / "README.md").read_text()
     assert "- **Training**: 1.0 hours" in card
     logged_steps = [int(step) for step in re.findall(r"^\| [0-9.]+\s+\| (\d+) +\|", card, flags=re.MULTILINE)]
-    assert logged_steps == [1, 2, 3, 4], card[card.find("Training Logs"):][:600]
+    assert logged_steps == [1, 2, 3, 4], card[card.find("Training Logs") :][:600]

@@ -6,20 +6,23 @@ import json
 import logging
 
 import pytest
-from runner_resume import record, write_recipe
 from paths import TESTS
+from runner_resume import record, write_recipe
 from stop_at import StopAt
 
-from st_prune.pipeline.runner import RecipeRunner
 from st_prune.pipeline.recipe import load_recipe
+from st_prune.pipeline.runner import RecipeRunner
 from st_prune.training import trainer as training
 
 
 # --- a checkpoint damaged by the kill, and checkpoints of other settings ------------------------------------
 def interrupt_training_at(monkeypatch, step: int) -> None:
     real = training.build_trainer
-    monkeypatch.setattr(training, "build_trainer", lambda *a, callbacks=None, **k: real(
-        *a, callbacks=[*(callbacks or []), StopAt(step)], **k))
+    monkeypatch.setattr(
+        training,
+        "build_trainer",
+        lambda *a, callbacks=None, **k: real(*a, callbacks=[*(callbacks or []), StopAt(step)], **k),
+    )
 
 
 def test_a_checkpoint_damaged_by_the_kill_is_skipped_for_the_one_before(tiny_llm, tmp_path, monkeypatch, caplog):

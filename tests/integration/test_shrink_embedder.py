@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import run_cli
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import (
     Normalize,
@@ -14,9 +15,6 @@ from sentence_transformers.sentence_transformer.modules import (
     StaticEmbedding,
     Transformer,
 )
-
-from st_prune.model import architectures
-from st_prune.model.truncated_llm import TruncatedLLM, encoder_from_llm
 from tiny_embedders import (
     MISTRAL_PROMPTS,
     PLAIN_TEXT,
@@ -24,12 +22,17 @@ from tiny_embedders import (
     SHAPES,
     make_tiny_embedder,
 )
-from tiny_models import make_tiny_bert
-from tiny_models import build_tokenizer
-from cli_errors import run_cli
+from tiny_models import build_tokenizer, make_tiny_bert
 
-TEXTS = ["How do I reset my online banking password?", "Two dogs run across a green field in the sun.", "a",
-         "Sentence embeddings map text to vectors for semantic search, and large language models do it well."]
+from st_prune.model import architectures
+from st_prune.model.truncated_llm import TruncatedLLM, encoder_from_llm
+
+TEXTS = [
+    "How do I reset my online banking password?",
+    "Two dogs run across a green field in the sun.",
+    "a",
+    "Sentence embeddings map text to vectors for semantic search, and large language models do it well.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +64,17 @@ def test_prune_keeps_the_embedder(embedders, tmp_path, capsys, shape):
     cut = SentenceTransformer(str(tmp_path / "cut"))  # plain sentence-transformers, built-in types only
     reference = truncated_reference(source, 2)
     # The source is the layout the issue names (so the checks below check that layout is kept).
-    layout = {"qwen3_last_token": ("lasttoken", QWEN3_PROMPTS["query"], "left", "Normalize"),
-              "mistral_eos": ("lasttoken", MISTRAL_PROMPTS["query"], "right", "Normalize"),
-              "llama_mean_dense": ("mean", "", "right", "Dense")}[shape]
-    assert (reference[1].pooling_mode, reference.prompts.get("query", ""), reference.tokenizer.padding_side,
-            type(reference[2]).__name__) == layout
+    layout = {
+        "qwen3_last_token": ("lasttoken", QWEN3_PROMPTS["query"], "left", "Normalize"),
+        "mistral_eos": ("lasttoken", MISTRAL_PROMPTS["query"], "right", "Normalize"),
+        "llama_mean_dense": ("mean", "", "right", "Dense"),
+    }[shape]
+    assert (
+        reference[1].pooling_mode,
+        reference.prompts.get("query", ""),
+        reference.tokenizer.padding_side,
+        type(reference[2]).__name__,
+    ) == layout
     if shape != "llama_mean_dense":
         assert reference.tokenizer("probe")["input_ids"][-1] == reference.tokenizer.eos_token_id
     assert [type(module) for module in cut] == [type(module) for module in reference]
@@ -126,8 +135,19 @@ def test_cut_deeper_than_the_embedder_is_refused(embedders, tmp_path, capsys):
 
 
 def test_pooling_flag_on_an_embedder_is_refused(embedders, tmp_path, capsys):
-    status, err = run_cli(["prune", embedders["llama_mean_dense"], "--layers", 2, "--pooling", "last_token",
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        [
+            "prune",
+            embedders["llama_mean_dense"],
+            "--layers",
+            2,
+            "--pooling",
+            "last_token",
+            "--output",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert_refused(status, err, tmp_path / "out", "leave out --pooling")
 
 

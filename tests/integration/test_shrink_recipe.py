@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
-from sentence_transformers import SentenceTransformer
-
 from recipe_files import write_recipe
+from sentence_transformers import SentenceTransformer
 from tiny_embedders import QWEN3_PROMPTS, make_tiny_embedder
+from tiny_models import make_tiny_llm
 
 from st_prune import cli
 from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.runner import RecipeRunner
-from tiny_models import make_tiny_llm
 
 
 @pytest.fixture(autouse=True)
@@ -38,28 +36,36 @@ def test_recipe_on_an_embedder_with_a_width_variant(tmp_path):
     assert SentenceTransformer(str(ctx.export_dir(deep)))[0].auto_model.config.intermediate_size == 64
     prune = ctx.folder.record(narrow.name, "prune.json", stage="prune")
     assert prune["width"] == {"mlp_keep": 0.5, "intermediate_size": 32, "original_intermediate_size": 64}
-    card = next(path for path in ctx.export_dir(narrow).parent.rglob("README.md")
-                if "MLP channels" in path.read_text())
+    card = next(path for path in ctx.export_dir(narrow).parent.rglob("README.md") if "MLP channels" in path.read_text())
     assert "| MLP channels per layer (width) | 32 (50 %" in card.read_text()
     assert "text encoder made from the sentence-transformers embedder" in card.read_text()
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("base.mlp_keep=0", "base.mlp_keep must be in (0, 1]"),
-    ("variants.0.mlp_keep=1.5", "variants.0.mlp_keep must be in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("base.mlp_keep=0", "base.mlp_keep must be in (0, 1]"),
+        ("variants.0.mlp_keep=1.5", "variants.0.mlp_keep must be in (0, 1]"),
+    ],
+)
 def test_width_out_of_range_in_a_recipe_is_one_line(tmp_path, capsys, override, message):
     recipe = write_recipe(tmp_path, make_tiny_llm(tmp_path / "llm", "llama", 4))
     status = cli.main(["run", str(recipe), "--output", str(tmp_path / "out"), "--dry-run", "--set", override])
     # Building the tiny model wrote progress bars to stderr too; st-prune's own lines are what the user reads.
-    err = "\n".join(line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
-                    if line.startswith("st-prune "))
+    err = "\n".join(
+        line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("st-prune ")
+    )
     assert status == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
 
 
 def test_kind_that_does_not_match_the_model_is_refused(tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path, make_tiny_llm(tmp_path / "llm", "llama", 4),
-                                      base={"model": str(tmp_path / "llm"), "kind": "sentence-transformers"}))
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            make_tiny_llm(tmp_path / "llm", "llama", 4),
+            base={"model": str(tmp_path / "llm"), "kind": "sentence-transformers"},
+        )
+    )
     with pytest.raises(Exception, match="base.kind is sentence-transformers but .* is no sentence-transformers model"):
         RecipeRunner(recipe, tmp_path / "run", log=lambda _: None).ctx.is_embedder()

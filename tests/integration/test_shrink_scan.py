@@ -11,12 +11,12 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesRankingLoss,
 )
+from tiny_embedders import make_tiny_embedder
+from tiny_models import CORPUS
 
 from st_prune import cli
 from st_prune.l3prune.scan import L3Prune, L3PruneResult, select_depths
 from st_prune.model import architectures
-from tiny_embedders import make_tiny_embedder
-from tiny_models import CORPUS
 
 
 @pytest.mark.parametrize("shape", ["qwen3_last_token", "llama_mean_dense"])
@@ -25,8 +25,23 @@ def test_scan_of_an_embedder_is_the_loss_of_its_cuts(tmp_path, capsys, shape):
     data = tmp_path / "triplets.jsonl"
     rows = [{"anchor": CORPUS[i], "positive": CORPUS[i + 1], "negative": CORPUS[i + 3]} for i in range(24)]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    status = cli.main(["scan", str(source), "--data", str(data), "--batch-size", "4", "--num-batches", "4",
-                       "--scale", "20", "--output", str(tmp_path / "scan.json"), "--no-plot"])
+    status = cli.main(
+        [
+            "scan",
+            str(source),
+            "--data",
+            str(data),
+            "--batch-size",
+            "4",
+            "--num-batches",
+            "4",
+            "--scale",
+            "20",
+            "--output",
+            str(tmp_path / "scan.json"),
+            "--no-plot",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     result = L3PruneResult.load(tmp_path / "scan.json")
 
@@ -39,9 +54,11 @@ def test_scan_of_an_embedder_is_the_loss_of_its_cuts(tmp_path, capsys, shape):
         loss = MultipleNegativesRankingLoss(model, scale=20)
         for number, batch in enumerate(batches):
             with torch.inference_mode():
-                columns = [model.encode_query(batch.texts["anchor"], convert_to_tensor=True),
-                           model.encode_document(batch.texts["positive"], convert_to_tensor=True),
-                           model.encode_document(batch.texts["negative"], convert_to_tensor=True)]
+                columns = [
+                    model.encode_query(batch.texts["anchor"], convert_to_tensor=True),
+                    model.encode_document(batch.texts["positive"], convert_to_tensor=True),
+                    model.encode_document(batch.texts["negative"], convert_to_tensor=True),
+                ]
                 expected[number, depth - 1] = float(loss.compute_loss_from_embeddings(columns, None))
     assert np.allclose(result.batch_losses, expected, atol=1e-4), (result.losses, expected.mean(axis=0))
     assert (result.small, result.large) == select_depths(expected.mean(axis=0).tolist())

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
+from tiny_embedders import make_tiny_embedder
+from tiny_models import CORPUS, make_tiny_llm
 from transformers import AutoConfig, AutoModel
 
 from st_prune import cli
 from st_prune.model.truncated_llm import encoder_from_llm
 from st_prune.model.width import channel_importance, prune_mlp_width
-from tiny_embedders import make_tiny_embedder
-from tiny_models import CORPUS, make_tiny_llm
 
 TEXTS = ["How do I reset my online banking password?", "Two dogs run across a green field in the sun.", "a"]
 
@@ -44,8 +44,9 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 
 
 def test_width_cut_loads_in_plain_transformers_and_st(llama, data, tmp_path, capsys):
-    status, err = run_cli(["prune", llama, "--layers", 2, "--mlp-keep", 0.5, "--data", data,
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        ["prune", llama, "--layers", 2, "--mlp-keep", 0.5, "--data", data, "--output", tmp_path / "out"], capsys
+    )
     assert status == 0, err
     assert "MLP width 32/64" in run_cli.out
     config = AutoConfig.from_pretrained(tmp_path / "out")
@@ -61,8 +62,12 @@ def test_width_cut_loads_in_plain_transformers_and_st(llama, data, tmp_path, cap
 
 def test_keep_one_is_exactly_the_depth_cut(llama, data, tmp_path, capsys):
     assert run_cli(["prune", llama, "--layers", 2, "--output", tmp_path / "depth"], capsys)[0] == 0
-    assert run_cli(["prune", llama, "--layers", 2, "--mlp-keep", 1.0, "--data", data,
-                    "--output", tmp_path / "width"], capsys)[0] == 0
+    assert (
+        run_cli(
+            ["prune", llama, "--layers", 2, "--mlp-keep", 1.0, "--data", data, "--output", tmp_path / "width"], capsys
+        )[0]
+        == 0
+    )
     depth = load_file(tmp_path / "depth" / "model.safetensors")
     width = load_file(tmp_path / "width" / "model.safetensors")
     assert depth.keys() == width.keys()
@@ -90,8 +95,9 @@ def test_importance_drops_dead_channels_first(llama, data):
 
 def test_embedder_width_cut_keeps_its_modules(tmp_path, data, capsys):
     source = make_tiny_embedder(tmp_path / "qwen3", "qwen3_last_token")
-    status, err = run_cli(["prune", source, "--layers", 3, "--mlp-keep", 0.25, "--data", data,
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        ["prune", source, "--layers", 3, "--mlp-keep", 0.25, "--data", data, "--output", tmp_path / "out"], capsys
+    )
     assert status == 0, err
     model = SentenceTransformer(str(tmp_path / "out"))
     assert model[0].auto_model.config.intermediate_size == 16 and model[1].pooling_mode == "lasttoken"
@@ -101,8 +107,9 @@ def test_embedder_width_cut_keeps_its_modules(tmp_path, data, capsys):
 @pytest.mark.parametrize("verb", ["prune", "train"])
 @pytest.mark.parametrize("keep", ["0", "1.5", "-0.2", "nan"])
 def test_width_fraction_outside_zero_one_is_refused(llama, data, tmp_path, capsys, keep, verb):
-    status, err = run_cli([verb, llama, "--layers", 2, "--mlp-keep", keep, "--data", data,
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        [verb, llama, "--layers", 2, "--mlp-keep", keep, "--data", data, "--output", tmp_path / "out"], capsys
+    )
     assert status == 2 and len(err.splitlines()) == 1, err
     assert "must be in (0, 1]" in err and "--mlp-keep 0.5" in err, err
     assert not (tmp_path / "out").exists()
@@ -117,8 +124,27 @@ def test_width_without_data_is_refused(llama, tmp_path, capsys):
 def test_train_an_embedder_with_width(tmp_path, data, capsys):
     """`st-prune train` on a trained embedder with --mlp-keep: the export is that embedder, shallower and narrower."""
     source = make_tiny_embedder(tmp_path / "dense", "llama_mean_dense")
-    status, err = run_cli(["train", source, "--data", data, "--layers", 2, "--mlp-keep", 0.5, "--max-steps", 2,
-                           "--batch-size", 4, "--save-steps", 100, "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        [
+            "train",
+            source,
+            "--data",
+            data,
+            "--layers",
+            2,
+            "--mlp-keep",
+            0.5,
+            "--max-steps",
+            2,
+            "--batch-size",
+            4,
+            "--save-steps",
+            100,
+            "--output",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert "MLP width 32/64" in run_cli.out
     model = SentenceTransformer(str(tmp_path / "out"))
@@ -132,8 +158,9 @@ def test_train_an_embedder_with_width(tmp_path, data, capsys):
 def test_width_on_a_fused_mlp_is_refused(tmp_path, data, capsys):
     """Phi-3 fuses gate and up into one gate_up_proj: no width cut, one line saying to cut depth only."""
     phi3 = make_tiny_llm(tmp_path / "phi3", "phi3", 4)
-    status, err = run_cli(["prune", phi3, "--layers", 2, "--mlp-keep", 0.5, "--data", data,
-                           "--output", tmp_path / "out"], capsys)
+    status, err = run_cli(
+        ["prune", phi3, "--layers", 2, "--mlp-keep", 0.5, "--data", data, "--output", tmp_path / "out"], capsys
+    )
     assert status == 2 and len(err.splitlines()) == 1, err
     assert "'phi3' has none; cut its depth only (leave out --mlp-keep)" in err
     assert not (tmp_path / "out").exists()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
+from recipe_files import write_recipe
 
 from st_prune import cli
-
-from st_prune.pipeline.stages import BY_NAME  # noqa: E402
-from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
 from st_prune.pipeline.recipe import load_recipe  # noqa: E402
-from recipe_files import write_recipe
+from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
+from st_prune.pipeline.stages import BY_NAME  # noqa: E402
 
 STAGES = ("prune", "train", "export", "evaluate", "card")
 
@@ -56,7 +54,10 @@ def test_a_new_learning_rate_retrains_and_keeps_the_scan(tiny, capsys):
     scan_marker = (output / "stages" / "scan.json").read_text()
 
     # --dry-run says what will run again, before any work
-    assert cli.main(["run", str(path), "--output", str(output), "--dry-run", "--set", "training.learning_rate=0.0001"]) == 0
+    assert (
+        cli.main(["run", str(path), "--output", str(output), "--dry-run", "--set", "training.learning_rate=0.0001"])
+        == 0
+    )
     plan = capsys.readouterr().out
     assert "  scan      (done, skipped)" in plan and "  prune     [small: small] (done, skipped)" in plan
     assert "  train     [small: small, 3 steps] (to run)" in plan and "  evaluate  [small: small] (to run)" in plan

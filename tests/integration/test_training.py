@@ -11,6 +11,7 @@ import pytest
 import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
+from training_rows import FAST, INSTRUCTION, triplet_rows, write_jsonl
 from transformers import TrainerCallback
 
 from st_prune import encoder_from_llm, export_model
@@ -25,7 +26,6 @@ from st_prune.training.trainer import (
     resolve_lora_targets,
     train_pruned,
 )
-from training_rows import FAST, INSTRUCTION, triplet_rows, write_jsonl
 
 
 def triplets(count: int, instruction: str | None = None, seed: int = 0) -> Dataset:
@@ -69,7 +69,11 @@ def test_training_learns_moves_only_lora_and_exports_exactly(llama, tmp_path):
         if "lora_" in name:
             continue
         assert torch.equal(value, base_before[name]), f"base weight {name} changed"
-    changed = [name for name, value in lora_state(llama).items() if "lora_B" in name and not torch.equal(value, lora_before[name])]
+    changed = [
+        name
+        for name, value in lora_state(llama).items()
+        if "lora_B" in name and not torch.equal(value, lora_before[name])
+    ]
     assert len(changed) == len([name for name in lora_before if "lora_B" in name])  # every adapter learned
 
     texts = ["3 red dog", "a lazy thing", "the quick fox number 7"]
@@ -79,8 +83,10 @@ def test_training_learns_moves_only_lora_and_exports_exactly(llama, tmp_path):
     assert not (output / "adapter_config.json").exists()
     # Built-in module types only, so this is the plain sentence-transformers load a user gets (test_export.py
     # repeats it in a process where st_prune cannot be imported).
-    assert all(entry["type"].startswith("sentence_transformers.models.")
-               for entry in json.loads((output / "modules.json").read_text()))
+    assert all(
+        entry["type"].startswith("sentence_transformers.models.")
+        for entry in json.loads((output / "modules.json").read_text())
+    )
     reloaded = SentenceTransformer(str(output)).encode(texts, prompt=prompt)
     assert np.abs(reloaded - adapted).max() <= 1e-5
 
@@ -155,7 +161,9 @@ def test_lora_targets_resolve_per_family(tiny_llm):
     assert resolve_lora_targets(phi3, PAPER_LORA_TARGETS) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
     qwen3 = encoder_from_llm(str(tiny_llm("qwen3", layers=2)))[0].auto_model
     assert resolve_lora_targets(qwen3, PAPER_LORA_TARGETS) == list(PAPER_LORA_TARGETS)
-    with pytest.raises(StPruneError, match=r"query_proj are not linear layers .* choose from: down_proj, gate_proj, k_proj"):
+    with pytest.raises(
+        StPruneError, match=r"query_proj are not linear layers .* choose from: down_proj, gate_proj, k_proj"
+    ):
         resolve_lora_targets(qwen3, ["q_proj", "query_proj"])
 
 
@@ -200,8 +208,15 @@ def test_interrupted_run_resumes_exactly_where_it_stopped(tiny_llm, tmp_path):
     assert sorted(path.name for path in work.iterdir()) == ["checkpoint-2"]
 
     record = Record()
-    resumed = train_pruned(encoder_from_llm(folder, layers=2, max_seq_length=64), data, config, work_dir=work,
-                           resume=True, callbacks=[record], keep_checkpoints=True)
+    resumed = train_pruned(
+        encoder_from_llm(folder, layers=2, max_seq_length=64),
+        data,
+        config,
+        work_dir=work,
+        resume=True,
+        callbacks=[record],
+        keep_checkpoints=True,
+    )
     assert record.begin_step == 2 and record.steps == [3, 4]
     assert record.optimizer_steps == [2]  # Adam state came back with the checkpoint
     straight_merged = straight[0].model.merge_and_unload().state_dict()
@@ -222,7 +237,9 @@ class Poison(TrainerCallback):
 def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(llama, tmp_path):
     work = tmp_path / "work"
     config = TrainingConfig(max_steps=6, **{**FAST, "save_steps": 2})
-    with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 4 .* last good checkpoint is .*checkpoint-2"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss became nan at step 4 .* last good checkpoint is .*checkpoint-2"
+    ):
         train_pruned(llama, triplets(32, INSTRUCTION), config, work_dir=work, callbacks=[Poison(3)])
     assert sorted(path.name for path in work.iterdir()) == [".st-prune-files.json", "checkpoint-2"]  # + the record
     from safetensors.torch import load_file
@@ -246,7 +263,9 @@ def test_bad_input_fails_before_training(llama, tmp_path, monkeypatch):
         train_pruned(llama, Dataset.from_dict({"anchor": ["a", "b"]}), config, callbacks=never)
     with pytest.raises(StPruneError):  # no rows
         train_pruned(llama, Dataset.from_dict({"anchor": [], "positive": []}), config, callbacks=never)
-    with pytest.raises(StPruneError, match=r"batch_size=4 rows to fill a batch \(largest: 3\); lower the batch size to at most 3"):
+    with pytest.raises(
+        StPruneError, match=r"batch_size=4 rows to fill a batch \(largest: 3\); lower the batch size to at most 3"
+    ):
         train_pruned(llama, triplets(3), config, callbacks=never)
     with pytest.raises(StPruneError, match="LoRA target module.*wq are not linear layers.*choose from: down_proj"):
         train_pruned(llama, triplets(8), config.replace(lora_target_modules=("wq",)), callbacks=never)
@@ -268,8 +287,25 @@ def test_cli_trains_exports_only_the_model_and_refuses_bad_input(tiny_llm, tmp_p
     data = write_jsonl(tmp_path / "train.jsonl", triplet_rows(16, INSTRUCTION))
     output = tmp_path / "model"
     common = [folder, "--data", str(data), "--max-seq-length", "64", "--lora-r", "4", "--batch-size", "4"]
-    assert cli_main(["train", *common, "--layers", "2", "--max-steps", "3", "--save-steps", "2",
-                     "--learning-rate", "1e-3", "--output", str(output)]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                *common,
+                "--layers",
+                "2",
+                "--max-steps",
+                "3",
+                "--save-steps",
+                "2",
+                "--learning-rate",
+                "1e-3",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert "trained 2/4 layers for 3 steps" in capsys.readouterr().out
     assert not (tmp_path / "model.work").exists()  # checkpoints are cleaned up after the export
     assert (output / "modules.json").is_file() and not list(output.glob("checkpoint-*"))
@@ -279,8 +315,27 @@ def test_cli_trains_exports_only_the_model_and_refuses_bad_input(tiny_llm, tmp_p
 
     scanned = tmp_path / "scanned"
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [{**row, "task": "t"} for row in triplet_rows(16)])
-    assert cli_main(["train", *common, "--data", str(tasks), "--instructions", '{"t": "Find the text"}',
-                     "--l3prune", "small", "--scan-batches", "2", "--max-steps", "2", "--output", str(scanned)]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                *common,
+                "--data",
+                str(tasks),
+                "--instructions",
+                '{"t": "Find the text"}',
+                "--l3prune",
+                "small",
+                "--scan-batches",
+                "2",
+                "--max-steps",
+                "2",
+                "--output",
+                str(scanned),
+            ]
+        )
+        == 0
+    )
     scan = json.loads((scanned / "scan.json").read_text())
     assert (scanned / "scan.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((scanned / "config.json").read_text())["num_hidden_layers"] == scan["small"] <= 2
@@ -290,10 +345,31 @@ def test_cli_trains_exports_only_the_model_and_refuses_bad_input(tiny_llm, tmp_p
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         config = TrainingConfig(max_steps=4, **{**FAST, "save_steps": 2})
-        build_trainer(encoder_from_llm(folder, layers=2, max_seq_length=64), str(data), config,
-                      tmp_path / "resumed.work", callbacks=[StopAt(3)]).train()
-    assert cli_main(["train", *common, "--layers", "2", "--max-steps", "4", "--save-steps", "2",
-                     "--output", str(resumed), "--resume"]) == 0
+        build_trainer(
+            encoder_from_llm(folder, layers=2, max_seq_length=64),
+            str(data),
+            config,
+            tmp_path / "resumed.work",
+            callbacks=[StopAt(3)],
+        ).train()
+    assert (
+        cli_main(
+            [
+                "train",
+                *common,
+                "--layers",
+                "2",
+                "--max-steps",
+                "4",
+                "--save-steps",
+                "2",
+                "--output",
+                str(resumed),
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert "trained 2/4 layers for 4 steps" in capsys.readouterr().out
     assert (resumed / "modules.json").is_file() and not (tmp_path / "resumed.work").exists()
 

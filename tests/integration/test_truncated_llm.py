@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import FAMILIES
+from tiny_models import FAMILIES, make_tiny_bert
 from transformers import AutoModel
+from truncated_llm import TEXTS, reference_embeddings
 
 from st_prune import StPruneError, TruncatedLLM, encoder_from_llm
-
 from st_prune.model import architectures
-from truncated_llm import TEXTS, reference_embeddings
-from tiny_models import make_tiny_bert
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -10,23 +10,24 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from plain_st import encode_in_plain_process
 from sentence_transformers import SentenceTransformer
+from tiny_models import CORPUS
 from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from vocab_trim import OTHER_TEXTS, TRIM_CORPUS, encoder_folder, tokens
 
-from plain_st import encode_in_plain_process
-from tiny_models import CORPUS
 from st_prune import StPruneError, encoder_from_llm
 from st_prune.cli import main as cli_main
 from st_prune.trim.vocab import REPORT_FILE, read_corpus, trim_vocabulary
-from vocab_trim import OTHER_TEXTS, TRIM_CORPUS, encoder_folder, tokens
 
 
 def byte_fallback_tokenizer() -> PreTrainedTokenizerFast:
     """A SentencePiece-style BPE like Gemma's: spaces as ▁, no pre-tokenizer, <0xNN> byte tokens, byte fallback,
     BOS prepended, and a special <end_of_turn> at the *last* id (so renumbering it is visible)."""
-    trainer = trainers.BpeTrainer(vocab_size=220, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=220, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], show_progress=False
+    )
     learner = Tokenizer(models.BPE(unk_token="<unk>"))
     learner.normalizer = normalizers.Replace(" ", "▁")
     learner.train_from_iterator(CORPUS, trainer=trainer)
@@ -35,15 +36,23 @@ def byte_fallback_tokenizer() -> PreTrainedTokenizerFast:
     vocab.update({f"<0x{byte:02X}>": len(vocab) + byte for byte in range(256)})
     for token, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
         vocab.setdefault(token, len(vocab))
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in learned["merges"]], unk_token="<unk>",
-                                     byte_fallback=True))
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=[tuple(m) for m in learned["merges"]], unk_token="<unk>", byte_fallback=True)
+    )
     tokenizer.normalizer = normalizers.Replace(" ", "▁")
     tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens(["<pad>", "<eos>", "<bos>", "<unk>", "<end_of_turn>"])
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos>:0 $A:0", pair="<bos>:0 $A:0 <bos>:1 $B:1", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<end_of_turn>",
-                                   unk_token="<unk>", pad_token="<pad>", model_max_length=128)
+        single="<bos>:0 $A:0", pair="<bos>:0 $A:0 <bos>:1 $B:1", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<end_of_turn>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=128,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +61,10 @@ def encoders(tmp_path_factory, tiny_llm):
     a Gemma 3 with a byte-fallback BPE (last-token pooling: EOS appended by the post-processor)."""
     root = tmp_path_factory.mktemp("trim-encoders")
     shutil.copytree(tiny_llm("llama", layers=4), root / "llama-source")
-    return {"byte-level": encoder_folder(root, "llama", None, "weighted_mean"),
-            "byte-fallback": encoder_folder(root, "gemma3_text", byte_fallback_tokenizer(), "last_token")}
+    return {
+        "byte-level": encoder_folder(root, "llama", None, "weighted_mean"),
+        "byte-fallback": encoder_folder(root, "gemma3_text", byte_fallback_tokenizer(), "last_token"),
+    }
 
 
 @pytest.mark.parametrize("family", ["byte-level", "byte-fallback"])
@@ -64,7 +75,8 @@ def test_texts_of_kept_tokens_tokenize_and_embed_exactly(encoders, family, tmp_p
     # Tokens only the other sentences use are gone (the tiny vocabulary is mostly its 256-byte alphabet).
     assert report.vocab_after < report.vocab_before and report.kept_closure_only + report.kept_corpus < 150
     only_other = {t for text in tokens(source, OTHER_TEXTS[:1]) for t in text} - {
-        t for text in tokens(source, TRIM_CORPUS) for t in text}
+        t for text in tokens(source, TRIM_CORPUS) for t in text
+    }
     assert only_other - set(Tokenizer.from_file(str(trimmed / "tokenizer.json")).get_vocab())
     assert tokens(trimmed, TRIM_CORPUS) == tokens(source, TRIM_CORPUS)  # specials (BOS/EOS) included
     before = SentenceTransformer(str(source)).encode(TRIM_CORPUS, convert_to_numpy=True)
@@ -118,7 +130,9 @@ def test_loads_with_plain_sentence_transformers_and_reports(encoders, tmp_path):
     # Report: in trim.json and in the card, after the card's existing text.
     written = json.loads((tmp_path / "trimmed" / REPORT_FILE).read_text())
     assert written == report.to_dict()
-    assert written["parameters_after"] == sum(p.numel() for p in SentenceTransformer(str(tmp_path / "trimmed")).parameters())
+    assert written["parameters_after"] == sum(
+        p.numel() for p in SentenceTransformer(str(tmp_path / "trimmed")).parameters()
+    )
     assert written["parameters_after"] < written["parameters_before"]
     assert 0 < written["disk_bytes_after"] < written["disk_bytes_before"]
     card = (tmp_path / "trimmed" / "README.md").read_text()
@@ -130,8 +144,9 @@ def test_vocab_size_keeps_the_most_frequent_tokens_within_the_limit(encoders, tm
     source = encoders["byte-level"]
     full = trim_vocabulary(source, TRIM_CORPUS * 2 + ["dog dog dog dog"], tmp_path / "full", held_out=[])
     limit = full.kept_special + full.kept_alphabet + 10
-    small = trim_vocabulary(source, TRIM_CORPUS * 2 + ["dog dog dog dog"], tmp_path / "small", vocab_size=limit,
-                            held_out=[])
+    small = trim_vocabulary(
+        source, TRIM_CORPUS * 2 + ["dog dog dog dog"], tmp_path / "small", vocab_size=limit, held_out=[]
+    )
     assert small.vocab_after <= limit < full.vocab_after
     assert small.corpus_tokens_left_out > 0 and any("left out" in note for note in small.notes)
     vocab = Tokenizer.from_file(str(tmp_path / "small" / "tokenizer.json")).get_vocab()
@@ -172,11 +187,22 @@ def test_trimmed_model_stays_trainable(encoders, tmp_path):
     from st_prune.training.trainer import TrainingConfig, train_pruned
 
     trim_vocabulary(encoders["byte-level"], TRIM_CORPUS, tmp_path / "trimmed", held_out=[])
-    rows = [{"anchor": f"the {a} dog", "positive": f"a {a} fox", "negative": f"{b} guitar street"}
-            for a, b in [("quick", "green"), ("lazy", "sun"), ("brown", "man"), ("green", "lazy")]]
+    rows = [
+        {"anchor": f"the {a} dog", "positive": f"a {a} fox", "negative": f"{b} guitar street"}
+        for a, b in [("quick", "green"), ("lazy", "sun"), ("brown", "man"), ("green", "lazy")]
+    ]
     model = encoder_from_llm(str(tmp_path / "trimmed"), max_seq_length=32)
-    config = TrainingConfig(max_steps=2, batch_size=4, learning_rate=2e-3, warmup_steps=0, lora_r=4, lora_alpha=8,
-                            max_seq_length=32, logging_steps=1, save_steps=100)
+    config = TrainingConfig(
+        max_steps=2,
+        batch_size=4,
+        learning_rate=2e-3,
+        warmup_steps=0,
+        lora_r=4,
+        lora_alpha=8,
+        max_seq_length=32,
+        logging_steps=1,
+        save_steps=100,
+    )
     before = model.encode(["the quick dog"], convert_to_numpy=True)
     trained = train_pruned(model, Dataset.from_list(rows), config, tmp_path / "trained")
     after = SentenceTransformer(str(tmp_path / "trained")).encode(["the quick dog"], convert_to_numpy=True)
@@ -206,8 +232,12 @@ def test_tokenizers_that_cannot_be_trimmed_exactly_are_refused_in_one_line(encod
 def test_cli_trims_a_jsonl_corpus_and_refuses_bad_input(encoders, tmp_path, capsys):
     source = encoders["byte-level"]
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"anchor": a, "positive": p, "score": 1}) + "\n"
-                              for a, p in zip(TRIM_CORPUS[:2], TRIM_CORPUS[2:])))
+    corpus.write_text(
+        "".join(
+            json.dumps({"anchor": a, "positive": p, "score": 1}) + "\n"
+            for a, p in zip(TRIM_CORPUS[:2], TRIM_CORPUS[2:])
+        )
+    )
     assert read_corpus(corpus) == TRIM_CORPUS[:2] + TRIM_CORPUS[2:]  # every text column, not the number
     assert cli_main(["trim", str(source), "--corpus", str(corpus), "--output", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
@@ -228,6 +258,8 @@ def test_cli_trims_a_jsonl_corpus_and_refuses_bad_input(encoders, tmp_path, caps
     assert "has no text" in error and error.count("\n") == 1 and not (tmp_path / "o2").exists()
 
     # A vocabulary size below specials + byte alphabet.
-    assert cli_main(["trim", str(source), "--corpus", str(corpus), "--vocab-size", "50",
-                     "--output", str(tmp_path / "o3")]) == 2
+    assert (
+        cli_main(["trim", str(source), "--corpus", str(corpus), "--vocab-size", "50", "--output", str(tmp_path / "o3")])
+        == 2
+    )
     assert "give at least" in capsys.readouterr().err and not (tmp_path / "o3").exists()

@@ -1,6 +1,7 @@
 """A full disk, a quota or a file-size limit is recognised in each library's way of saying it."""
 
 from __future__ import annotations
+
 import errno
 
 

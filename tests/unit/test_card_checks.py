@@ -12,10 +12,13 @@ from st_prune.errors import StPruneError
 
 def test_budget_counts_the_batch_of_every_process():
     # Under torchrun each process trains on its own batch per step: 4 GPUs see 4 times the triplets.
-    assert _budget(300, 8, 64, 2000) == ("300 steps × 8 triplets × at most 64 tokens per text: 2,400 triplets seen, "
-                                         "1.20 passes over the 2,000")
-    assert _budget(300, 8, 64, 2000, processes=4) == ("300 steps × 8 triplets × 4 processes × at most 64 tokens per "
-                                                      "text: 9,600 triplets seen, 4.80 passes over the 2,000")
+    assert _budget(300, 8, 64, 2000) == (
+        "300 steps × 8 triplets × at most 64 tokens per text: 2,400 triplets seen, 1.20 passes over the 2,000"
+    )
+    assert _budget(300, 8, 64, 2000, processes=4) == (
+        "300 steps × 8 triplets × 4 processes × at most 64 tokens per "
+        "text: 9,600 triplets seen, 4.80 passes over the 2,000"
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,13 +57,19 @@ def test_card_table_shows_only_the_tasks_of_eval_json(tmp_path):
         result = {"task_name": task, "scores": {"test": [{"main_score": score}]}}
         (results / f"{task}.json").write_text(json.dumps(result))
     (results / "model_meta.json").write_text("{}")
-    evaluation = {"scores": {"STSBenchmark": 0.8, "local_sts": 0.6}, "average": 0.7,
-                  "task_types": {"STSBenchmark": "STS", "local_sts": "STS"},
-                  "main_score_names": {"STSBenchmark": "cosine_spearman", "local_sts": "cosine_spearman"},
-                  "results_dir": "results/org__tiny/main"}
+    evaluation = {
+        "scores": {"STSBenchmark": 0.8, "local_sts": 0.6},
+        "average": 0.7,
+        "task_types": {"STSBenchmark": "STS", "local_sts": "STS"},
+        "main_score_names": {"STSBenchmark": "cosine_spearman", "local_sts": "cosine_spearman"},
+        "results_dir": "results/org__tiny/main",
+    }
     context = evaluation_context(evaluation, tmp_path, {"local_sts"})
-    assert context["table"].splitlines()[2:] == ["| STSBenchmark | STS | 80.00 |", "| local_sts | STS | 60.00 |",
-                                                  "| **Average (2 tasks)** | | **70.00** |"]
+    assert context["table"].splitlines()[2:] == [
+        "| STSBenchmark | STS | 80.00 |",
+        "| local_sts | STS | 60.00 |",
+        "| **Average (2 tasks)** | | **70.00** |",
+    ]
     assert [row["task"] for row in context["rows"]] == ["STSBenchmark", "local_sts"] and context["average"] == 0.7
     # A task of eval.json whose result file is gone: one line naming the fix, not a table without it.
     (results / "local_sts.json").unlink()

@@ -31,15 +31,18 @@ def test_folder_without_config_is_one_line(tmp_path, capsys):
 
 
 # --- out-of-range recipe values: refused when the recipe is loaded (--dry-run too), not stages later ----------
-@pytest.mark.parametrize("override, rule", [
-    ("evaluation.batch_size=0", "evaluation.batch_size must be at least 1, got 0"),
-    ("training.learning_rate=-1", "training.learning_rate must be a positive number"),
-    ("training.lora.r=-3", "training.lora.r must be 0 or more (0 trains all weights"),
-    ("scan.scale=0", "scan.scale must be a positive number"),
-    ("training.warmup_steps=-5", "training.warmup_steps must be 0 or more, got -5"),
-    ("training.lora.dropout=1.5", "training.lora.dropout must be in [0, 1)"),
-    ("training.scale=.nan", "training.scale must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "override, rule",
+    [
+        ("evaluation.batch_size=0", "evaluation.batch_size must be at least 1, got 0"),
+        ("training.learning_rate=-1", "training.learning_rate must be a positive number"),
+        ("training.lora.r=-3", "training.lora.r must be 0 or more (0 trains all weights"),
+        ("scan.scale=0", "scan.scale must be a positive number"),
+        ("training.warmup_steps=-5", "training.warmup_steps must be 0 or more, got -5"),
+        ("training.lora.dropout=1.5", "training.lora.dropout must be in [0, 1)"),
+        ("training.scale=.nan", "training.scale must be a positive number"),
+    ],
+)
 def test_out_of_range_recipe_values_fail_the_dry_run(override, rule, capsys):
     status, err = run_cli(["run", "smollm2-135m-instruct-cpu", "--set", override, "--dry-run"], capsys)
     key = override.split("=")[0]
@@ -48,7 +51,18 @@ def test_out_of_range_recipe_values_fail_the_dry_run(override, rule, capsys):
 
 # --- eval --------------------------------------------------------------------------------------------------
 def test_eval_of_a_missing_folder_says_not_found(tmp_path, capsys):
-    status, err = run_cli(["eval", tmp_path / "zoo" / "nothere", "--tasks", "STS17", "--model-name", "org/m",
-                           "--output", tmp_path / "results"], capsys)
+    status, err = run_cli(
+        [
+            "eval",
+            tmp_path / "zoo" / "nothere",
+            "--tasks",
+            "STS17",
+            "--model-name",
+            "org/m",
+            "--output",
+            tmp_path / "results",
+        ],
+        capsys,
+    )
     assert_one_line(status, err, "zoo/nothere not found")
     assert "modules.json" not in err

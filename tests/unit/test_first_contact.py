@@ -6,17 +6,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
+from paths import ROOT
 
 from st_prune import cli  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.util.optional import REQUIREMENTS, require  # noqa: E402
 from st_prune.pipeline.recipe import load_recipe, shipped_recipes  # noqa: E402
-from paths import ROOT
+from st_prune.util.optional import REQUIREMENTS, require  # noqa: E402
 
 
 def test_public_names_still_import_lazily():
@@ -55,7 +54,9 @@ def test_an_unknown_recipe_name_lists_the_shipped_ones(capsys):
 
 def test_require_names_the_package_and_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(StPruneError, match=r'plotting needs the matplotlib package: run `pip install "matplotlib>=3.8"`'):
+    with pytest.raises(
+        StPruneError, match=r'plotting needs the matplotlib package: run `pip install "matplotlib>=3.8"`'
+    ):
         require("matplotlib", "plotting")
 
 
@@ -73,7 +74,9 @@ def test_any_missing_module_in_a_verb_is_one_line_and_status_2(monkeypatch, caps
 
 def test_install_hints_match_the_declared_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = set(project["dependencies"]) | {req for extra in project["optional-dependencies"].values() for req in extra}
+    declared = set(project["dependencies"]) | {
+        req for extra in project["optional-dependencies"].values() for req in extra
+    }
     for module in ("gguf", "matplotlib", "mteb"):
         assert REQUIREMENTS[module] in declared, (module, REQUIREMENTS[module])
 
@@ -122,7 +125,11 @@ def test_no_development_machine_path_in_the_project():
     offenders = []
     for name in tracked:
         path = ROOT / name
-        if path.suffix in {".py", ".md", ".yaml", ".toml", ".j2", ""} and path.is_file() and "tests/unit/test_first_contact.py" != name:
+        if (
+            path.suffix in {".py", ".md", ".yaml", ".toml", ".j2", ""}
+            and path.is_file()
+            and "tests/unit/test_first_contact.py" != name
+        ):
             text = path.read_text(errors="ignore")
             if re.search(r"(^|[\s\"'(=:])/work/", text, re.M):  # an absolute path of this machine, not DIR/work/
                 offenders.append(name)
@@ -130,8 +137,12 @@ def test_no_development_machine_path_in_the_project():
 
 
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"yaml": "pyyaml", "jinja2": "jinja2", "huggingface_hub": "huggingface-hub",
-                 "sentence_transformers": "sentence-transformers"}
+DISTRIBUTIONS = {
+    "yaml": "pyyaml",
+    "jinja2": "jinja2",
+    "huggingface_hub": "huggingface-hub",
+    "sentence_transformers": "sentence-transformers",
+}
 
 
 def test_every_package_st_prune_imports_is_declared():
@@ -139,13 +150,18 @@ def test_every_package_st_prune_imports_is_declared():
     import re as regex
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    requirements = list(project["dependencies"]) + [
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
     declared = {regex.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
     undeclared = set()
     for path in (ROOT / "st_prune").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            )
             for name in names:
                 top = name.split(".")[0]
                 if top in sys.stdlib_module_names or top == "st_prune":
@@ -157,6 +173,7 @@ def test_every_package_st_prune_imports_is_declared():
 
 def test_on_a_gpu_each_stage_records_its_own_cuda_peak(monkeypatch):
     from st_prune.util import resources
+
     class FakeCuda:
         def __init__(self):
             self.peak, self.emptied = 0, 0

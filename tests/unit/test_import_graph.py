@@ -106,10 +106,15 @@ def test_st_prune_has_no_import_cycles():
 
 def test_card_and_stages_do_not_import_the_runner():
     modules = package_modules()
-    readers = [name for name in modules if name == "st_prune.card.render" or name.startswith("st_prune.pipeline.stages.")]
+    readers = [
+        name for name in modules if name == "st_prune.card.render" or name.startswith("st_prune.pipeline.stages.")
+    ]
     offenders = {
-        name: sorted(target for target in imported_names(modules[name], type_checking=True)
-                     if target == "st_prune.pipeline.runner" or target.startswith("st_prune.pipeline.runner."))
+        name: sorted(
+            target
+            for target in imported_names(modules[name], type_checking=True)
+            if target == "st_prune.pipeline.runner" or target.startswith("st_prune.pipeline.runner.")
+        )
         for name in readers
     }
     assert {name: found for name, found in offenders.items() if found} == {}
@@ -120,7 +125,14 @@ LAYERS = (
     ("st_prune.errors", "st_prune.paper"),
     ("st_prune.util",),
     ("st_prune.model", "st_prune.data"),
-    ("st_prune.l3prune", "st_prune.training", "st_prune.evaluation", "st_prune.trim", "st_prune.deploy", "st_prune.hub"),
+    (
+        "st_prune.l3prune",
+        "st_prune.training",
+        "st_prune.evaluation",
+        "st_prune.trim",
+        "st_prune.deploy",
+        "st_prune.hub",
+    ),
     ("st_prune.card",),
     ("st_prune.pipeline",),
     ("st_prune.commands",),
@@ -133,7 +145,9 @@ def layer_of(module: str) -> tuple[int, str]:
     best = None
     for level, packages in enumerate(LAYERS):
         for package in packages:
-            if (module == package or module.startswith(package + ".")) and (best is None or len(package) > len(best[1])):
+            if (module == package or module.startswith(package + ".")) and (
+                best is None or len(package) > len(best[1])
+            ):
                 best = (level, package)
     assert best is not None, f"{module} is in no layer of LAYERS"
     return best

@@ -39,7 +39,9 @@ def test_selection_follows_the_paper(losses, small, large):
 
 def test_budget_picks_use_parameters_layer_share_and_latency():
     # 6 layers of 10 parameters on 40 others: depth k has 40 + 10k parameters
-    result = L3PruneResult([5.0, 4.0, 3.0, 3.5, 2.0, 2.5], parameters=[40 + 10 * k for k in range(1, 7)], other_parameters=40)
+    result = L3PruneResult(
+        [5.0, 4.0, 3.0, 3.5, 2.0, 2.5], parameters=[40 + 10 * k for k in range(1, 7)], other_parameters=40
+    )
     assert result.best_under() == 5
     assert result.best_under(max_params=85) == 3  # depths 1..4 fit; 3 has the lowest loss
     assert result.best_under(max_layer_fraction=0.5) == 3
@@ -55,8 +57,15 @@ def test_budget_picks_use_parameters_layer_share_and_latency():
 
 def test_json_round_trip_and_png(tmp_path):
     result = L3PruneResult(
-        [3.0, 2.5, 2.7, 1.9, 2.2], stds=[0.1] * 5, parameters=[10, 20, 30, 40, 50], other_parameters=0,
-        model="tiny", batch_size=4, num_batches=2, seed=1, scale=50.0,
+        [3.0, 2.5, 2.7, 1.9, 2.2],
+        stds=[0.1] * 5,
+        parameters=[10, 20, 30, 40, 50],
+        other_parameters=0,
+        model="tiny",
+        batch_size=4,
+        num_batches=2,
+        seed=1,
+        scale=50.0,
     )
     path = result.save(tmp_path / "scan.json")
     stored = json.loads(path.read_text())
@@ -97,8 +106,10 @@ def test_sampling_uses_all_rows_of_exact_data_is_seeded_and_keeps_one_instructio
 
 
 def test_load_triplets_reads_files_aliases_and_task_instructions(tmp_path):
-    rows = [{"query": f"q{i}", "positive": f"p{i}", "negative": f"n{i}", "task": "t1" if i % 2 else "t2", "id": i}
-            for i in range(4)]
+    rows = [
+        {"query": f"q{i}", "positive": f"p{i}", "negative": f"n{i}", "task": "t1" if i % 2 else "t2", "id": i}
+        for i in range(4)
+    ]
     jsonl = tmp_path / "data.jsonl"
     jsonl.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     data = load_triplets(jsonl, instructions={"t1": "Do one"}, default_instruction="Do other")
@@ -134,8 +145,14 @@ def test_query_prompt_template_is_the_evaluation_template():
     "data,message",
     [
         (Dataset.from_dict({"anchor": [], "positive": []}), "no rows"),
-        (Dataset.from_dict({"text": ["a", "b"], "positive": ["c", "d"]}), r"lacks column\(s\) anchor \(found: text, positive\)"),
-        (Dataset.from_dict({"anchor": ["a", "b", "c"], "positive": ["x", None, "z"]}), r"row 1 .*column 'positive' is not text"),
+        (
+            Dataset.from_dict({"text": ["a", "b"], "positive": ["c", "d"]}),
+            r"lacks column\(s\) anchor \(found: text, positive\)",
+        ),
+        (
+            Dataset.from_dict({"anchor": ["a", "b", "c"], "positive": ["x", None, "z"]}),
+            r"row 1 .*column 'positive' is not text",
+        ),
         (Dataset.from_dict({"anchor": ["a", "b", "c"], "positive": ["x", "y", "z"]}), "fewer than one batch of 4"),
     ],
 )
@@ -151,8 +168,9 @@ def test_non_text_values_in_a_file_name_row_and_column(tmp_path):
         load_triplets(path)
 
 
-@pytest.mark.parametrize("kwargs,message", [({"batch_size": 1}, "batch_size"), ({"num_batches": 0}, "num_batches"),
-                                            ({"scale": 0}, "scale")])
+@pytest.mark.parametrize(
+    "kwargs,message", [({"batch_size": 1}, "batch_size"), ({"num_batches": 0}, "num_batches"), ({"scale": 0}, "scale")]
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(StPruneError, match=message):
         L3Prune(**kwargs)

@@ -126,7 +126,9 @@ def test_batch_losses_that_do_not_fit_the_curve_are_refused(batch_losses, messag
 def test_summary_and_text_say_how_sure_each_pick_is():
     sure = L3PruneResult(clear_minima().mean(axis=0).tolist(), batch_losses=clear_minima().tolist())
     assert sure.confidence_text("small") == "small = 3 (100 % of 1000 resamples; runner-up 4)"
-    assert "  the pick in 100 % of 1000 bootstrap resamples of the 16 batches; runner-up 4 layers (0 %)" in sure.summary()
+    assert (
+        "  the pick in 100 % of 1000 bootstrap resamples of the 16 batches; runner-up 4 layers (0 %)" in sure.summary()
+    )
     assert "scan more batches" not in sure.summary()
     losses = near_tie()
     unsure = L3PruneResult(losses.mean(axis=0).tolist(), batch_losses=losses.tolist())
@@ -141,8 +143,14 @@ def test_the_plot_legend_shows_each_picks_share(tmp_path, monkeypatch):
 
     legends = []
     close = plt.close
-    monkeypatch.setattr(plt, "close", lambda figure: (legends.append(
-        [text.get_text() for text in figure.axes[0].get_legend().get_texts()]), close(figure)))
+    monkeypatch.setattr(
+        plt,
+        "close",
+        lambda figure: (
+            legends.append([text.get_text() for text in figure.axes[0].get_legend().get_texts()]),
+            close(figure),
+        ),
+    )
     losses = clear_minima()
     L3PruneResult(losses.mean(axis=0).tolist(), batch_losses=losses.tolist()).plot(tmp_path / "scan.png")
     assert any(label.endswith("\nsmall = 3 (100 % of 1000 resamples; runner-up 4)") for label in legends[0]), legends

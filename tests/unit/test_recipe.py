@@ -13,8 +13,8 @@ import pytest
 
 from st_prune import cli
 from st_prune.errors import StPruneError
-from st_prune.pipeline.schema import Recipe
 from st_prune.pipeline.recipe import load_recipe, recipes_dir, resolve_model_reference
+from st_prune.pipeline.schema import Recipe
 
 RECIPES = sorted(recipes_dir().glob("*.yaml"))
 PAPER_RECIPES = {
@@ -77,13 +77,20 @@ def test_cpu_recipes_evaluation_files_load_as_their_tasks(name):
     recipe = load_recipe(recipes_dir() / f"{name}.yaml")
     types = {}
     for spec in recipe.evaluation.local_tasks:
-        task = load_local_task(recipe_relative(recipe, spec.path), spec.type, name=spec.name, instruction=spec.instruction)
+        task = load_local_task(
+            recipe_relative(recipe, spec.path), spec.type, name=spec.name, instruction=spec.instruction
+        )
         task.load_data()
         types[spec.name] = task.metadata.type
         assert spec.instruction, spec.name  # the paper's set-up: every task carries its instruction
     # The cards report the shared data's five dev task kinds (issue 13).
-    assert types == {"STSBDev300": "STS", "DebianDev300": "Retrieval", "SICKDev300": "STS",
-                     "Banking77Dev300": "Classification", "DebianClustering300": "Clustering"}
+    assert types == {
+        "STSBDev300": "STS",
+        "DebianDev300": "Retrieval",
+        "SICKDev300": "STS",
+        "Banking77Dev300": "Classification",
+        "DebianClustering300": "Clustering",
+    }
 
 
 def test_cpu_recipe_models_resolve_from_pypi_packages_without_import():
@@ -121,23 +128,26 @@ def test_shipped_recipes_keep_their_digests():
     assert digests == SHIPPED_DIGESTS  # a recipe edit that changes its models changes its digest: update it here
 
 
-@pytest.mark.parametrize("override, key", [
-    # the issue's examples
-    ("training.learning_rate=-1", "training.learning_rate"),
-    ("training.lora.r=-3", "training.lora.r"),
-    ("scan.scale=0", "scan.scale"),
-    ("training.scale=0", "training.scale"),
-    ("training.warmup_steps=-5", "training.warmup_steps"),
-    ("training.lora.dropout=1.5", "training.lora.dropout"),
-    ("evaluation.batch_size=0", "evaluation.batch_size"),
-    # ranges the hand-written checks did not have
-    ("scan.seed=-1", "scan.seed"),
-    ("training.seed=4294967296", "training.seed"),
-    ("base.layers=0", "base.layers"),
-    ("data.max_rows=-1", "data.max_rows"),
-    ("card.license=", "card.license"),
-    ("training.learning_rate=.nan", "training.learning_rate"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        # the issue's examples
+        ("training.learning_rate=-1", "training.learning_rate"),
+        ("training.lora.r=-3", "training.lora.r"),
+        ("scan.scale=0", "scan.scale"),
+        ("training.scale=0", "training.scale"),
+        ("training.warmup_steps=-5", "training.warmup_steps"),
+        ("training.lora.dropout=1.5", "training.lora.dropout"),
+        ("evaluation.batch_size=0", "evaluation.batch_size"),
+        # ranges the hand-written checks did not have
+        ("scan.seed=-1", "scan.seed"),
+        ("training.seed=4294967296", "training.seed"),
+        ("base.layers=0", "base.layers"),
+        ("data.max_rows=-1", "data.max_rows"),
+        ("card.license=", "card.license"),
+        ("training.learning_rate=.nan", "training.learning_rate"),
+    ],
+)
 def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, monkeypatch, capsys, override, key):
     monkeypatch.chdir(tmp_path)
     status = cli.main(["run", CPU_RECIPE, "--output", str(tmp_path / "out"), "--dry-run", "--set", override])
@@ -154,7 +164,11 @@ def test_several_problems_are_reported_together_on_one_line():
         load_recipe(CPU_RECIPE, ["training.learning_rate=-1", "training.lora.dropout=1.5", "evaluation.batch_size=0"])
     message = str(error.value)
     assert "\n" not in message and message.count("; ") >= 2
-    for key in ("training.learning_rate must be", "training.lora.dropout must be in [0, 1)", "evaluation.batch_size must"):
+    for key in (
+        "training.learning_rate must be",
+        "training.lora.dropout must be in [0, 1)",
+        "evaluation.batch_size must",
+    ):
         assert key in message
 
 
@@ -188,7 +202,12 @@ def test_specs_check_their_ranges_when_built_in_code_too():
 def test_every_numeric_recipe_value_has_a_range():
 
     from st_prune.pipeline import schema as recipe_schema
-    specs = [value for value in vars(recipe_schema).values() if isinstance(value, type) and hasattr(value, "__pydantic_fields__")]
+
+    specs = [
+        value
+        for value in vars(recipe_schema).values()
+        if isinstance(value, type) and hasattr(value, "__pydantic_fields__")
+    ]
     numeric, unranged = [], []
     for cls in specs:
         for name, info in cls.__pydantic_fields__.items():
@@ -203,5 +222,13 @@ def test_recipe_type_is_a_dataclass_schema():
     import dataclasses
 
     assert dataclasses.is_dataclass(Recipe)
-    assert {field.name for field in dataclasses.fields(Recipe)} >= {"base", "variants", "scan", "training", "data",
-                                                                     "evaluation", "publish", "card"}
+    assert {field.name for field in dataclasses.fields(Recipe)} >= {
+        "base",
+        "variants",
+        "scan",
+        "training",
+        "data",
+        "evaluation",
+        "publish",
+        "card",
+    }

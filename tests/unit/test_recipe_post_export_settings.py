@@ -11,8 +11,9 @@ def test_held_out_texts_are_a_seeded_sample_of_the_task_files_distinct_texts(tmp
     from st_prune.pipeline.stages.deploy import held_out_texts
 
     sts, retrieval = tmp_path / "sts.jsonl", tmp_path / "retrieval.jsonl"
-    sts.write_text("".join(json.dumps({"sentence1": f"s{i}", "sentence2": "same", "score": 1.0}) + "\n"
-                           for i in range(50)))
+    sts.write_text(
+        "".join(json.dumps({"sentence1": f"s{i}", "sentence2": "same", "score": 1.0}) + "\n" for i in range(50))
+    )
     retrieval.write_text(json.dumps({"query": "q", "document": "d"}) + "\n\n")
     texts = held_out_texts([sts, retrieval], count=40)
     assert len(texts) == 40 and len(set(texts)) == 40

@@ -13,8 +13,14 @@ from tiers import TESTS, TIERS, TierViolation, collection_problem, tier_of
 def test_a_unit_test_that_builds_a_model_fails():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=16)
+    config = LlamaConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=16,
+    )
     with pytest.raises(TierViolation, match="built a LlamaForCausalLM: move it to tests/integration"):
         LlamaForCausalLM(config)
 
@@ -30,11 +36,13 @@ def test_a_unit_test_that_starts_a_python_process_fails():
 def test_model_fixtures_and_the_real_llm_are_refused_outside_their_tiers():
     unit, integration, e2e = (TESTS / tier / "test_example.py" for tier in ("unit", "integration", "e2e"))
     assert "asks for tiny_llm, which builds a model: move it to tests/integration" in collection_problem(
-        unit, ["tmp_path", "tiny_llm"], set())
+        unit, ["tmp_path", "tiny_llm"], set()
+    )
     assert "move it to tests/integration" in collection_problem(unit, ["tiny_model"], set())
     assert collection_problem(integration, ["tiny_llm", "tiny_model"], set()) is None
     assert "uses the real LLM (real_llm): move it to tests/e2e" in collection_problem(
-        integration, ["smollm2_gguf"], {"real_llm"})
+        integration, ["smollm2_gguf"], {"real_llm"}
+    )
     assert collection_problem(e2e, ["smollm2_gguf"], {"real_llm"}) is None
     assert "outside the tiers" in collection_problem(TESTS / "test_example.py", [], set())
 

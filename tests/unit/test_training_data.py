@@ -29,15 +29,20 @@ def test_one_type_and_one_prompts_definition():
 
 def test_the_scan_sees_the_datasets_and_prompts_the_trainer_trains_on():
     # A DatasetDict whose datasets carry instructions: the trainer splits them by instruction; the scan used to refuse.
-    data = DatasetDict({"a": Dataset.from_list(rows(8, "Find the answer") + rows(8, "Match it")),
-                        "b": Dataset.from_list(rows(8))})
+    data = DatasetDict(
+        {"a": Dataset.from_list(rows(8, "Find the answer") + rows(8, "Match it")), "b": Dataset.from_list(rows(8))}
+    )
     prepared = prepare_training_data(data, batch_size=4, prompts=None)
     assert sorted(prepared.datasets) == ["a-d0", "a-d1", "b"]
     assert prepared.prompt("a-d0", "anchor") == "Find the answer →" and prepared.prompt("b", "anchor") is None
     batches = L3Prune(batch_size=4, num_batches=6, show_progress_bar=False).sample(data)
-    trained = {(dataset_prompts.get("anchor"), dataset_prompts.get("positive"))
-               for dataset_prompts in ({"anchor": prepared.prompt(name, "anchor"), "positive": prepared.prompt(name, "positive")}
-                                       for name in prepared.datasets)}
+    trained = {
+        (dataset_prompts.get("anchor"), dataset_prompts.get("positive"))
+        for dataset_prompts in (
+            {"anchor": prepared.prompt(name, "anchor"), "positive": prepared.prompt(name, "positive")}
+            for name in prepared.datasets
+        )
+    }
     assert {(batch.prompts["anchor"], batch.prompts["positive"]) for batch in batches} <= trained
     assert {batch.prompts["anchor"] for batch in batches} == {"Find the answer →", "Match it →", None}
     # A TrainingData goes to the scan as it is, prompts included.

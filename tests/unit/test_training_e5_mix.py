@@ -21,7 +21,9 @@ def test_e5_mix_folder_gives_one_dataset_per_task_with_its_instruction(tmp_path)
     assert datasets["allnli_split1"]["anchor"] == [f"allnli q{i}" for i in (0, 2, 4, 6)]  # rows alternate
     assert datasets["msmarco_passage"].column_names == ["anchor", "positive", "negative"]
     assert prompts["msmarco_passage"] == {"anchor": E5_INSTRUCTIONS["msmarco_passage"] + " →"}
-    assert prompts["allnli_split2"] == dict.fromkeys(["anchor", "positive", "negative"], "Retrieve semantically similar text →")
+    assert prompts["allnli_split2"] == dict.fromkeys(
+        ["anchor", "positive", "negative"], "Retrieve semantically similar text →"
+    )
 
     prepared = prepare_training_data(folder, batch_size=4)  # a folder of E5 task files is recognised
     train_dataset, trainer_prompts = prepared.for_trainer()

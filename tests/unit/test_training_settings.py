@@ -44,8 +44,15 @@ def test_the_recipe_section_is_the_same_settings_with_the_same_defaults():
     with pytest.raises(StPruneError, match="batch_size must be an integer of at least 2"):
         TrainingConfig(batch_size=1)
     with pytest.raises(StPruneError, match=r"training.batch_size must be at least 2"):
-        schema.recipe_from_dict({"name": "x", "base": {"model": "m"}, "data": {"path": "p"}, "card": {"license": "mit"},
-                                 "training": {"batch_size": 1}})
+        schema.recipe_from_dict(
+            {
+                "name": "x",
+                "base": {"model": "m"},
+                "data": {"path": "p"},
+                "card": {"license": "mit"},
+                "training": {"batch_size": 1},
+            }
+        )
 
 
 def test_automatic_settings_resolve_alike_for_recipe_and_library():
@@ -62,9 +69,22 @@ def test_automatic_settings_resolve_alike_for_recipe_and_library():
 def test_train_flags_come_from_the_settings():
     config = build_config(parse_train())
     assert config == TrainingConfig()
-    config = build_config(parse_train("--lora-r", "8", "--lora-targets", "q_proj, v_proj", "--cached-loss",
-                                      "--no-gather-across-devices", "--warmup-steps", "0", "--max-seq-length", "64",
-                                      "--training-arguments", '{"gradient_accumulation_steps": 2}'))
+    config = build_config(
+        parse_train(
+            "--lora-r",
+            "8",
+            "--lora-targets",
+            "q_proj, v_proj",
+            "--cached-loss",
+            "--no-gather-across-devices",
+            "--warmup-steps",
+            "0",
+            "--max-seq-length",
+            "64",
+            "--training-arguments",
+            '{"gradient_accumulation_steps": 2}',
+        )
+    )
     assert (config.lora_r, config.lora_alpha, config.lora_target_modules) == (8, 16, ("q_proj", "v_proj"))
     assert (config.cached_loss, config.gather_across_devices, config.warmup_steps) == (True, False, 0)
     assert config.max_seq_length == 64 and config.training_arguments == {"gradient_accumulation_steps": 2}
@@ -118,8 +138,12 @@ def test_stage_keys_of_earlier_runs_stay_where_the_training_is_the_same(monkeypa
     def train_key(recipe, variant, layers):
         return BY_NAME["train"].key(recipe, variant, layers)
 
-    keys = {f"{path.stem}/{variant.name}": train_key(recipe, variant, 5)
-            for path in shipped_recipes() for recipe in [load_recipe(path)] for variant in recipe.variants}
+    keys = {
+        f"{path.stem}/{variant.name}": train_key(recipe, variant, 5)
+        for path in shipped_recipes()
+        for recipe in [load_recipe(path)]
+        for variant in recipe.variants
+    }
     assert keys == SHIPPED_TRAIN_KEYS
     # Left out, warm-up, bf16 and gradient checkpointing resolve (300 of 1000 steps; off without CUDA) to the old
     # recipe defaults, so the key is the old one; on a CUDA GPU they train otherwise (bf16 on) and key otherwise.

@@ -18,14 +18,31 @@ from st_prune.pipeline.stages.train import TRAIN
 from st_prune.pipeline.stages.trim import TRIM, final_key
 
 
-def card_variant(recipe: Any, variant: Any, *, repo_id: str, folder: Path, scan: dict[str, Any],
-                 records: dict[str, dict[str, Any] | None], run_dir: Path, curve: Path,
-                 speed_documents: int) -> dict[str, Any]:
+def card_variant(
+    recipe: Any,
+    variant: Any,
+    *,
+    repo_id: str,
+    folder: Path,
+    scan: dict[str, Any],
+    records: dict[str, dict[str, Any] | None],
+    run_dir: Path,
+    curve: Path,
+    speed_documents: int,
+) -> dict[str, Any]:
     """Write the card of ``folder`` (see ``st_prune.card.render.card_context`` for the inputs)."""
     from st_prune.card.render import card_context, write_card
 
-    context = card_context(recipe, variant, repo_id=repo_id, folder=folder, scan=scan, records=records, run_dir=run_dir,
-                           speed_documents=speed_documents)
+    context = card_context(
+        recipe,
+        variant,
+        repo_id=repo_id,
+        folder=folder,
+        scan=scan,
+        records=records,
+        run_dir=run_dir,
+        speed_documents=speed_documents,
+    )
     write_card(folder, context, curve)
     return {"repo_id": repo_id}
 
@@ -40,8 +57,14 @@ def card_inputs(ctx, variant) -> dict[str, Any]:
     records["trim"] = folder.record(name, TRIM.record, stage="trim") if ctx.recipe.trims(variant) else None
     records["eval"] = folder.record(name, EVALUATE.record)
     records["deploy"] = folder.record(name, DEPLOY.record) if ctx.recipe.deploys(variant) else None
-    return {"repo_id": ctx.repo_id(variant), "folder": ctx.zoo_dir(variant), "scan": folder.scan(required=True),
-            "records": records, "run_dir": folder.root, "speed_documents": len(speed_texts(ctx.rows()))}
+    return {
+        "repo_id": ctx.repo_id(variant),
+        "folder": ctx.zoo_dir(variant),
+        "scan": folder.scan(required=True),
+        "records": records,
+        "run_dir": folder.root,
+        "speed_documents": len(speed_texts(ctx.rows())),
+    }
 
 
 class CardStage(Stage):
@@ -53,10 +76,21 @@ class CardStage(Stage):
     def key(self, recipe, variant, layers, folder) -> str:
         """Everything the card shows: the folder, its backend files, its scores, and the recipe's words about it."""
         deployed = DEPLOY.key(recipe, variant, layers, folder) if recipe.deploys(variant) else None
-        words = (recipe.description, dataclasses.asdict(recipe.card), recipe.base.id, recipe.base.short_name,
-                 recipe.data.description, recipe.data.names)
-        return digest("card", final_key(recipe, variant, layers, folder), deployed,
-                      EVALUATE.key(recipe, variant, layers, folder), words)
+        words = (
+            recipe.description,
+            dataclasses.asdict(recipe.card),
+            recipe.base.id,
+            recipe.base.short_name,
+            recipe.data.description,
+            recipe.data.names,
+        )
+        return digest(
+            "card",
+            final_key(recipe, variant, layers, folder),
+            deployed,
+            EVALUATE.key(recipe, variant, layers, folder),
+            words,
+        )
 
     def marker_key(self, ctx, variant, layers) -> Any:
         key = super().marker_key(ctx, variant, layers)

@@ -19,10 +19,16 @@ from st_prune.pipeline.stage import Stage, digest
 from st_prune.pipeline.stages.trim import final_key
 
 
-
-def deploy_variant(folder: Path, *, backends: Sequence[str], quantize: Sequence[str],
-                   check_texts: list[str], speed_texts: list[str], check_source: str = "",
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+def deploy_variant(
+    folder: Path,
+    *,
+    backends: Sequence[str],
+    quantize: Sequence[str],
+    check_texts: list[str],
+    speed_texts: list[str],
+    check_source: str = "",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Build and check the backend files in ``folder``: agreement on ``check_texts`` (``check_source`` says what
     they are, for the card), speed on ``speed_texts``."""
     from st_prune.deploy.deploy import deploy, measure_backend_speed
@@ -30,8 +36,13 @@ def deploy_variant(folder: Path, *, backends: Sequence[str], quantize: Sequence[
 
     report = deploy(folder, backends=backends, quantize=quantize, overwrite=True, texts=check_texts)
     speed = measure_backend_speed(folder, report, speed_texts)
-    record = {"files": report["files"], "speed": speed, "machine": machine_description(), "versions": report["versions"],
-              "checked_on": {**report.get("checked_on", {}), "source": check_source}}
+    record = {
+        "files": report["files"],
+        "speed": speed,
+        "machine": machine_description(),
+        "versions": report["versions"],
+        "checked_on": {**report.get("checked_on", {}), "source": check_source},
+    }
     best = max(speed.values(), key=lambda entry: entry["speedup"], default=None)
     if best is not None:
         log(f"       shipped {', '.join(shipped_files(record))}; fastest {best['file']}: {best['speedup']:.2f}x torch")
@@ -81,9 +92,19 @@ class DeployStage(Stage):
         source = "held-out dev texts of the evaluation tasks"
         if not check_texts:
             check_texts, source = speed_texts(ctx.rows(), count=32), "the recipe's training texts"
-        data = ctx.folder.write_record(variant.name, self.record, deploy_variant(
-            ctx.zoo_dir(variant), backends=spec.backends, quantize=spec.quantize, log=ctx.log,
-            check_texts=check_texts, check_source=source, speed_texts=speed_texts(ctx.rows())))
+        data = ctx.folder.write_record(
+            variant.name,
+            self.record,
+            deploy_variant(
+                ctx.zoo_dir(variant),
+                backends=spec.backends,
+                quantize=spec.quantize,
+                log=ctx.log,
+                check_texts=check_texts,
+                check_source=source,
+                speed_texts=speed_texts(ctx.rows()),
+            ),
+        )
         return {"shipped": shipped_files(data)}
 
 

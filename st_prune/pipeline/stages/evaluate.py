@@ -22,12 +22,15 @@ def evaluation_tasks(names: Sequence[str] | str | None, local_tasks: Iterable[tu
     from st_prune.evaluation.evaluate import load_local_task, resolve_tasks
 
     tasks = list(resolve_tasks(names)) if names else []
-    tasks += [load_local_task(path, spec.type, name=spec.name, instruction=spec.instruction) for path, spec in local_tasks]
+    tasks += [
+        load_local_task(path, spec.type, name=spec.name, instruction=spec.instruction) for path, spec in local_tasks
+    ]
     return tasks
 
 
-def evaluate_variant(folder: Path, tasks: list[Any], *, repo_id: str, base_model: str, license: str,
-                     batch_size: int, run_dir: Path) -> dict[str, Any]:
+def evaluate_variant(
+    folder: Path, tasks: list[Any], *, repo_id: str, base_model: str, license: str, batch_size: int, run_dir: Path
+) -> dict[str, Any]:
     """Evaluate the model in ``folder`` on ``tasks``; mteb's files go under ``run_dir/results``."""
     from st_prune.evaluation.evaluate import build_model_meta, evaluate_model
     from st_prune.util.local_only import load_model_folder
@@ -62,9 +65,19 @@ class EvaluateStage(Stage):
         spec, repo_id = ctx.recipe.evaluation, ctx.repo_id(variant)
         repo_id = repo_id if "/" in repo_id else f"local/{repo_id}"
         tasks = evaluation_tasks(spec.tasks, [(ctx.local_task_path(task), task) for task in spec.local_tasks])
-        data = ctx.folder.write_record(variant.name, self.record, evaluate_variant(
-            ctx.zoo_dir(variant), tasks, repo_id=repo_id, base_model=ctx.recipe.base_id,
-            license=ctx.recipe.card.license, batch_size=spec.batch_size, run_dir=ctx.folder.root))
+        data = ctx.folder.write_record(
+            variant.name,
+            self.record,
+            evaluate_variant(
+                ctx.zoo_dir(variant),
+                tasks,
+                repo_id=repo_id,
+                base_model=ctx.recipe.base_id,
+                license=ctx.recipe.card.license,
+                batch_size=spec.batch_size,
+                run_dir=ctx.folder.root,
+            ),
+        )
         return {"average": data["average"]}
 
 

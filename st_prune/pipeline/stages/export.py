@@ -46,10 +46,13 @@ class ExportStage(Stage):
     def run(self, ctx, variant) -> dict[str, Any]:
         from st_prune.util.machine import speed_texts
 
-        data = export_variant(load_trained(ctx, variant), ctx.export_dir(variant), texts=speed_texts(ctx.rows()),
-                              model_name=f"{ctx.recipe.base_short_name} L3Prune {variant.name}")
+        data = export_variant(
+            load_trained(ctx, variant),
+            ctx.export_dir(variant),
+            texts=speed_texts(ctx.rows()),
+            model_name=f"{ctx.recipe.base_short_name} L3Prune {variant.name}",
+        )
         return ctx.folder.write_record(variant.name, self.record, data)
 
 
 EXPORT = ExportStage()
-

@@ -19,15 +19,23 @@ def prune_variant(scan: dict[str, Any], layers: int, width: dict[str, Any] | Non
     every kept layer keeps ``round(mlp_keep * intermediate_size)`` channels of its gated MLP, each worth three
     ``hidden_size`` weight vectors (a row of gate_proj and up_proj, a column of down_proj)."""
     from st_prune.model import architectures
+
     architectures.layers_to_keep(scan["num_layers"], layers)
-    record = {"layers": layers, "num_layers": scan["num_layers"], "parameters": scan["parameters"][layers - 1],
-              "parameters_full": scan["parameters_full"]}
+    record = {
+        "layers": layers,
+        "num_layers": scan["num_layers"],
+        "parameters": scan["parameters"][layers - 1],
+        "parameters_full": scan["parameters_full"],
+    }
     if width is not None:
         original = width["intermediate_size"]
         kept = max(1, round(width["mlp_keep"] * original))
         record["parameters"] -= layers * 3 * width["hidden_size"] * (original - kept)
-        record["width"] = {"mlp_keep": width["mlp_keep"], "intermediate_size": kept,
-                           "original_intermediate_size": original}
+        record["width"] = {
+            "mlp_keep": width["mlp_keep"],
+            "intermediate_size": kept,
+            "original_intermediate_size": original,
+        }
     return record
 
 

@@ -19,19 +19,30 @@ def folder_digest(folder: Path) -> str:
     from st_prune.util.ownership import MANIFEST
     from st_prune.util.staging import is_staging_name
 
-    listing = [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.rglob("*"))
-               if p.is_file() and p.name != MANIFEST
-               and not any(is_staging_name(part) for part in p.relative_to(folder).parts)]
+    listing = [
+        f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not any(is_staging_name(part) for part in p.relative_to(folder).parts)
+    ]
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
 
 
-def publish_variant(folder: Path, repo_id: str, *, private: bool, token: str | None, endpoint: str | None,
-                    commit_message: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+def publish_variant(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool,
+    token: str | None,
+    endpoint: str | None,
+    commit_message: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Publish ``folder`` to ``repo_id``; ``publish_folder`` itself skips a commit that would change nothing."""
     from st_prune.hub.publish import publish_folder
 
-    result = publish_folder(folder, repo_id, private=private, token=token, endpoint=endpoint,
-                            commit_message=commit_message)
+    result = publish_folder(
+        folder, repo_id, private=private, token=token, endpoint=endpoint, commit_message=commit_message
+    )
     log(f"       published {repo_id} ({result.commit_url or 'unchanged'})")
     return {"repo_id": repo_id, "repo_url": result.repo_url, "commit": result.commit_oid, "changed": result.changed}
 
@@ -61,8 +72,14 @@ class PublishStage(Stage):
     def run(self, ctx, variant) -> dict[str, Any]:
         folder = ctx.zoo_dir(variant)
         return publish_variant(
-            folder, ctx.repo_id(variant), private=ctx.recipe.publish.private, token=ctx.token, endpoint=ctx.endpoint,
-            commit_message=f"Publish {folder.name} ({ctx.recipe.name} recipe) with st-prune", log=ctx.log)
+            folder,
+            ctx.repo_id(variant),
+            private=ctx.recipe.publish.private,
+            token=ctx.token,
+            endpoint=ctx.endpoint,
+            commit_message=f"Publish {folder.name} ({ctx.recipe.name} recipe) with st-prune",
+            log=ctx.log,
+        )
 
 
 PUBLISH = PublishStage()

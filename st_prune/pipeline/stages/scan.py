@@ -36,8 +36,8 @@ def scan_base(
     """Scan ``model`` (the full-depth encoder) on ``data``/``prompts`` (as the trainer batches them) with the recipe's
     scan ``settings``; writes ``folder/scan.json`` and ``folder/l3prune.png`` and returns the record. ``texts`` are
     the documents the full-depth tokens/s is measured on."""
-    from st_prune.util.files import write_json_atomic
     from st_prune.l3prune.scan import L3Prune
+    from st_prune.util.files import write_json_atomic
     from st_prune.util.machine import machine_description, measure_tokens_per_second
 
     result = L3Prune(**{name: settings[name] for name in _L3PRUNE_OPTIONS}).select(model, data, prompts=prompts)
@@ -69,9 +69,16 @@ class ScanStage(Stage):
         from st_prune.util.machine import speed_texts
 
         recipe, source, folder = ctx.recipe, ctx.training_source(), ctx.folder
-        scan = scan_base(ctx.encoder(None, recipe.scan.max_seq_length), source.data, source.prompts,
-                         dataclasses.asdict(recipe.scan), folder.scan_dir, texts=speed_texts(ctx.rows()),
-                         title=f"L3Prune scan of {recipe.base_id}", log=ctx.log)
+        scan = scan_base(
+            ctx.encoder(None, recipe.scan.max_seq_length),
+            source.data,
+            source.prompts,
+            dataclasses.asdict(recipe.scan),
+            folder.scan_dir,
+            texts=speed_texts(ctx.rows()),
+            title=f"L3Prune scan of {recipe.base_id}",
+            log=ctx.log,
+        )
         folder.forget(folder.scan_record)  # rewritten: the picks may have moved
         return {"small": scan["small"], "large": scan["large"]}
 

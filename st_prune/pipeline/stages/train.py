@@ -38,13 +38,15 @@ def prepare_checkpoints(work_dir: Path, key: str, log: Callable[[str], None] = p
     Checkpoints saved under another key (a changed learning rate, say) cannot be continued: they are deleted
     (they are this stage's own scratch), with a line saying so.
     """
-    from st_prune.util.files import read_json, write_json_atomic
     from st_prune.training.trainer import has_checkpoints
+    from st_prune.util.files import read_json, write_json_atomic
 
     folder = work_dir / CHECKPOINTS
     key_file = folder / KEY_FILE
     if has_checkpoints(folder):
-        earlier = read_json(key_file, fix="delete it to train from the start").get("key") if key_file.is_file() else None
+        earlier = (
+            read_json(key_file, fix="delete it to train from the start").get("key") if key_file.is_file() else None
+        )
         if earlier != key:
             log(f"       discarding {folder}: its checkpoints were trained with other settings")
             shutil.rmtree(folder)
@@ -80,10 +82,10 @@ def train_variant(
     ``settings`` are the recipe's training settings as written to the record (the card reads them); ``extra``
     adds entries to the record (the distillation's teacher and cost).
     """
+    from st_prune.training.trainer import train_encoder
     from st_prune.util.distributed import world_size
     from st_prune.util.files import write_json_atomic
     from st_prune.util.machine import machine_description
-    from st_prune.training.trainer import train_encoder
 
     folder = work_dir / CHECKPOINTS
     if resume:
@@ -92,8 +94,15 @@ def train_variant(
     weights_dtype = str(model[0].auto_model.dtype).removeprefix("torch.")  # for the card's Precision row
     run = train_encoder(model, data, config, folder, prompts=prompts, resume=resume)
     # "processes": each one draws its own batch of ``batch_size`` triplets per step (DDP), the card's budget counts all
-    record = {**run.to_dict(), "machine": machine_description(), "settings": settings, "layers": layers,
-              "dtype": weights_dtype, "processes": world_size(), **(extra or {})}
+    record = {
+        **run.to_dict(),
+        "machine": machine_description(),
+        "settings": settings,
+        "layers": layers,
+        "dtype": weights_dtype,
+        "processes": world_size(),
+        **(extra or {}),
+    }
     record["resumed_from"] = Path(resume).name if resume else None  # the folder name only: no local path in records
     if not is_main:
         return record
@@ -124,8 +133,11 @@ _TRAINING_EXCLUDED = ("save_steps",)
 
 
 def _training_settings(recipe, variant) -> dict[str, Any]:
-    return {key: value for key, value in recipe.training_for(variant).key_settings().items()
-            if key not in _TRAINING_EXCLUDED}
+    return {
+        key: value
+        for key, value in recipe.training_for(variant).key_settings().items()
+        if key not in _TRAINING_EXCLUDED
+    }
 
 
 def load_trained(ctx, variant):
@@ -146,8 +158,8 @@ def load_trained(ctx, variant):
 
 def distillation_data(ctx, teacher, spec, batch_size: int) -> tuple[Any, dict[str, Any]]:
     """The training data with the trained teacher's embeddings of every text (``st_prune.training.distillation``)."""
-    from st_prune.training.distillation import add_teacher_embeddings
     from st_prune.data.training_data import prepare_training_data
+    from st_prune.training.distillation import add_teacher_embeddings
     from st_prune.util.resources import release_memory
 
     start = time.perf_counter()
@@ -157,13 +169,20 @@ def distillation_data(ctx, teacher, spec, batch_size: int) -> tuple[Any, dict[st
     data = add_teacher_embeddings(model, prepare_training_data(source.data, batch_size, source.prompts))
     seconds = round(time.perf_counter() - start, 1)
     texts = sum(len(dataset) * (len(dataset.column_names) - 1) for dataset in data.datasets.values())  # not label
-    ctx.log(f"       teacher {teacher.name} ({ctx.layers_of(teacher)} layers) embedded {texts} "
-            f"training texts in {seconds:.0f}s")
+    ctx.log(
+        f"       teacher {teacher.name} ({ctx.layers_of(teacher)} layers) embedded {texts} "
+        f"training texts in {seconds:.0f}s"
+    )
     del model
     release_memory()
     distill = ctx.recipe.distill
-    return data, {"teacher": teacher.name, "teacher_layers": ctx.layers_of(teacher), "weight": distill.weight,
-                  "distance": distill.distance, "teacher_seconds": seconds}
+    return data, {
+        "teacher": teacher.name,
+        "teacher_layers": ctx.layers_of(teacher),
+        "weight": distill.weight,
+        "distance": distill.distance,
+        "teacher_seconds": seconds,
+    }
 
 
 def self_distillation_data(ctx, config) -> tuple[Any, dict[str, Any]]:
@@ -179,8 +198,13 @@ def self_distillation_data(ctx, config) -> tuple[Any, dict[str, Any]]:
     cache = ctx.folder.root / "work" / self_distill.CACHE_DIR
     # stale="rebuild": the cache is the run's own scratch (like checkpoints), and a changed key means changed settings.
     # Rank 0 embeds; under DDP the other ranks then read its cache (no two processes write it).
-    options = {"identity": f"{ctx.source()} ({layers} layers)", "batch_size": config.batch_size,
-               "prompts": source.prompts, "stale": "rebuild", "progress": distributed.is_main()}
+    options = {
+        "identity": f"{ctx.source()} ({layers} layers)",
+        "batch_size": config.batch_size,
+        "prompts": source.prompts,
+        "stale": "rebuild",
+        "progress": distributed.is_main(),
+    }
     if distributed.is_main():
         data, cost = self_distill.self_distillation_data(teacher, source.data, cache, **options)
     distributed.wait_for_everyone()
@@ -190,9 +214,15 @@ def self_distillation_data(ctx, config) -> tuple[Any, dict[str, Any]]:
     ctx.log(f"       teacher: the uncut base ({layers} layers), {cost.texts} training texts {how}")
     del teacher
     release_memory()
-    return data, {"teacher": "base", "teacher_layers": layers, "weight": config.effective_distill_weight or 1.0,
-                  "distance": config.distill_distance, "teacher_seconds": round(cost.seconds, 1),
-                  "teacher_texts": cost.texts, "self": True}
+    return data, {
+        "teacher": "base",
+        "teacher_layers": layers,
+        "weight": config.effective_distill_weight or 1.0,
+        "distance": config.distill_distance,
+        "teacher_seconds": round(cost.seconds, 1),
+        "teacher_texts": cost.texts,
+        "self": True,
+    }
 
 
 class TrainStage(Stage):
@@ -246,15 +276,26 @@ class TrainStage(Stage):
         if teacher is not None:
             data, distillation = distillation_data(ctx, teacher, spec, config.batch_size)
             prompts = None  # the prepared data carries its prompts
-            config = config.replace(distill_weight=ctx.recipe.distill.weight, distill_distance=ctx.recipe.distill.distance)
+            config = config.replace(
+                distill_weight=ctx.recipe.distill.weight, distill_distance=ctx.recipe.distill.distance
+            )
         elif ctx.recipe.recover == "distill":
             data, distillation = self_distillation_data(ctx, config)
             prompts = None
             config = config.replace(recover="distill")
         record = train_variant(
-            ctx.encoder(layers, spec.max_seq_length, variant), data, prompts, config, work,
-            resume=resume, settings=spec.key_settings(), layers=layers, log=ctx.log,
-            is_main=distributed.is_main(), extra={"distillation": distillation} if distillation else None)
+            ctx.encoder(layers, spec.max_seq_length, variant),
+            data,
+            prompts,
+            config,
+            work,
+            resume=resume,
+            settings=spec.key_settings(),
+            layers=layers,
+            log=ctx.log,
+            is_main=distributed.is_main(),
+            extra={"distillation": distillation} if distillation else None,
+        )
         ctx.folder.forget(ctx.folder.record_path(variant.name, RECORD))
         return {"steps": record["steps"], "train_loss": record["train_loss"]}
 

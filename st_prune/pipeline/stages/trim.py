@@ -20,15 +20,27 @@ def training_corpus(rows, instructions: Iterable[str]) -> list[str]:
     instruction prompts of training (the rows' ``instruction`` column) and of ``instructions`` (queries, tasks)."""
     from st_prune.data.triplets import instruction_prompt
 
-    texts = [text for column in ("anchor", "positive", "negative") if column in rows.column_names
-             for text in rows[column] if text]
+    texts = [
+        text
+        for column in ("anchor", "positive", "negative")
+        if column in rows.column_names
+        for text in rows[column]
+        if text
+    ]
     prompts = set(rows["instruction"]) if "instruction" in rows.column_names else set()
     prompts |= set(instructions)
     return texts + [instruction_prompt(text) or "" for text in sorted(i for i in prompts if i)]
 
 
-def trim_variant(source: Path, folder: Path, corpus: list[str], *, vocab_size: int | None, min_frequency: int | None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+def trim_variant(
+    source: Path,
+    folder: Path,
+    corpus: list[str],
+    *,
+    vocab_size: int | None,
+    min_frequency: int | None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Trim ``source`` (the export) into ``folder``, rebuilt whole from st-prune's own files (the runner's model
     folder)."""
     from st_prune.errors import StPruneError
@@ -38,8 +50,10 @@ def trim_variant(source: Path, folder: Path, corpus: list[str], *, vocab_size: i
 
     left = ownership.remove_owned(folder)  # an earlier trim's (or export's) output; never the user's files
     if left:
-        raise StPruneError(f"{folder} holds files st-prune did not write ({', '.join(left[:3])}), and the trim rebuilds "
-                           "that folder whole: move them away and run again")
+        raise StPruneError(
+            f"{folder} holds files st-prune did not write ({', '.join(left[:3])}), and the trim rebuilds "
+            "that folder whole: move them away and run again"
+        )
     # The model folder's README.md is the card stage's alone: the trim leaves it to that stage.
     report = trim_vocabulary(source, corpus, folder, vocab_size=vocab_size, min_frequency=min_frequency, card=False)
     log(f"       {report.summary().splitlines()[0]}")
@@ -79,11 +93,23 @@ class TrimStage(Stage):
 
     def run(self, ctx, variant) -> dict[str, Any]:
         spec = ctx.recipe.trim
-        data = ctx.folder.write_record(variant.name, self.record, trim_variant(
-            ctx.export_dir(variant), ctx.zoo_dir(variant), trim_corpus(ctx), vocab_size=spec.vocab_size,
-            min_frequency=spec.min_frequency, log=ctx.log))
-        return {"vocab_before": data["report"]["vocab_before"], "vocab_after": data["report"]["vocab_after"],
-                "parameters": data["parameters"]}
+        data = ctx.folder.write_record(
+            variant.name,
+            self.record,
+            trim_variant(
+                ctx.export_dir(variant),
+                ctx.zoo_dir(variant),
+                trim_corpus(ctx),
+                vocab_size=spec.vocab_size,
+                min_frequency=spec.min_frequency,
+                log=ctx.log,
+            ),
+        )
+        return {
+            "vocab_before": data["report"]["vocab_before"],
+            "vocab_after": data["report"]["vocab_after"],
+            "parameters": data["parameters"],
+        }
 
 
 TRIM = TrimStage()

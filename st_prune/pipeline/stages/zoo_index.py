@@ -17,8 +17,18 @@ from st_prune.model.dtypes import saved_weights
 from st_prune.util import ownership
 
 
-def zoo_entry(*, recipe: str, variant: str, base_model: str, repo_id: str, prune: dict[str, Any],
-              final: dict[str, Any], evaluation: dict[str, Any] | None, folder: Path, published: bool) -> dict[str, Any]:
+def zoo_entry(
+    *,
+    recipe: str,
+    variant: str,
+    base_model: str,
+    repo_id: str,
+    prune: dict[str, Any],
+    final: dict[str, Any],
+    evaluation: dict[str, Any] | None,
+    folder: Path,
+    published: bool,
+) -> dict[str, Any]:
     """One variant's row, from its prune record, the record of its folder as shipped (``final``: trim or export) and
     its evaluation record (None when it was not evaluated): repo id, base, layers, parameters, score, where."""
     evaluation = evaluation or {}
@@ -56,8 +66,9 @@ def check_zoo_index(folder: str | os.PathLike, flag: str = "--zoo-index") -> Non
     checked before any stage, so a user's README.md is never replaced by the index."""
     folder = Path(folder)
     for name in (INDEX_FILE, README_FILE):
-        ownership.check_replace(folder, name, by=WRITER, legacy=_legacy_index,
-                                fix=f"choose another {flag} folder or move {name} away")
+        ownership.check_replace(
+            folder, name, by=WRITER, legacy=_legacy_index, fix=f"choose another {flag} folder or move {name} away"
+        )
 
 
 def _rows(path: Path) -> list[dict[str, Any]] | None:
@@ -95,7 +106,9 @@ def update_zoo_index(folder: str | os.PathLike, entries: list[dict[str, Any]], f
         merged[(entry["recipe"], entry["variant"])] = entry
     rows = sorted(merged.values(), key=lambda entry: (entry["base_model"], -entry["layers"], entry["repo_id"]))
     fix = f"choose another {flag} folder or move it away"
-    ownership.write_text(folder, INDEX_FILE, json.dumps(rows, indent=2) + "\n", by=WRITER, legacy=_legacy_index, fix=fix)
+    ownership.write_text(
+        folder, INDEX_FILE, json.dumps(rows, indent=2) + "\n", by=WRITER, legacy=_legacy_index, fix=fix
+    )
     ownership.write_text(folder, README_FILE, render_zoo_readme(rows), by=WRITER, legacy=_legacy_index, fix=fix)
     return folder / README_FILE
 
@@ -117,7 +130,9 @@ def render_zoo_readme(rows: list[dict[str, Any]]) -> str:
         where = f"[Hub](https://huggingface.co/{row['repo_id']})" if row.get("published") else "local"
         tasks = ", ".join(row.get("tasks") or []) or "–"
         # Rows written before the index recorded them have no dtype/size: "–", never a guess.
-        weights = f"{row['dtype']}, {megabytes(row['weight_bytes'])}" if row.get("dtype") and row.get("weight_bytes") else "–"
+        weights = (
+            f"{row['dtype']}, {megabytes(row['weight_bytes'])}" if row.get("dtype") and row.get("weight_bytes") else "–"
+        )
         lines.append(
             f"| {row['repo_id']} | {row['base_model']} | {row['layers']}/{row['num_layers']} | "
             f"{millions(row['parameters'])} | {score} | {tasks} | {weights} | {where} |"
