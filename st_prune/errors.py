@@ -7,6 +7,11 @@ class StPruneError(ValueError):
     """Bad input or an unsupported model. The CLI prints the message alone and exits with status 2."""
 
 
+class ModelUnavailable(StPruneError):
+    """A model that cannot be read on this machine: its package is not installed, or a Hub id is not cached while
+    offline (or cannot be found). ``st-prune run --dry-run`` plans without the base then."""
+
+
 # A write that failed for lack of room -> what to say and how to fix it (before "or choose another FLAG").
 _NO_ROOM = {
     errno.ENOSPC: ("no space left on the device", "free space on that disk"),

