@@ -101,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
         read_task_instructions(args.task_instructions, "--task-instructions") if args.task_instructions else None
     )
     # The loader `st-prune train` and `run` use: an echo-data folder is read as the paper's E5 mix.
-    source = load_training_source(args.data, instructions=instructions, default_instruction=args.instruction)
-    from st_prune.model.embedder import embedder_prompts
+    from st_prune.model.embedder import embedder_instruction_template, embedder_prompts
 
-    batches = selector.sample(source.data, embedder_prompts(args.model, source.data, source.prompts))
+    template = embedder_instruction_template(args.model)  # a trained embedder's own instruction format
+    source = load_training_source(
+        args.data, instructions=instructions, default_instruction=args.instruction, template=template
+    )
+    batches = selector.sample(source.data, embedder_prompts(args.model, source.data, source.prompts), template)
     print(f"data: {len(source.rows)} rows from {args.data}; scanning {len(batches)} batches of {args.batch_size}")
 
     check_load_dtype(args.model, args.dtype, training=False, fix="pass --dtype float32")

@@ -190,7 +190,14 @@ def _read_data(args: argparse.Namespace):
     instructions = (
         read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
     )
-    source = load_training_source(args.data, instructions=instructions, default_instruction=args.default_instruction)
+    from st_prune.model.embedder import embedder_instruction_template
+
+    source = load_training_source(
+        args.data,
+        instructions=instructions,
+        default_instruction=args.default_instruction,
+        template=embedder_instruction_template(args.model),  # a trained embedder's own instruction format
+    )
     return source.data, source.prompts
 
 
@@ -245,7 +252,10 @@ def run(args: argparse.Namespace) -> int:
 
         # A trained embedder trains (and is scanned) on its texts as it embeds them: its own query/document prompts.
         source_prompts = embedder_prompts(args.model, source_data, source_prompts)
-        data = prepare_training_data(source_data, config.batch_size, source_prompts)
+        from st_prune.model.embedder import embedder_instruction_template
+
+        template = embedder_instruction_template(args.model)
+        data = prepare_training_data(source_data, config.batch_size, source_prompts, template)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
     from st_prune.model.dtypes import check_load_dtype

@@ -25,7 +25,13 @@ from typing import Any
 
 from datasets import Dataset
 
-from st_prune.data.triplets import INSTRUCTION_COLUMN, TEXT_COLUMNS, instruction_prompt, load_triplets
+from st_prune.data.triplets import (
+    INSTRUCTION_COLUMN,
+    QUERY_PROMPT_TEMPLATE,
+    TEXT_COLUMNS,
+    instruction_prompt,
+    load_triplets,
+)
 from st_prune.errors import StPruneError
 
 # Instructions of the public E5 mix as used by LLM2Vec and the paper, keyed by file name (without .jsonl).
@@ -72,6 +78,7 @@ def load_e5_mix(
     instructions: Mapping[str, str] | None = None,
     symmetric: Sequence[str] | None = None,
     max_rows_per_task: int | None = None,
+    template: str = QUERY_PROMPT_TEMPLATE,
 ) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
     """The public E5 training mix in the echo-embeddings layout: a folder with one ``<task>.jsonl`` per task.
 
@@ -87,6 +94,7 @@ def load_e5_mix(
             whose name has no instruction is refused with the list of known names.
         symmetric: file names whose documents carry the instruction too (default ``E5_SYMMETRIC``).
         max_rows_per_task: keep the first N rows of each task, e.g. for a quick run.
+        template: how an instruction becomes a prompt (``st_prune.data.triplets.instruction_template``).
     """
     folder = Path(folder)
     table = dict(E5_INSTRUCTIONS if instructions is None else instructions)
@@ -117,7 +125,7 @@ def load_e5_mix(
         else:
             pieces = {path.stem: dataset}
         for task, piece in pieces.items():
-            prompt = instruction_prompt(table[task])
+            prompt = instruction_prompt(table[task], template)
             columns = piece.column_names if task in symmetric_tasks else ["anchor"]
             datasets[task] = piece
             prompts[task] = {column: prompt for column in columns}
@@ -159,6 +167,7 @@ def load_training_source(
     instructions: Mapping[str, str] | None = None,
     default_instruction: str | None = None,
     max_rows: int | None = None,
+    template: str = QUERY_PROMPT_TEMPLATE,
 ) -> TrainingSource:
     """Training data from a file, a folder or a Dataset: the loader behind ``st-prune run``, ``train`` and ``scan``.
 
@@ -171,6 +180,8 @@ def load_training_source(
             name; without it such a file is refused, naming the fix).
         max_rows: read at most this many rows; for echo-data, per task file (the mix's tasks stay balanced,
             where the first N rows of the whole folder would be its first files only).
+        template: how an E5 mix's instructions become prompts (``st_prune.data.triplets.instruction_template``); a
+            file's ``instruction`` column is kept raw here and formatted where the data meets its model.
     """
     if not is_echo_data_folder(source):
         dataset = load_triplets(source, instructions=instructions, default_instruction=default_instruction)
@@ -182,7 +193,9 @@ def load_training_source(
         for file in Path(source).expanduser().glob("*.jsonl"):
             if file.stem not in table and file.stem not in E5_ALTERNATING:
                 table[file.stem] = default_instruction
-    datasets, prompts = load_e5_mix(Path(source).expanduser(), instructions=table, max_rows_per_task=max_rows)
+    datasets, prompts = load_e5_mix(
+        Path(source).expanduser(), instructions=table, max_rows_per_task=max_rows, template=template
+    )
     return TrainingSource(datasets, prompts, _flat_rows(datasets, table), echo_data=True)
 
 

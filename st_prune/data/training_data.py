@@ -18,7 +18,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from st_prune.data.echo import is_echo_data_folder, load_training_source
-from st_prune.data.triplets import TEXT_COLUMNS, load_triplets, split_by_instruction
+from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, TEXT_COLUMNS, load_triplets, split_by_instruction
 from st_prune.errors import StPruneError
 
 logger = logging.getLogger(__name__)
@@ -72,12 +72,12 @@ def _per_dataset_prompts(prompts: Prompts, names: Sequence[str]) -> dict[str, di
     return {name: dict(prompts[name]) for name in names if name in prompts}
 
 
-def _split(data: Any, prompts: Prompts) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
-    """Named text-only datasets and their prompts; ``instruction`` columns become anchor prompts."""
+def _split(data: Any, prompts: Prompts, template: str) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
+    """Named text-only datasets and their prompts; ``instruction`` columns become anchor prompts in ``template``."""
     if is_echo_data_folder(data):  # the same loader as `st-prune train` and `st-prune run` (st_prune.data.echo)
         if prompts:
             raise StPruneError("an E5-mix folder brings its own instructions; do not pass prompts with it")
-        source = load_training_source(data)
+        source = load_training_source(data, template=template)
         return dict(source.data), dict(source.prompts or {})
     if isinstance(data, (DatasetDict, Mapping)):
         named = {str(name): dataset for name, dataset in data.items()}
@@ -96,7 +96,7 @@ def _split(data: Any, prompts: Prompts) -> tuple[dict[str, Dataset], dict[str, d
             continue
         if prompts:
             raise StPruneError("the data has an instruction column; give either that column or prompts, not both")
-        parts, part_prompts = split_by_instruction(checked)
+        parts, part_prompts = split_by_instruction(checked, template=template)
         for part, dataset in parts.items():
             full_name = name if len(parts) == 1 else f"{name}-{part}"
             datasets[full_name] = dataset
@@ -106,18 +106,21 @@ def _split(data: Any, prompts: Prompts) -> tuple[dict[str, Dataset], dict[str, d
     return datasets, split_prompts
 
 
-def to_training_data(data: Any, prompts: Prompts = None) -> TrainingData:
+def to_training_data(data: Any, prompts: Prompts = None, template: str = QUERY_PROMPT_TEMPLATE) -> TrainingData:
     """``data`` (see the module docstring) validated, one dataset per instruction, with every prompt spelled out per
-    dataset and column; ``prompts`` are trainer-style prompts for data without an ``instruction`` column."""
+    dataset and column; ``prompts`` are trainer-style prompts for data without an ``instruction`` column;
+    ``template`` is how an instruction becomes a prompt: the model's own (``instruction_template(model.prompts)``)."""
     if isinstance(data, TrainingData):
         if prompts:
             raise StPruneError("the training data carries its prompts; do not pass prompts with it")
         return data
-    datasets, split_prompts = _split(data, prompts)
+    datasets, split_prompts = _split(data, prompts, template)
     return TrainingData(datasets, {name: p for name, p in split_prompts.items() if p})
 
 
-def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -> TrainingData:
+def prepare_training_data(
+    data: Any, batch_size: int, prompts: Prompts = None, template: str = QUERY_PROMPT_TEMPLATE
+) -> TrainingData:
     """Validated training data, one dataset per instruction, with the prompts ST's trainer applies.
 
     Args:
@@ -127,8 +130,9 @@ def prepare_training_data(data: Any, batch_size: int, prompts: Prompts = None) -
             its tokens are excluded from pooling just as with ``model.encode(texts, prompt=...)``.
         batch_size: datasets with fewer rows cannot fill a batch and are dropped with a warning (all: an error).
         prompts: trainer-style prompts for data without an ``instruction`` column.
+        template: the instruction format (``st_prune.data.triplets.instruction_template`` of the model trained).
     """
-    whole = to_training_data(data, prompts)
+    whole = to_training_data(data, prompts, template)
     datasets, split_prompts = whole.datasets, whole.prompts
     kept: dict[str, Dataset] = {}
     dropped: dict[str, int] = {}

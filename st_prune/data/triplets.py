@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ from st_prune.util.files import read_json, read_utf8
 #: ``st_prune.evaluation.evaluate.INSTRUCTION_TEMPLATE`` is this same object.
 QUERY_PROMPT_TEMPLATE = "{instruction} →"
 
+#: A trained embedder's own instruction format, recognised from its query prompt: ``Instruct: ...\nQuery:`` is the
+#: format of Qwen3-Embedding, e5-mistral-7b-instruct and gte-Qwen2 (with or without a space after "Query:"). A cut of
+#: such a model is scanned, trained and evaluated with instructions in that format, the one it was trained on.
+INSTRUCT_QUERY_PROMPT = re.compile(r"Instruct: .+\nQuery:(?P<tail>\s*)", re.DOTALL)
+
 TEXT_COLUMNS = ("anchor", "positive", "negative")
 INSTRUCTION_COLUMN = "instruction"
 #: Other spellings of the text columns (echo-embeddings uses query/pos/neg) -> our names.
@@ -52,16 +58,33 @@ COLUMN_ALIASES = {"query": "anchor", "pos": "positive", "neg": "negative"}
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-def instruction_prompt(instruction: str | None) -> str | None:
-    """The prompt for a query with this instruction (``None`` for no or an empty instruction).
+def instruction_prompt(instruction: str | None, template: str = QUERY_PROMPT_TEMPLATE) -> str | None:
+    """The prompt for a query with this instruction (``None`` for no or an empty instruction), in ``template``
+    (st-prune's format unless a trained embedder has its own: ``instruction_template``).
 
     >>> instruction_prompt("Retrieve semantically similar text.")
     'Retrieve semantically similar text →'
+    >>> instruction_prompt("Retrieve semantically similar text.", "Instruct: {instruction}\\nQuery:")
+    'Instruct: Retrieve semantically similar text\\nQuery:'
     """
     if instruction is None:
         return None
     text = instruction.strip().rstrip(".:").strip()
-    return QUERY_PROMPT_TEMPLATE.format(instruction=text) if text else None
+    return template.replace("{instruction}", text) if text else None
+
+
+def instruction_template(prompts: Mapping[str, str] | None) -> str:
+    """How a model puts an instruction before a query, read from its own ``query`` prompt: the ``Instruct: ...\\nQuery:``
+    format of Qwen3-Embedding and e5-mistral when its prompt has that shape, else st-prune's ``"{instruction} →"``
+    (the format of every model st-prune made, and of a base LLM, which has none of its own).
+
+    >>> instruction_template({"query": "Instruct: Given a web search query, retrieve relevant passages\\nQuery: "})
+    'Instruct: {instruction}\\nQuery: '
+    >>> instruction_template(None)
+    '{instruction} →'
+    """
+    match = INSTRUCT_QUERY_PROMPT.fullmatch((prompts or {}).get("query") or "")
+    return "Instruct: {instruction}\nQuery:" + match["tail"] if match else QUERY_PROMPT_TEMPLATE
 
 
 def read_task_instructions(value: str, flag: str, *, inline: bool = False) -> dict[str, str]:
@@ -131,7 +154,7 @@ def load_triplets(
 
 
 def split_by_instruction(
-    dataset: Dataset, columns: Sequence[str] = ("anchor",)
+    dataset: Dataset, columns: Sequence[str] = ("anchor",), template: str = QUERY_PROMPT_TEMPLATE
 ) -> tuple[dict[str, Dataset], dict[str, dict[str, str]]]:
     """One dataset per instruction and the prompts that go with them, as ``SentenceTransformerTrainer`` takes them.
 
@@ -139,14 +162,15 @@ def split_by_instruction(
     ``L3Prune().select(model, datasets, prompts=prompts)`` then see identical batches. Datasets are named
     ``d0, d1, ...`` in the sorted order of their instructions; rows without an instruction form a dataset with no
     prompt. The ``instruction`` column is dropped; ``columns`` are the text columns that carry the prompt (the query
-    side by default; add ``"positive"``, ``"negative"`` for symmetric tasks).
+    side by default; add ``"positive"``, ``"negative"`` for symmetric tasks); ``template`` is the prompt format
+    (``instruction_prompt``).
 
     A dataset without an ``instruction`` column comes back whole as ``{"d0": dataset}`` with no prompts.
     """
     if INSTRUCTION_COLUMN not in dataset.column_names:
         return {"d0": dataset}, {}
     instructions = dataset[INSTRUCTION_COLUMN]
-    prompts_of_rows = [instruction_prompt(value) for value in instructions]
+    prompts_of_rows = [instruction_prompt(value, template) for value in instructions]
     rows_by_prompt: dict[str | None, list[int]] = {}
     for index, prompt in enumerate(prompts_of_rows):
         rows_by_prompt.setdefault(prompt, []).append(index)

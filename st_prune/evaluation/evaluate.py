@@ -55,7 +55,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 from mteb.types import PromptType
 
-from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
+from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_template
 from st_prune.errors import StPruneError
 from st_prune.evaluation.task_files import TEXT_FIELDS
 from st_prune.util import ownership
@@ -504,13 +504,16 @@ def build_task_prompts(
     tasks: Iterable[AbsTask],
     *,
     model_prompts: Mapping[str, str | None] | None = None,
-    template: str = INSTRUCTION_TEMPLATE,
+    template: str | None = None,
 ) -> dict[str, str]:
     """Prompts in mteb's key scheme: `Task` (both sides) for symmetric tasks, `Task-query` for retrieval-like ones.
 
     The model's own prompts are kept, and win for any task they name (`Task`, `Task-query` or `Task-document`).
+    `template` is the instruction format; by default the model's own, read from its `query` prompt
+    (`st_prune.data.triplets.instruction_template`: Qwen3-Embedding's `Instruct: ...\nQuery:`, else st-prune's).
     """
     own = {key: value for key, value in (model_prompts or {}).items() if value is not None}
+    template = template or instruction_template(own)
     own_task_names = {_prompt_key_task(key) for key in own}
     prompts: dict[str, str] = {}
     for task in tasks:
@@ -679,10 +682,11 @@ def evaluate_model(
     output_dir: str | Path,
     batch_size: int = 32,
     overwrite: bool = False,
-    template: str = INSTRUCTION_TEMPLATE,
+    template: str | None = None,
     show_progress_bar: bool = False,
 ) -> EvaluationRun:
-    """Run `tasks` with mteb, instructions as prompts, results and `model_meta.json` under `output_dir`.
+    """Run `tasks` with mteb, instructions as prompts (in `template`, by default the model's own format), results and
+    `model_meta.json` under `output_dir`.
 
     Tasks already in the results folder are skipped unless `overwrite`. Tasks whose Hub datasets are not in the
     local cache (offline) are skipped too, and reported together in one `StPruneError` after the others ran.
@@ -726,7 +730,7 @@ def _evaluate_model(
     output_dir: str | Path,
     batch_size: int,
     overwrite: bool,
-    template: str,
+    template: str | None,
     show_progress_bar: bool,
 ) -> EvaluationRun:
     from st_prune.util.hub_offline import offline_unless_reachable

@@ -40,7 +40,7 @@ from sentence_transformers.sentence_transformer.losses import (
 from tqdm.auto import tqdm
 
 from st_prune.data.training_data import Prompts, TrainingData, to_training_data
-from st_prune.data.triplets import TEXT_COLUMNS
+from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, TEXT_COLUMNS, instruction_template
 from st_prune.errors import StPruneError
 from st_prune.model import architectures
 from st_prune.util.files import atomic_path, read_json, write_text_atomic
@@ -480,15 +480,20 @@ class L3Prune:
         if not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or self.scale <= 0:
             raise StPruneError(f"scale must be a positive number (the paper uses 50), got {self.scale!r}")
 
-    def sample(self, data: TrainingData | Any, prompts: Prompts = None) -> list[ScanBatch]:
+    def sample(
+        self, data: TrainingData | Any, prompts: Prompts = None, template: str = QUERY_PROMPT_TEMPLATE
+    ) -> list[ScanBatch]:
         """The batches the scan will use: validated data, grouped like the trainer groups it, sampled with ``seed``.
 
         Each batch comes from one dataset (one instruction), as sentence-transformers' multi-dataset samplers do.
         Every dataset is shuffled and cut into full batches; ``num_batches`` of all those batches are drawn, so
         datasets count in proportion to their size and data of exactly ``batch_size * num_batches`` rows is used
-        whole. Fewer available batches than ``num_batches``: all of them are used (with a warning).
+        whole. Fewer available batches than ``num_batches``: all of them are used (with a warning). ``template`` is
+        the instruction format of the model scanned (``st_prune.data.triplets.instruction_template``).
         """
-        prepared = to_training_data(data, prompts)  # the trainer's datasets and prompts (st_prune.data.training_data)
+        prepared = to_training_data(
+            data, prompts, template
+        )  # the trainer's datasets and prompts (st_prune.data.training_data)
         datasets = prepared.datasets
         rng = np.random.default_rng(self.seed)
         pool: list[tuple[str, np.ndarray]] = []
@@ -530,7 +535,8 @@ class L3Prune:
                 folder or a ``TrainingData``.
             prompts: the ``prompts`` you will give the trainer, for data without an ``instruction`` column.
         """
-        batches = self.sample(data, prompts)  # all data errors come before any model work
+        # All data errors come before any model work; instructions in the model's own format (a trained embedder's).
+        batches = self.sample(data, prompts, instruction_template(model.prompts))
         return scan(
             model,
             batches,

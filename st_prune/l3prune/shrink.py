@@ -17,10 +17,11 @@ from sentence_transformers import SentenceTransformer
 
 from st_prune.data.echo import load_training_source
 from st_prune.data.training_data import Prompts, to_training_data
+from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
 from st_prune.errors import StPruneError
 from st_prune.l3prune.scan import L3Prune
 from st_prune.model import truncated_llm, width
-from st_prune.model.embedder import embedder_prompts
+from st_prune.model.embedder import embedder_instruction_template, embedder_prompts
 
 #: Texts the MLP channel importance is measured on: a few batches are enough for a stable ranking of means.
 IMPORTANCE_BATCHES = 8
@@ -34,14 +35,16 @@ def importance_texts(
     num_batches: int = IMPORTANCE_BATCHES,
     batch_size: int = IMPORTANCE_BATCH_SIZE,
     seed: int = 42,
+    template: str = QUERY_PROMPT_TEMPLATE,
 ) -> list[tuple[list[str], str | None]]:
     """``(texts, prompt)`` batches from training data, drawn and prompted exactly as the L3Prune scan draws them
-    (smaller batches when no dataset fills one: the importance needs texts, not in-batch negatives)."""
-    largest = max(len(dataset) for dataset in to_training_data(data, prompts).datasets.values())
+    (smaller batches when no dataset fills one: the importance needs texts, not in-batch negatives); ``template`` is
+    the model's instruction format."""
+    largest = max(len(dataset) for dataset in to_training_data(data, prompts, template).datasets.values())
     batch_size = max(2, min(batch_size, largest))
     selector = L3Prune(batch_size=batch_size, num_batches=num_batches, seed=seed, show_progress_bar=False)
     batches = []
-    for batch in selector.sample(data, prompts):
+    for batch in selector.sample(data, prompts, template):
         by_prompt: dict[str | None, list[str]] = {}
         for column, texts in batch.texts.items():
             by_prompt.setdefault(batch.prompts.get(column), []).extend(texts)
@@ -77,11 +80,13 @@ def shrink(
         )
     batches = None
     if keep < 1:  # data errors before the load
+        template = embedder_instruction_template(str(model_name_or_path))
         if isinstance(data, (str, os.PathLike)):  # read as `st-prune prune --data` reads it (an E5-mix folder too)
-            source = load_training_source(data)
+            source = load_training_source(data, template=template)
             data, prompts = source.data, prompts if prompts is not None else source.prompts
-        # An embedder's channels are ranked on texts as it embeds them: its own query/document prompts.
-        batches = importance_texts(data, embedder_prompts(str(model_name_or_path), data, prompts), seed=seed)
+        # An embedder's channels are ranked on texts as it embeds them: its own prompts and instruction format.
+        prompts = embedder_prompts(str(model_name_or_path), data, prompts)
+        batches = importance_texts(data, prompts, seed=seed, template=template)
     # Looked up at call time (not imported by name): the load is the one place a Ctrl-C test stops every verb.
     model = truncated_llm.encoder_from_llm(str(model_name_or_path), layers=layers, fraction=fraction, **encoder_kwargs)
     module = model[0]

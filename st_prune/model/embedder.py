@@ -169,5 +169,15 @@ def embedder_prompts(model: str | os.PathLike, data: Any, prompts: Any) -> Any:
     return column_prompts(read_embedder(model).prompts)
 
 
+def embedder_instruction_template(model: str | os.PathLike) -> str:
+    """The instruction format of ``model`` (``st_prune.data.triplets.instruction_template``), read from its files
+    before any weights load: a trained embedder's own (Qwen3-Embedding's ``Instruct: ...\\nQuery:``), else st-prune's."""
+    from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_template
+
+    if not is_sentence_transformer(model):
+        return QUERY_PROMPT_TEMPLATE
+    return instruction_template(read_embedder(model).prompts)
+
+
 def _class_name(module_type: Any) -> str:
     return str(module_type or "").rsplit(".", 1)[-1]

@@ -55,7 +55,7 @@ class RunContext:
         """The training data (``st_prune.data.echo.TrainingSource``, loaded once): ``data`` and ``prompts`` for the
         scan and the trainer, ``rows`` for plain texts."""
         if self._data is None:
-            self._data = load_recipe_data(self.recipe)
+            self._data = load_recipe_data(self.recipe, self.instruction_template())
             if self.is_embedder():  # an embedder sees its texts as it embeds them: its own query/document prompts
                 import dataclasses
 
@@ -64,6 +64,14 @@ class RunContext:
                 prompts = embedder_prompts(self.source(), self._data.data, self._data.prompts)
                 self._data = dataclasses.replace(self._data, prompts=prompts)
         return self._data
+
+    def instruction_template(self) -> str:
+        """How the base puts an instruction before a query: a trained embedder's own format (Qwen3-Embedding's
+        ``Instruct: ...\\nQuery:``), else st-prune's (``st_prune.data.triplets.instruction_template``)."""
+        from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
+        from st_prune.model.embedder import embedder_instruction_template
+
+        return embedder_instruction_template(self.source()) if self.is_embedder() else QUERY_PROMPT_TEMPLATE
 
     def rows(self):
         """The training triplets as a ``datasets.Dataset`` (loaded once)."""
@@ -126,7 +134,8 @@ class RunContext:
             width.apply_channels(model, keep, saved["channels"])
             return
         source = self.training_source()
-        texts = importance_texts(source.data, source.prompts, seed=self.recipe.training_for(variant).seed)
+        seed = self.recipe.training_for(variant).seed
+        texts = importance_texts(source.data, source.prompts, seed=seed, template=self.instruction_template())
         record = width.prune_mlp_width(model, keep, width.channel_importance(model, texts))
         if distributed.is_main():
             write_json_atomic(path, record)

@@ -157,16 +157,19 @@ def resolve_data_path(recipe: Recipe) -> Path:
     return path
 
 
-def load_recipe_data(recipe: Recipe):
+def load_recipe_data(recipe: Recipe, template: str | None = None):
     """The recipe's training data through the loader ``st-prune train`` uses (``st_prune.data.echo``): an echo-data
-    folder is the paper's E5 mix (per-task instructions, symmetric tasks, allnli/quora splits), a file is triplets."""
+    folder is the paper's E5 mix (per-task instructions, symmetric tasks, allnli/quora splits), a file is triplets.
+    ``template``: the base's instruction format (a trained embedder's own), st-prune's by default."""
     from st_prune.data.echo import load_training_source
+    from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
 
     return load_training_source(
         resolve_data_path(recipe),
         instructions=recipe.data.instructions,
         default_instruction=recipe.data.default_instruction,
         max_rows=recipe.data.max_rows or None,
+        template=template or QUERY_PROMPT_TEMPLATE,
     )
 
 

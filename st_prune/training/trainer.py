@@ -69,6 +69,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
+from st_prune.data.triplets import instruction_template
 from st_prune.errors import StPruneError
 from st_prune.training.config import TrainingConfig, automatic_bf16, automatic_gradient_checkpointing
 from st_prune.util import distributed
@@ -486,7 +487,8 @@ def build_trainer(
     """
     config = config or TrainingConfig()
     config.validate()
-    prepared = prepare_training_data(data, config.batch_size, prompts)
+    # Instructions in the model's own format: a cut of Qwen3-Embedding trains on "Instruct: ...\nQuery:" prompts.
+    prepared = prepare_training_data(data, config.batch_size, prompts, instruction_template(model.prompts))
     check_prompts_fit(model, prepared, config.sequence_length())
     if config.effective_distill_weight:
         from st_prune.training.distillation import LABEL_COLUMN

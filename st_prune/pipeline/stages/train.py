@@ -166,7 +166,8 @@ def distillation_data(ctx, teacher, spec, batch_size: int) -> tuple[Any, dict[st
     model = load_trained(ctx, teacher)
     model.max_seq_length = spec.max_seq_length or ctx.recipe.base.max_seq_length  # the student's inputs
     source = ctx.training_source()
-    data = add_teacher_embeddings(model, prepare_training_data(source.data, batch_size, source.prompts))
+    data = prepare_training_data(source.data, batch_size, source.prompts, ctx.instruction_template())
+    data = add_teacher_embeddings(model, data)
     seconds = round(time.perf_counter() - start, 1)
     texts = sum(len(dataset) * (len(dataset.column_names) - 1) for dataset in data.datasets.values())  # not label
     ctx.log(

@@ -15,11 +15,13 @@ from st_prune.pipeline.stage import Stage, digest
 from st_prune.pipeline.stages.export import EXPORT
 
 
-def training_corpus(rows, instructions: Iterable[str]) -> list[str]:
+def training_corpus(rows, instructions: Iterable[str], template: str | None = None) -> list[str]:
     """The texts a trimmed model must embed exactly when no corpus file is given: every training text, and the
-    instruction prompts of training (the rows' ``instruction`` column) and of ``instructions`` (queries, tasks)."""
-    from st_prune.data.triplets import instruction_prompt
+    instruction prompts of training (the rows' ``instruction`` column) and of ``instructions`` (queries, tasks), in
+    the model's instruction format ``template`` (st-prune's by default)."""
+    from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_prompt
 
+    template = template or QUERY_PROMPT_TEMPLATE
     texts = [
         text
         for column in ("anchor", "positive", "negative")
@@ -29,7 +31,7 @@ def training_corpus(rows, instructions: Iterable[str]) -> list[str]:
     ]
     prompts = set(rows["instruction"]) if "instruction" in rows.column_names else set()
     prompts |= set(instructions)
-    return texts + [instruction_prompt(text) or "" for text in sorted(i for i in prompts if i)]
+    return texts + [instruction_prompt(text, template) or "" for text in sorted(i for i in prompts if i)]
 
 
 def trim_variant(
@@ -74,7 +76,7 @@ def trim_corpus(ctx) -> list[str]:
             raise StPruneError(f"trim.corpus {recipe.trim.corpus} does not exist: fix it or --set trim.corpus=FILE")
         return read_corpus(path)
     instructions = {recipe.query_instruction} | {task.instruction for task in recipe.evaluation.local_tasks}
-    return training_corpus(ctx.rows(), instructions)
+    return training_corpus(ctx.rows(), instructions, ctx.instruction_template())
 
 
 class TrimStage(Stage):
