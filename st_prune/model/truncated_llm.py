@@ -153,6 +153,11 @@ def load_base_config(model_name_or_path: str, gguf_file: str | None = None, **co
                 f"cannot read the model config in {model_name_or_path} ({first_line}); pass a folder holding the "
                 "model's config.json and weights, a .gguf file or a Hub id"
             ) from None
+        if not _is_hub_id(model_name_or_path):  # a path that is not there: no cache or Hub can supply it
+            raise StPruneError(
+                f"model not found: {model_name_or_path} is neither an existing folder or .gguf file nor a Hub id "
+                "(org/name); check the path"
+            ) from None
         if _hub_offline():
             raise ModelUnavailable(
                 f"model {model_name_or_path} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it "

@@ -246,3 +246,13 @@ def test_dry_run_plans_where_the_base_is_not_installed(tmp_path, capsys):
     assert cli.main([*argv, "--set", "variants.0.pick=null", "--set", "variants.0.layers=99"]) == 2
     assert "keeps 99 layers but HuggingFaceTB/SmolLM2-135M-Instruct has 30" in capsys.readouterr().err
     assert not (tmp_path / "dry").exists()
+
+
+def test_dry_run_refuses_a_base_path_that_is_not_there(tmp_path, capsys):
+    """A mistyped local folder is no Hub id that a cache or a download could supply: the plan is refused in one line,
+    not planned against base.layers as a base that is merely unavailable here."""
+    argv = ["run", CPU_RECIPE, "--output", str(tmp_path / "dry"), "--dry-run"]
+    assert cli.main([*argv, "--set", f"base.model={tmp_path / 'no-such-model'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is neither an existing folder or .gguf file nor a Hub id (org/name); check the path"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "dry").exists()
