@@ -24,7 +24,7 @@ folder, so (e) reads (b)'s teacher embeddings and its wall time counts (b)'s tea
 in-process. Tokens/s are measured round-robin over all arms at the end (``model.encode`` of the same 256 texts).
 
     python bench/bench_shrink.py --large DIR/models/SmolLM2-135M-Instruct-l3prune-large \\
-        [--output bench/out/shrink] [--json bench/results/shrink.json]   # ~45 min on 2 idle cores
+        [--output bench/out/shrink] [--json bench/results/shrink.json]   # ~25 min on 2 idle cores
 
 Results: OUT/results.json, the table in ``--json``'s .md sibling and a score-vs-tokens/s PNG beside it.
 """
@@ -147,8 +147,10 @@ def recipe_arm(arm: str, folder: Path, teacher_seconds: float | None = None) -> 
     seconds = {"train": stage_seconds(folder, "train", variant)}
     if arm != "d":  # (d)'s scan is the base's, which the main job runs for `large` anyway
         seconds["scan"] = stage_seconds(folder, "scan")
-    if arm == "e" and teacher_seconds is not None and distillation.get("teacher_seconds", 0) < 1:
-        seconds["teacher (b's)"] = teacher_seconds  # read from (b)'s cache: the embedding cost is (b)'s
+    if arm == "e" and teacher_seconds is not None:
+        # (e) read the teacher's embeddings from the cache (b) wrote in the same run: its train stage did not pay
+        # for them, but (e) alone would.
+        seconds["teacher (b's cache)"] = teacher_seconds
     return {
         "arm": arm,
         "layers": prune["layers"],
@@ -262,7 +264,7 @@ def measure_speed(records: dict[str, dict], texts: list[str], rounds: int) -> No
     models = {arm: SentenceTransformer(record["model"], device="cpu") for arm, record in records.items()}
     for arm, model in models.items():
         records[arm]["parameters"] = sum(p.numel() for p in model.parameters())
-        records[arm]["tokens"] = int(model.tokenize(texts)["attention_mask"].sum())  # real tokens, no padding
+        records[arm]["tokens"] = int(model.preprocess(texts)["attention_mask"].sum())  # real tokens, no padding
     steps = {arm: (lambda m=model: m.encode(texts, batch_size=16)) for arm, model in models.items()}
     with torch.inference_mode():
         seconds = round_robin_seconds(steps, rounds)
@@ -342,9 +344,10 @@ def plot(records: dict[str, dict], path: Path) -> None:
     for arm, record in records.items():
         if "tokens_per_second" not in record:
             continue
-        axis.scatter(record["tokens_per_second"], record["mean"], s=40)
-        axis.annotate(f"({arm}) {ARMS[arm]}", (record["tokens_per_second"], record["mean"]), fontsize=8,
-                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        x, y = record["tokens_per_second"], record["mean"]
+        axis.scatter(x, y, s=40, label=f"({arm}) {ARMS[arm]}")
+        axis.annotate(f"({arm})", (x, y), fontsize=9, xytext=(5, 3), textcoords="offset points")
+    axis.legend(fontsize=8, loc="lower right")
     axis.set_xlabel("tokens/s (model.encode, 2 CPU cores)")
     axis.set_ylabel("mean of the five dev tasks (x100)")
     axis.set_title("Shrinking the trained SmolLM2 large: quality vs speed")
@@ -363,12 +366,14 @@ def main() -> int:
     parser.add_argument("--recipe", default="smollm2-135m-instruct-cpu", help="the main job's recipe")
     parser.add_argument("--output", type=Path, default=OUT, help="run folders and results (resumable)")
     parser.add_argument("--json", type=Path, help="also write the results here (and the table/PNG beside it)")
-    parser.add_argument("--rounds", type=int, default=3, help="round-robin encode passes for tokens/s")
+    parser.add_argument("--rounds", type=int, default=7, help="round-robin encode passes for tokens/s")
     parser.add_argument("--skip-equal-time", action="store_true", help="leave out the (b=) arm")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the table and PNG from OUT/records.json, measuring nothing"
+    )
     args = parser.parse_args()
 
     from st_prune.pipeline.recipe import find_recipe, load_recipe
-    from st_prune.util.machine import machine_description
 
     large = args.large.resolve()
     if not (large / "modules.json").is_file():
@@ -392,6 +397,12 @@ def main() -> int:
         cache.write_text(json.dumps(records, indent=1) + "\n")
         log(f"({arm}) {ARMS[arm]}: mean {record['mean']:.2f}, wall {record['wall_seconds']:.0f}s")
 
+    if args.report_only:
+        arms = {arm: record for arm, record in records.items() if not arm.startswith("_")}
+        if not all("tokens_per_second" in record for record in arms.values()):
+            print(f"bench: {cache} has unmeasured arms; run without --report-only", file=sys.stderr)
+            return 2
+        return report(arms, recipe, large, args, records.get("_rounds", args.rounds))
     if "f" not in records:
         save("f", large_arm(large, recipe, out))
     for arm in ("d", "b"):  # (b)'s run also trains (e): one scan of the large, one teacher cache
@@ -428,16 +439,25 @@ def main() -> int:
     arms = {arm: record for arm, record in records.items() if not arm.startswith("_")}
     log(f"tokens/s: {len(arms)} models, {args.rounds} round-robin rounds")
     measure_speed(arms, speed_texts(recipe), args.rounds)
+    records["_rounds"] = args.rounds
     cache.write_text(json.dumps(records, indent=1) + "\n")
 
+    return report(arms, recipe, large, args, args.rounds)
+
+
+def report(arms: dict[str, dict], recipe, large: Path, args: argparse.Namespace, rounds: int) -> int:
+    """The table (printed, OUT/results.md, ``--json``'s .md), the records and the PNG."""
+    from st_prune.util.machine import machine_description
+
+    out = args.output.resolve()
     command = (
         "python bench/bench_shrink.py --large DIR/models/SmolLM2-135M-Instruct-l3prune-large "
         "--json bench/results/shrink.json"
     )
     header = (
         f"# Shrinking the main job's trained large (issue 25, item 5)\n\n{recipe.name}; embedder: {large.name} "
-        f"({records['f']['layers']} layers). Five dev tasks, x100; tokens/s of `model.encode` on 256 training "
-        f"positives, median of {args.rounds} round-robin passes. {machine_description()}, {time.strftime('%Y-%m-%d')}."
+        f"({arms['f']['layers']} layers). Five dev tasks, x100; tokens/s of `model.encode` on 256 training "
+        f"positives, median of {rounds} round-robin passes. {machine_description()}, {time.strftime('%Y-%m-%d')}."
     )
     table = markdown(arms, header, command)
     print(table)
