@@ -134,13 +134,6 @@ def _public_name(path_text: str) -> str:
     return Path(path_text).name or path_text
 
 
-def final_record(records: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
-    """The record of the folder as shipped: the trim's where the variant was trimmed, else the export's."""
-    final = records.get("trim") or records["export"]
-    assert final is not None
-    return final
-
-
 def card_context(
     recipe: Any,
     variant: Any,
@@ -175,7 +168,9 @@ def card_context(
 
     full_layers, layers = scan["num_layers"], prune["layers"]
     trim, deployed = records.get("trim"), records.get("deploy")
-    full_params, params = scan["parameters_full"], final_record(records)["parameters"]
+    # The folder as shipped: the trim's record where the variant was trimmed, else the export's
+    # (what RunContext.final_record reads for the other stages).
+    full_params, params = scan["parameters_full"], (trim or export)["parameters"]
     speed_full, speed = scan["tokens_per_second_full"], export["tokens_per_second"]
     weights = saved_weights(folder)  # read back from the files that ship: their real dtype and size on disk
     pruning = {
