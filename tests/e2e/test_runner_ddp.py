@@ -7,15 +7,12 @@ rank 0 alone exports, evaluates, writes cards and the zoo index; both exit 0; th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
-from paths import HELPERS
 from plain_st import encode_in_plain_process  # noqa: E402
+from torchrun import run_two_processes
 
 WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
 BATCH, STEPS = 4, 3
@@ -73,25 +70,9 @@ def write_recipe(folder: Path, model: Path) -> Path:
 def test_torchrun_runs_a_recipe_with_two_processes_end_to_end(tiny_llm, tmp_path):
     recipe = write_recipe(tmp_path, tiny_llm("llama", layers=4))
     output, records = tmp_path / "run", tmp_path / "ranks"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(HELPERS / "ddp_run_script.py"),
-        str(records),
-        "run",
-        str(recipe),
-        "--output",
-        str(output),
-        "--zoo-index",
-        str(tmp_path / "index"),
-    ]
+    args = [str(records), "run", str(recipe), "--output", str(output), "--zoo-index", str(tmp_path / "index")]
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    result = run_two_processes("ddp_run_script.py", *args, timeout=600)
     seconds = time.perf_counter() - started
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]

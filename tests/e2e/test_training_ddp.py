@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from paths import HELPERS, ROOT
+from torchrun import run_two_processes
 
 
 def test_two_processes_share_in_batch_negatives(tiny_llm, tmp_path):
     folder = tiny_llm("llama", layers=4)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(HELPERS / "ddp_train_script.py"),
-        "--model",
-        str(folder),
-        "--output",
-        str(tmp_path / "run"),
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "3",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    args = ["--model", str(folder), "--output", str(tmp_path / "run"), "--batch-size", "4", "--max-steps", "3"]
+    result = run_two_processes("ddp_train_script.py", *args, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     reports = [json.loads((tmp_path / "run" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:
