@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, round_robin_seconds, smollm2_gguf  # noqa: E402
 
-from st_prune.data.triplets import instruction_prompt
 from st_prune.deploy.deploy import deploy
 from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner
+from st_prune.prompt_format import instruction_prompt
 from st_prune.util.machine import machine_description
 
 

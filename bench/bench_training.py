@@ -42,9 +42,10 @@ from sentence_transformers.sentence_transformer.evaluation import (
 )
 
 from st_prune import encoder_from_llm
-from st_prune.data.triplets import instruction_prompt, load_triplets
+from st_prune.data.triplets import load_triplets
 from st_prune.l3prune.scan import L3Prune
 from st_prune.model.export import merge_adapters
+from st_prune.prompt_format import instruction_prompt
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 from st_prune.util.machine import machine_description
 

@@ -35,7 +35,7 @@ from bench_training import DevSets, default_prompt, evaluate, read_jsonl  # noqa
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
-from st_prune.data.triplets import instruction_prompt  # noqa: E402
+from st_prune.prompt_format import instruction_prompt  # noqa: E402
 from st_prune.trim.vocab import trim_vocabulary  # noqa: E402
 from st_prune.util.machine import machine_description  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 Creates (once) a virtualenv with torch 2.13.0 and sentence-transformers 5.x, exports tiny models of three
 families and SmolLM2-135M cut to 7 layers, and compares 5.x and 6.x embeddings with this process's: documents,
-and queries prompted with st-prune's one instruction format (``st_prune.data.triplets.instruction_prompt``), which both
+and queries prompted with st-prune's one instruction format (``st_prune.prompt_format.instruction_prompt``), which both
 versions must pool identically. The previous format (``"{instruction}:\n"``) is shown for contrast: ST 5.x
 strips the prompt before measuring it, so its trailing newline token was pooled with the query there.
 
@@ -27,7 +27,7 @@ from plain_st import encode_in_plain_process  # noqa: E402
 from tiny_models import make_tiny_llm  # noqa: E402
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
-from st_prune.data.triplets import instruction_prompt  # noqa: E402
+from st_prune.prompt_format import instruction_prompt  # noqa: E402
 
 # One-word queries showed the old format's difference most (cosine 0.84 on a zoo model).
 TEXTS = ["A man is playing a guitar.", "How do I reset my online banking password?", "Two dogs", "music"]

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from common import smollm2_gguf  # noqa: E402
 
-from st_prune.data.triplets import instruction_prompt
 from st_prune.deploy.deploy import FILES, REPORT_NAME, SAMPLE_TEXTS, deploy
+from st_prune.prompt_format import instruction_prompt
 from st_prune.util.machine import machine_description
 
 #: One virtualenv per backend: the requirements pip resolves there (newest that install together).

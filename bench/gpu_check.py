@@ -660,7 +660,7 @@ class Check:
         self.args, self.report, self.work, self.device = args, report, work, device
         self.triplets = read_triplets()
         texts = [row[column] for row in self.triplets for column in ("anchor", "positive", "negative")]
-        from st_prune.data.triplets import instruction_prompt
+        from st_prune.prompt_format import instruction_prompt
 
         prompts = sorted({instruction_prompt(row["instruction"]) for row in self.triplets})
         self.bpe = train_bpe(texts + prompts * 100)  # the prompts (and the " →" closing them) become few tokens
@@ -668,7 +668,7 @@ class Check:
     def encoder(self, folder: Path, recipe, seq_len: int, layers: int | None = None):
         """The model the recipe runner builds (``RunContext.encoder``), loaded straight onto the device."""
         from st_prune import encoder_from_llm
-        from st_prune.data.triplets import instruction_prompt
+        from st_prune.prompt_format import instruction_prompt
 
         model_kwargs: dict[str, Any] = {}
         if self.device.startswith("cuda"):

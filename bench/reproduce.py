@@ -67,9 +67,10 @@ from bench_training import DevSets, evaluate, fmt, read_jsonl  # noqa: E402  (be
 from common import TASK_INSTRUCTIONS, add_data_argument, data_file, gemma_gguf, smollm2_gguf  # noqa: E402
 
 from st_prune import encoder_from_llm
-from st_prune.data.triplets import instruction_prompt, load_triplets
+from st_prune.data.triplets import load_triplets
 from st_prune.l3prune.scan import L3Prune
 from st_prune.model.export import merge_adapters
+from st_prune.prompt_format import instruction_prompt
 from st_prune.training.trainer import TrainingConfig, build_trainer, prepare_training_data
 from st_prune.util.machine import machine_description
 

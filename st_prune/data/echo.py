@@ -25,14 +25,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from st_prune.data.triplets import (
-    INSTRUCTION_COLUMN,
-    QUERY_PROMPT_TEMPLATE,
-    TEXT_COLUMNS,
-    instruction_prompt,
-    load_triplets,
-)
+from st_prune.data.triplets import INSTRUCTION_COLUMN, TEXT_COLUMNS, load_triplets
 from st_prune.errors import StPruneError
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_prompt
 
 # Instructions of the public E5 mix as used by LLM2Vec and the paper, keyed by file name (without .jsonl).
 E5_INSTRUCTIONS: dict[str, str] = {
@@ -94,7 +89,7 @@ def load_e5_mix(
             whose name has no instruction is refused with the list of known names.
         symmetric: file names whose documents carry the instruction too (default ``E5_SYMMETRIC``).
         max_rows_per_task: keep the first N rows of each task, e.g. for a quick run.
-        template: how an instruction becomes a prompt (``st_prune.data.triplets.instruction_template``).
+        template: how an instruction becomes a prompt (``st_prune.prompt_format.instruction_template``).
     """
     folder = Path(folder)
     table = dict(E5_INSTRUCTIONS if instructions is None else instructions)
@@ -180,7 +175,7 @@ def load_training_source(
             name; without it such a file is refused, naming the fix).
         max_rows: read at most this many rows; for echo-data, per task file (the mix's tasks stay balanced,
             where the first N rows of the whole folder would be its first files only).
-        template: how an E5 mix's instructions become prompts (``st_prune.data.triplets.instruction_template``); a
+        template: how an E5 mix's instructions become prompts (``st_prune.prompt_format.instruction_template``); a
             file's ``instruction`` column is kept raw here and formatted where the data meets its model.
     """
     if not is_echo_data_folder(source):

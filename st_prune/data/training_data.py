@@ -18,8 +18,9 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from st_prune.data.echo import is_echo_data_folder, load_training_source
-from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, TEXT_COLUMNS, load_triplets, split_by_instruction
+from st_prune.data.triplets import TEXT_COLUMNS, load_triplets, split_by_instruction
 from st_prune.errors import StPruneError
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def prepare_training_data(
             its tokens are excluded from pooling just as with ``model.encode(texts, prompt=...)``.
         batch_size: datasets with fewer rows cannot fill a batch and are dropped with a warning (all: an error).
         prompts: trainer-style prompts for data without an ``instruction`` column.
-        template: the instruction format (``st_prune.data.triplets.instruction_template`` of the model trained).
+        template: the instruction format (``st_prune.prompt_format.instruction_template`` of the model trained).
     """
     whole = to_training_data(data, prompts, template)
     datasets, split_prompts = whole.datasets, whole.prompts

@@ -55,9 +55,9 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 from mteb.types import PromptType
 
-from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_template
 from st_prune.errors import StPruneError
 from st_prune.evaluation.task_files import TEXT_FIELDS
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_template
 from st_prune.util import ownership
 from st_prune.util.staging import new_staging_dir
 
@@ -122,7 +122,7 @@ PAPER_INSTRUCTIONS: dict[str, str] = {
 GENERIC_INSTRUCTION = "Retrieve semantically similar text"
 
 #: How an instruction becomes the prompt put before a text: the one template scan, training and evaluation share
-#: (why it ends on " →": ``st_prune.data.triplets.QUERY_PROMPT_TEMPLATE``).
+#: (why it ends on " →": ``st_prune.prompt_format.QUERY_PROMPT_TEMPLATE``).
 INSTRUCTION_TEMPLATE = QUERY_PROMPT_TEMPLATE
 
 PAPER_ARXIV_ID = "2410.14578"
@@ -510,7 +510,7 @@ def build_task_prompts(
 
     The model's own prompts are kept, and win for any task they name (`Task`, `Task-query` or `Task-document`).
     `template` is the instruction format; by default the model's own, read from its `query` prompt
-    (`st_prune.data.triplets.instruction_template`: Qwen3-Embedding's `Instruct: ...\nQuery:`, else st-prune's).
+    (`st_prune.prompt_format.instruction_template`: Qwen3-Embedding's `Instruct: ...\nQuery:`, else st-prune's).
     """
     own = {key: value for key, value in (model_prompts or {}).items() if value is not None}
     template = template or instruction_template(own)

@@ -40,9 +40,10 @@ from sentence_transformers.sentence_transformer.losses import (
 from tqdm.auto import tqdm
 
 from st_prune.data.training_data import Prompts, TrainingData, to_training_data
-from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, TEXT_COLUMNS, instruction_template
+from st_prune.data.triplets import TEXT_COLUMNS
 from st_prune.errors import StPruneError
 from st_prune.model import architectures
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_template
 from st_prune.util.files import atomic_path, read_json, write_text_atomic
 from st_prune.util.optional import require
 
@@ -489,7 +490,7 @@ class L3Prune:
         Every dataset is shuffled and cut into full batches; ``num_batches`` of all those batches are drawn, so
         datasets count in proportion to their size and data of exactly ``batch_size * num_batches`` rows is used
         whole. Fewer available batches than ``num_batches``: all of them are used (with a warning). ``template`` is
-        the instruction format of the model scanned (``st_prune.data.triplets.instruction_template``).
+        the instruction format of the model scanned (``st_prune.prompt_format.instruction_template``).
         """
         prepared = to_training_data(
             data, prompts, template
@@ -536,7 +537,7 @@ class L3Prune:
             prompts: the ``prompts`` you will give the trainer, for data without an ``instruction`` column.
         """
         # All data errors come before any model work; instructions in the model's own format (a trained embedder's).
-        batches = self.sample(data, prompts, instruction_template(model.prompts))
+        batches = self.sample(data, prompts, instruction_template(getattr(model, "prompts", None)))
         return scan(
             model,
             batches,

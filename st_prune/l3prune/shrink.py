@@ -17,11 +17,11 @@ from sentence_transformers import SentenceTransformer
 
 from st_prune.data.echo import load_training_source
 from st_prune.data.training_data import Prompts, to_training_data
-from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
 from st_prune.errors import StPruneError
 from st_prune.l3prune.scan import L3Prune
 from st_prune.model import truncated_llm, width
 from st_prune.model.embedder import embedder_instruction_template, embedder_prompts
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE
 
 #: Texts the MLP channel importance is measured on: a few batches are enough for a stable ranking of means.
 IMPORTANCE_BATCHES = 8

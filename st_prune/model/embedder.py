@@ -170,9 +170,9 @@ def embedder_prompts(model: str | os.PathLike, data: Any, prompts: Any) -> Any:
 
 
 def embedder_instruction_template(model: str | os.PathLike) -> str:
-    """The instruction format of ``model`` (``st_prune.data.triplets.instruction_template``), read from its files
+    """The instruction format of ``model`` (``st_prune.prompt_format.instruction_template``), read from its files
     before any weights load: a trained embedder's own (Qwen3-Embedding's ``Instruct: ...\\nQuery:``), else st-prune's."""
-    from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_template
+    from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_template
 
     if not is_sentence_transformer(model):
         return QUERY_PROMPT_TEMPLATE

@@ -67,9 +67,9 @@ class RunContext:
 
     def instruction_template(self) -> str:
         """How the base puts an instruction before a query: a trained embedder's own format (Qwen3-Embedding's
-        ``Instruct: ...\\nQuery:``), else st-prune's (``st_prune.data.triplets.instruction_template``)."""
-        from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
+        ``Instruct: ...\\nQuery:``), else st-prune's (``st_prune.prompt_format.instruction_template``)."""
         from st_prune.model.embedder import embedder_instruction_template
+        from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE
 
         return embedder_instruction_template(self.source()) if self.is_embedder() else QUERY_PROMPT_TEMPLATE
 

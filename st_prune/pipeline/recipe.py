@@ -162,7 +162,7 @@ def load_recipe_data(recipe: Recipe, template: str | None = None):
     folder is the paper's E5 mix (per-task instructions, symmetric tasks, allnli/quora splits), a file is triplets.
     ``template``: the base's instruction format (a trained embedder's own), st-prune's by default."""
     from st_prune.data.echo import load_training_source
-    from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE
+    from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE
 
     return load_training_source(
         resolve_data_path(recipe),
@@ -174,6 +174,6 @@ def load_recipe_data(recipe: Recipe, template: str | None = None):
 
 
 def instruction_prompt(instruction: str) -> str:
-    from st_prune.data.triplets import instruction_prompt as format_instruction
+    from st_prune.prompt_format import instruction_prompt as format_instruction
 
     return format_instruction(instruction) or ""

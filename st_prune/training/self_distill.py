@@ -263,7 +263,7 @@ def self_distillation_data(
             raise StPruneError("unlabelled texts are embedded with the model's document prompt; do not pass prompts")
         prepared = text_training_data(texts, document_prompt(teacher), batch_size)
     else:
-        from st_prune.data.triplets import instruction_template
+        from st_prune.prompt_format import instruction_template
 
         # The teacher's instruction format, which its cut shares (a Qwen3-Embedding's "Instruct: ...\nQuery:").
         prepared = prepare_training_data(data, batch_size, prompts, instruction_template(teacher.prompts))

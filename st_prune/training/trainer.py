@@ -69,8 +69,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from st_prune.data.training_data import Prompts, TrainingData, prepare_training_data
-from st_prune.data.triplets import instruction_template
 from st_prune.errors import StPruneError
+from st_prune.prompt_format import instruction_template
 from st_prune.training.config import TrainingConfig, automatic_bf16, automatic_gradient_checkpointing
 from st_prune.util import distributed
 from st_prune.util.distributed import world_size

@@ -40,7 +40,8 @@ def measure_tokens_per_second(model, texts: list[str], batch_size: int = 16, rep
     import torch
 
     tokens = sum(
-        int(model.preprocess(texts[i : i + batch_size])["attention_mask"].sum()) for i in range(0, len(texts), batch_size)
+        int(model.preprocess(texts[i : i + batch_size])["attention_mask"].sum())
+        for i in range(0, len(texts), batch_size)
     )
     with torch.inference_mode():
         model.encode(texts[:batch_size], batch_size=batch_size, show_progress_bar=False)

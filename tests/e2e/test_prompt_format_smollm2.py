@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prompt_texts import INSTRUCTIONS, TEXTS
 
-from st_prune.data.triplets import instruction_prompt
+from st_prune.prompt_format import instruction_prompt
 
 
 @pytest.mark.real_llm

@@ -14,9 +14,9 @@ pytest.importorskip("openvino")
 
 from st_prune import encoder_from_llm, export_model  # noqa: E402
 from st_prune.cli import main as cli_main  # noqa: E402
-from st_prune.data.triplets import instruction_prompt  # noqa: E402
 from st_prune.deploy.deploy import FILES, MIN_COSINE, REPORT_NAME, deploy  # noqa: E402
 from st_prune.deploy.runtime import encode_with_graph, onnx_runner, openvino_runner  # noqa: E402
+from st_prune.prompt_format import instruction_prompt  # noqa: E402
 from st_prune.util import ownership  # noqa: E402
 
 QUERY_PROMPT = instruction_prompt("Given a question, retrieve passages that answer the question")  # st-prune's format

@@ -16,12 +16,10 @@ from sentence_transformers.sentence_transformer.losses import (
 
 from st_prune import encoder_from_llm
 from st_prune.cli import main
-from st_prune.data.triplets import (
-    instruction_prompt,
-)
 from st_prune.errors import StPruneError
 from st_prune.l3prune.scan import L3Prune, L3PruneResult, LayerTap
 from st_prune.model import architectures
+from st_prune.prompt_format import instruction_prompt
 
 
 def reference_losses(folder: Path, selector: L3Prune, data, pooling: str, padding_side: str, prompts=None):

@@ -314,7 +314,8 @@ def test_a_recipe_with_recover_distill_runs_end_to_end_and_resumes(embedder, tmp
     from st_prune.pipeline.stages.train import TRAIN
 
     variants = [{"name": "small", "layers": 2}, {"name": "large", "layers": 3}]
-    path = write_recipe(tmp_path, embedder, variants=variants, recover="distill")
+    # 64 tokens: the tiny tokenizer spells the embedder's "Instruct: ...\nQuery:" prompts nearly a token a character
+    path = write_recipe(tmp_path, embedder, variants=variants, recover="distill", base__max_seq_length=64)
     recipe = load_recipe(path)
     assert recipe.recover == "distill"
     runner = RecipeRunner(recipe, tmp_path / "run", log=lambda _: None)

@@ -122,7 +122,7 @@ def test_card_and_stages_do_not_import_the_runner():
 
 # The layers, bottom to top: a package imports only its own modules and those of lower layers (README "Layout").
 LAYERS = (
-    ("st_prune.errors", "st_prune.paper"),
+    ("st_prune.errors", "st_prune.paper", "st_prune.prompt_format"),
     ("st_prune.util",),
     ("st_prune.model", "st_prune.data"),
     (

@@ -8,14 +8,10 @@ import pytest
 from datasets import Dataset
 from l3prune_data import PNG_MAGIC, triplets
 
-from st_prune.data.triplets import (
-    QUERY_PROMPT_TEMPLATE,
-    instruction_prompt,
-    load_triplets,
-    split_by_instruction,
-)
+from st_prune.data.triplets import load_triplets, split_by_instruction
 from st_prune.errors import StPruneError
 from st_prune.l3prune.scan import L3Prune, L3PruneResult, select_depths
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_prompt
 
 
 # ---------------------------------------------------------------------------------------------------------------------

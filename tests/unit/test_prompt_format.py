@@ -11,7 +11,8 @@ import pytest
 from datasets import Dataset
 from prompt_texts import INSTRUCTIONS
 
-from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_prompt, instruction_template, split_by_instruction
+from st_prune.data.triplets import split_by_instruction
+from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_prompt, instruction_template
 
 
 def test_every_prompt_survives_sentence_transformers_5_strip():

@@ -19,7 +19,7 @@ def training_corpus(rows, instructions: Iterable[str], template: str | None = No
     """The texts a trimmed model must embed exactly when no corpus file is given: every training text, and the
     instruction prompts of training (the rows' ``instruction`` column) and of ``instructions`` (queries, tasks), in
     the model's instruction format ``template`` (st-prune's by default)."""
-    from st_prune.data.triplets import QUERY_PROMPT_TEMPLATE, instruction_prompt
+    from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_prompt
 
     template = template or QUERY_PROMPT_TEMPLATE
     texts = [
