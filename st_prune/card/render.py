@@ -148,7 +148,7 @@ def card_context(
     """Everything the template shows for one variant: ``recipe`` and ``variant`` are the recipe's specs, ``scan`` and
     ``records`` the stage records (``stage_records``), ``folder`` the exported model folder, ``run_dir`` the run
     folder the evaluation record's results path is relative to, ``speed_documents`` how many texts tokens/s timed."""
-    from st_prune.evaluation.evaluate import PAPER_CITATION, PAPER_URL
+    from st_prune.evaluation.tasks import PAPER_CITATION, PAPER_URL
 
     prune, train, export = records["prune"], records["train"], records["export"]
     assert prune is not None and train is not None and export is not None

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
     from st_prune.errors import StPruneError
     from st_prune.evaluation import evaluate as evaluation
+    from st_prune.evaluation.tasks import resolve_tasks
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
     logging.getLogger("mteb").setLevel(logging.WARNING)
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             )
         ]
     else:
-        tasks = evaluation.resolve_tasks(args.tasks)
+        tasks = resolve_tasks(args.tasks)
 
     model = _load_model(args.model)
     name, revision = evaluation.resolve_model_identity(

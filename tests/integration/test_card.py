@@ -11,7 +11,7 @@ from tiny_models import make_tiny_llm  # noqa: E402
 
 from st_prune.card.render import render_card  # noqa: E402
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.evaluation.evaluate import PAPER_CITATION  # noqa: E402
+from st_prune.evaluation.tasks import PAPER_CITATION  # noqa: E402
 from st_prune.pipeline.recipe import load_recipe  # noqa: E402
 from st_prune.pipeline.runner import RecipeRunner  # noqa: E402
 from st_prune.pipeline.stages.card import card_inputs  # noqa: E402

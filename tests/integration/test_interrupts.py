@@ -68,7 +68,7 @@ def verb_cases(tmp_path: Path, model: Path, triplets: Path) -> dict[str, tuple[l
         ),
         "eval": (
             ["eval", str(model), "--tasks", "STSBenchmark", "--output", str(out)],
-            "st_prune.evaluation.evaluate.resolve_tasks",
+            "st_prune.evaluation.tasks.resolve_tasks",
             f"the results of the finished tasks are kept in {out}, and the same command skips them",
         ),
         "trim": (

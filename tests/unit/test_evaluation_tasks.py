@@ -9,25 +9,26 @@ from evaluation_tasks import TASK_ROWS, write_jsonl
 from st_prune import cli
 from st_prune.errors import StPruneError
 from st_prune.evaluation import evaluate as evaluation
+from st_prune.evaluation.tasks import PAPER_TASK_NAMES, paper_tasks, resolve_tasks
 
 
 def test_paper_resolves_to_the_15_v1_tasks():
-    tasks = evaluation.resolve_tasks("paper")
-    assert [task.metadata.name for task in tasks] == list(evaluation.PAPER_TASK_NAMES)
+    tasks = resolve_tasks("paper")
+    assert [task.metadata.name for task in tasks] == list(PAPER_TASK_NAMES)
     assert len(tasks) == 15
     types = [task.metadata.type for task in tasks]
     assert types.count("Retrieval") == 3 and types.count("Reranking") == 2 and types.count("STS") == 3
     # v1 task objects of MTEB(eng, v1): STS17 restricted to its English pair, nothing loaded
-    sts17 = tasks[evaluation.PAPER_TASK_NAMES.index("STS17")]
+    sts17 = tasks[PAPER_TASK_NAMES.index("STS17")]
     assert sts17.hf_subsets == ["en-en"]
     assert not any(task.data_loaded for task in tasks)
 
 
 def test_mteb_eng_v2_and_name_lists_resolve_without_data():
-    v2 = evaluation.resolve_tasks("mteb-eng-v2")
+    v2 = resolve_tasks("mteb-eng-v2")
     assert len(v2) == len(mteb.get_benchmark("MTEB(eng, v2)").tasks) > 15
     assert "ArguAna" in {task.metadata.name for task in v2}
-    named = evaluation.resolve_tasks("SciFact, ArguAna,SciFact")
+    named = resolve_tasks("SciFact, ArguAna,SciFact")
     assert [task.metadata.name for task in named] == ["SciFact", "ArguAna"]
 
 
@@ -36,11 +37,11 @@ def test_mteb_eng_v2_and_name_lists_resolve_without_data():
 )
 def test_unknown_task_names_suggest_close_matches(spec, suggestion):
     with pytest.raises(StPruneError, match=f"did you mean.*'{suggestion}'"):
-        evaluation.resolve_tasks(["ArguAna", spec])
+        resolve_tasks(["ArguAna", spec])
 
 
 def test_instructions_on_the_query_side_or_both_sides():
-    prompts = evaluation.build_task_prompts(evaluation.paper_tasks())
+    prompts = evaluation.build_task_prompts(paper_tasks())
     template = evaluation.INSTRUCTION_TEMPLATE
     assert prompts["SciFact-query"] == template.format(
         instruction="Given a scientific claim, retrieve documents that support or refute the claim"
