@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
     from st_prune.errors import StPruneError
     from st_prune.evaluation import evaluate as evaluation
+    from st_prune.evaluation.local_tasks import load_local_task
     from st_prune.evaluation.tasks import resolve_tasks
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
@@ -89,11 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Check the tasks before loading the model, so a typo fails fast.
     if args.task_file is not None:
-        tasks = [
-            evaluation.load_local_task(
-                args.task_file, args.task_type, name=args.task_name, instruction=args.instruction
-            )
-        ]
+        tasks = [load_local_task(args.task_file, args.task_type, name=args.task_name, instruction=args.instruction)]
     else:
         tasks = resolve_tasks(args.tasks)
 

@@ -120,7 +120,7 @@ class DataSpec:
 
 @spec
 class LocalTaskSpec:
-    """A local evaluation task: a JSONL file of one of st_prune.evaluation.evaluate.LOCAL_TASK_TYPES."""
+    """A local evaluation task: a JSONL file of one of st_prune.evaluation.local_tasks.LOCAL_TASK_TYPES."""
 
     path: Text
     type: Text

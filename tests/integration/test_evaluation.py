@@ -28,6 +28,7 @@ from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast  # noq
 from st_prune import cli
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation import evaluate as evaluation  # noqa: E402
+from st_prune.evaluation.local_tasks import load_local_task  # noqa: E402
 
 HIDDEN = 32
 CORPUS = [
@@ -127,9 +128,7 @@ def evaluated(tiny_model: SentenceTransformer, tmp_path_factory: pytest.TempPath
     """Every local task type plus STSBenchmark, evaluated once; encode calls recorded with their prompts."""
     root = tmp_path_factory.mktemp("eval")
     tasks = [
-        evaluation.load_local_task(
-            write_jsonl(root / f"{task_type}.jsonl", rows), task_type, name=local_task_name(task_type)
-        )
+        load_local_task(write_jsonl(root / f"{task_type}.jsonl", rows), task_type, name=local_task_name(task_type))
         for task_type, rows in TASK_ROWS.items()
     ]
     tasks.append(stsbenchmark_in_memory())
@@ -258,7 +257,7 @@ def test_hub_task_without_cached_data_names_the_dataset(tiny_model, tmp_path, mo
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, never retry
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    local = evaluation.load_local_task(write_jsonl(tmp_path / "mine.jsonl", TASK_ROWS["sts"]), "sts")
+    local = load_local_task(write_jsonl(tmp_path / "mine.jsonl", TASK_ROWS["sts"]), "sts")
     meta = evaluation.build_model_meta(tiny_model, name="org/tiny", revision="main")
     with pytest.raises(StPruneError, match=r"mteb/scifact@.*hf download --repo-type dataset mteb/scifact"):
         evaluation.evaluate_model(tiny_model, [mteb.get_task("SciFact"), local], meta=meta, output_dir=tmp_path / "out")

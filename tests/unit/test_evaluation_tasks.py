@@ -9,6 +9,7 @@ from evaluation_tasks import TASK_ROWS, write_jsonl
 from st_prune import cli
 from st_prune.errors import StPruneError
 from st_prune.evaluation import evaluate as evaluation
+from st_prune.evaluation.local_tasks import load_local_task
 from st_prune.evaluation.tasks import PAPER_TASK_NAMES, paper_tasks, resolve_tasks
 
 
@@ -82,7 +83,7 @@ def test_model_prompts_win_and_fallbacks_apply():
 def test_malformed_task_file_names_file_row_and_field(tmp_path, task_type, rows, row, field):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(StPruneError) as error:
-        evaluation.load_local_task(path, task_type)
+        load_local_task(path, task_type)
     message = str(error.value)
     assert str(path) in message and f"row {row}:" in message and f"'{field}'" in message
 
@@ -90,7 +91,7 @@ def test_malformed_task_file_names_file_row_and_field(tmp_path, task_type, rows,
 def test_local_task_cannot_take_an_mteb_task_name(tmp_path):
     path = write_jsonl(tmp_path / "STSBenchmark.jsonl", TASK_ROWS["sts"])
     with pytest.raises(StPruneError, match="--task-name"):
-        evaluation.load_local_task(path, "sts")
+        load_local_task(path, "sts")
 
 
 def test_cli_registers_eval_and_submit():

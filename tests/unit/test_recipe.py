@@ -71,7 +71,7 @@ def test_every_newer_recipe_says_why():
 
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct-cpu", "gemma-3-270m-cpu"])
 def test_cpu_recipes_evaluation_files_load_as_their_tasks(name):
-    from st_prune.evaluation.evaluate import load_local_task
+    from st_prune.evaluation.local_tasks import load_local_task
     from st_prune.pipeline.recipe import recipe_relative
 
     recipe = load_recipe(recipes_dir() / f"{name}.yaml")

@@ -19,7 +19,7 @@ from st_prune.pipeline.stages.trim import final_key
 def evaluation_tasks(names: Sequence[str] | str | None, local_tasks: Iterable[tuple[Path, Any]]) -> list[Any]:
     """mteb task objects: the named tasks (or task set), then each ``(file, spec)`` local task (type, name,
     instruction from the spec)."""
-    from st_prune.evaluation.evaluate import load_local_task
+    from st_prune.evaluation.local_tasks import load_local_task
     from st_prune.evaluation.tasks import resolve_tasks
 
     tasks = list(resolve_tasks(names)) if names else []
