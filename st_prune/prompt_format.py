@@ -23,7 +23,7 @@ from collections.abc import Mapping
 #: " →" (space, arrow) is a piece of its own in the SmolLM2, Gemma-3, Llama-3.2 and Qwen2 tokenizers and no
 #: text's first character merges into it (126 texts starting with every ASCII letter, digit and punctuation
 #: character, accented, CJK, Cyrillic, emoji, arrows; tests/e2e/test_prompt_format_smollm2.py keeps checking SmolLM2).
-#: ``st_prune.evaluation.evaluate.INSTRUCTION_TEMPLATE`` is this same object.
+#: ``st_prune.evaluation.prompts.INSTRUCTION_TEMPLATE`` is this same object.
 QUERY_PROMPT_TEMPLATE = "{instruction} →"
 
 #: A trained embedder's own instruction format, recognised from its query prompt: ``Instruct: ...\nQuery:`` is the

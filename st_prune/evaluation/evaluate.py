@@ -44,15 +44,14 @@ from mteb.types import PromptType
 
 from st_prune.errors import StPruneError
 from st_prune.evaluation.local_tasks import _LocalTask
+from st_prune.evaluation.prompts import _prompt_key_task, build_task_prompts
 from st_prune.evaluation.tasks import (
     PAPER_CITATION,
-    PAPER_INSTRUCTIONS,
     PAPER_URL,
     _unknown_tasks_message,
     is_mteb_task,
     mteb_task_names,
 )
-from st_prune.prompt_format import QUERY_PROMPT_TEMPLATE, instruction_template
 from st_prune.util import ownership
 from st_prune.util.staging import new_staging_dir
 
@@ -60,76 +59,6 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------------------------------------
-# The paper's evaluation set-up
-# --------------------------------------------------------------------------------------------------------------------
-
-#: Used for a task that has neither a table entry nor an instruction of its own.
-GENERIC_INSTRUCTION = "Retrieve semantically similar text"
-
-#: How an instruction becomes the prompt put before a text: the one template scan, training and evaluation share
-#: (why it ends on " →": ``st_prune.prompt_format.QUERY_PROMPT_TEMPLATE``).
-INSTRUCTION_TEMPLATE = QUERY_PROMPT_TEMPLATE
-
-# Task types whose two sides differ: only the query side carries the instruction.
-_ASYMMETRIC_TASK_TYPES = frozenset({"retrieval"})  # mteb's simplified type of Retrieval, Reranking, ...
-
-# --------------------------------------------------------------------------------------------------------------------
-# Instructions as sentence-transformers prompts
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def instruction_for_task(task: AbsTask) -> str:
-    """The instruction for a task: the paper's table, else the task's own mteb prompt, else a generic one."""
-    name = task.metadata.name
-    if name in PAPER_INSTRUCTIONS:
-        return PAPER_INSTRUCTIONS[name]
-    own = task.metadata.prompt
-    if isinstance(own, Mapping):
-        own = own.get(PromptType.query.value) or own.get(PromptType.document.value)
-    own = own or getattr(task, "abstask_prompt", None)  # mteb's per-task-type default
-    return (own or GENERIC_INSTRUCTION).strip().rstrip(".:")
-
-
-def is_symmetric(task: AbsTask) -> bool:
-    """Symmetric tasks put the instruction on both texts; retrieval-like tasks only on the query."""
-    return task.metadata.simplified_task_type not in _ASYMMETRIC_TASK_TYPES
-
-
-def build_task_prompts(
-    tasks: Iterable[AbsTask],
-    *,
-    model_prompts: Mapping[str, str | None] | None = None,
-    template: str | None = None,
-) -> dict[str, str]:
-    """Prompts in mteb's key scheme: `Task` (both sides) for symmetric tasks, `Task-query` for retrieval-like ones.
-
-    The model's own prompts are kept, and win for any task they name (`Task`, `Task-query` or `Task-document`).
-    `template` is the instruction format; by default the model's own, read from its `query` prompt
-    (`st_prune.prompt_format.instruction_template`: Qwen3-Embedding's `Instruct: ...\nQuery:`, else st-prune's).
-    """
-    own = {key: value for key, value in (model_prompts or {}).items() if value is not None}
-    template = template or instruction_template(own)
-    own_task_names = {_prompt_key_task(key) for key in own}
-    prompts: dict[str, str] = {}
-    for task in tasks:
-        name = task.metadata.name
-        if name in own_task_names:
-            continue
-        key = name if is_symmetric(task) else f"{name}-{PromptType.query.value}"
-        prompts[key] = template.format(instruction=instruction_for_task(task))
-    return {**prompts, **own}
-
-
-def _prompt_key_task(key: str) -> str:
-    """`SciFact-query` -> `SciFact`: the task (or task type) part of an mteb prompt key."""
-    for prompt_type in PromptType:
-        suffix = f"-{prompt_type.value}"
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return key
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Model identity and ModelMeta

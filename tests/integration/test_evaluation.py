@@ -29,6 +29,7 @@ from st_prune import cli
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 from st_prune.evaluation.local_tasks import load_local_task  # noqa: E402
+from st_prune.evaluation.prompts import INSTRUCTION_TEMPLATE  # noqa: E402
 
 HIDDEN = 32
 CORPUS = [
@@ -170,7 +171,7 @@ def test_prompt_template_excludes_exactly_the_prompt_tokens(tiny_model: Sentence
     """The prompt's tokens must be a prefix of the prompted text's, or include_prompt=False cuts the wrong tokens."""
     tokenizer = tiny_model.tokenizer
     text = "the cat sat on the mat"
-    prompt = evaluation.INSTRUCTION_TEMPLATE.format(instruction="Retrieve semantically similar text")
+    prompt = INSTRUCTION_TEMPLATE.format(instruction="Retrieve semantically similar text")
     prompt_ids = tokenizer(prompt)["input_ids"]
     assert tokenizer(prompt + text)["input_ids"][: len(prompt_ids)] == prompt_ids
     # why the template does not end in a space: BPE merges the space into the next word
@@ -214,7 +215,7 @@ def test_model_meta_json_tells_the_truth_about_the_model(evaluated, tiny_model: 
     # the prompts of MTEB tasks are recorded for the registration file; local task names are not
     prompts = written["loader_kwargs"]["model_prompts"]
     instruction = "Retrieve semantically similar text"
-    assert prompts["STSBenchmark"] == evaluation.INSTRUCTION_TEMPLATE.format(instruction=instruction)
+    assert prompts["STSBenchmark"] == INSTRUCTION_TEMPLATE.format(instruction=instruction)
     assert not any(key.startswith("local_") for key in prompts)
 
 
@@ -232,7 +233,7 @@ def test_build_model_meta_counts_the_pruned_model(tiny_model: SentenceTransforme
 
 def test_instructions_reach_the_model_as_prompts(evaluated):
     _, calls, _ = evaluated
-    template = evaluation.INSTRUCTION_TEMPLATE
+    template = INSTRUCTION_TEMPLATE
     sts_prompts = {prompt for method, text, prompt in calls if text == TASK_ROWS["sts"][0]["sentence1"]}
     assert template.format(instruction="Retrieve semantically similar text") in sts_prompts
     query_prompts = {prompt for method, _, prompt in calls if method == "encode_query"}

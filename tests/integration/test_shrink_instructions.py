@@ -15,7 +15,7 @@ from training_rows import triplet_rows
 import st_prune.l3prune.scan as scan_module
 from st_prune import L3Prune, encoder_from_llm
 from st_prune.data.training_data import to_training_data
-from st_prune.evaluation.evaluate import build_task_prompts
+from st_prune.evaluation.prompts import build_task_prompts
 from st_prune.pipeline.context import RunContext
 from st_prune.pipeline.recipe import load_recipe
 from st_prune.pipeline.run_folder import RunFolder

@@ -8,8 +8,8 @@ from evaluation_tasks import TASK_ROWS, write_jsonl
 
 from st_prune import cli
 from st_prune.errors import StPruneError
-from st_prune.evaluation import evaluate as evaluation
 from st_prune.evaluation.local_tasks import load_local_task
+from st_prune.evaluation.prompts import INSTRUCTION_TEMPLATE, build_task_prompts
 from st_prune.evaluation.tasks import PAPER_TASK_NAMES, paper_tasks, resolve_tasks
 
 
@@ -42,8 +42,8 @@ def test_unknown_task_names_suggest_close_matches(spec, suggestion):
 
 
 def test_instructions_on_the_query_side_or_both_sides():
-    prompts = evaluation.build_task_prompts(paper_tasks())
-    template = evaluation.INSTRUCTION_TEMPLATE
+    prompts = build_task_prompts(paper_tasks())
+    template = INSTRUCTION_TEMPLATE
     assert prompts["SciFact-query"] == template.format(
         instruction="Given a scientific claim, retrieve documents that support or refute the claim"
     )
@@ -56,10 +56,10 @@ def test_instructions_on_the_query_side_or_both_sides():
 
 def test_model_prompts_win_and_fallbacks_apply():
     scifact, nq = mteb.get_task("SciFact"), mteb.get_task("NQ")
-    prompts = evaluation.build_task_prompts([scifact, nq], model_prompts={"SciFact": "Claim: ", "query": ""})
+    prompts = build_task_prompts([scifact, nq], model_prompts={"SciFact": "Claim: ", "query": ""})
     assert prompts["SciFact"] == "Claim: " and "SciFact-query" not in prompts
     # NQ is not a paper task: its own mteb instruction is used
-    assert prompts["NQ-query"] == evaluation.INSTRUCTION_TEMPLATE.format(instruction=nq.metadata.prompt["query"])
+    assert prompts["NQ-query"] == INSTRUCTION_TEMPLATE.format(instruction=nq.metadata.prompt["query"])
     assert prompts["query"] == ""
 
 

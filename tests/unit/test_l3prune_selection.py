@@ -127,7 +127,7 @@ def test_load_triplets_reads_files_aliases_and_task_instructions(tmp_path):
 
 def test_query_prompt_template_is_the_evaluation_template():
     # Scan, training and evaluation must format instructions identically.
-    from st_prune.evaluation.evaluate import INSTRUCTION_TEMPLATE
+    from st_prune.evaluation.prompts import INSTRUCTION_TEMPLATE
 
     assert INSTRUCTION_TEMPLATE == QUERY_PROMPT_TEMPLATE == "{instruction} →"
     assert instruction_prompt("Retrieve similar text. ") == "Retrieve similar text →"
