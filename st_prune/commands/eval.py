@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.errors import StPruneError
     from st_prune.evaluation import evaluate as evaluation
     from st_prune.evaluation.local_tasks import load_local_task
+    from st_prune.evaluation.model_meta import build_model_meta, resolve_model_identity
     from st_prune.evaluation.tasks import resolve_tasks
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
@@ -95,10 +96,8 @@ def run(args: argparse.Namespace) -> int:
         tasks = resolve_tasks(args.tasks)
 
     model = _load_model(args.model)
-    name, revision = evaluation.resolve_model_identity(
-        model, args.model, model_name=args.model_name, revision=args.revision
-    )
-    meta = evaluation.build_model_meta(
+    name, revision = resolve_model_identity(model, args.model, model_name=args.model_name, revision=args.revision)
+    meta = build_model_meta(
         model,
         name=name,
         revision=revision,

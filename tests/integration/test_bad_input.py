@@ -343,11 +343,12 @@ def mteb_results(exported, tmp_path_factory):
     """An `st-prune eval --output` folder holding one MTEB task's result (STSBenchmark, its rows given in memory)."""
 
     from st_prune.evaluation import evaluate as evaluation
+    from st_prune.evaluation.model_meta import build_model_meta
     from st_prune.util.local_only import load_model_folder
 
     root = tmp_path_factory.mktemp("mteb-results") / "ev"
     model = load_model_folder(exported)
-    meta = evaluation.build_model_meta(model, name="o/m", revision="main")
+    meta = build_model_meta(model, name="o/m", revision="main")
     evaluation.evaluate_model(model, [stsbenchmark_in_memory()], meta=meta, output_dir=root)
     return root
 

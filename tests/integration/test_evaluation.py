@@ -29,6 +29,7 @@ from st_prune import cli
 from st_prune.errors import StPruneError  # noqa: E402
 from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 from st_prune.evaluation.local_tasks import load_local_task  # noqa: E402
+from st_prune.evaluation.model_meta import build_model_meta, resolve_model_identity  # noqa: E402
 from st_prune.evaluation.prompts import INSTRUCTION_TEMPLATE  # noqa: E402
 
 HIDDEN = 32
@@ -133,7 +134,7 @@ def evaluated(tiny_model: SentenceTransformer, tmp_path_factory: pytest.TempPath
         for task_type, rows in TASK_ROWS.items()
     ]
     tasks.append(stsbenchmark_in_memory())
-    meta = evaluation.build_model_meta(
+    meta = build_model_meta(
         tiny_model,
         name=MODEL_NAME,
         revision=REVISION,
@@ -220,15 +221,15 @@ def test_model_meta_json_tells_the_truth_about_the_model(evaluated, tiny_model: 
 
 
 def test_build_model_meta_counts_the_pruned_model(tiny_model: SentenceTransformer):
-    meta = evaluation.build_model_meta(tiny_model, name="org/tiny", revision="main")
+    meta = build_model_meta(tiny_model, name="org/tiny", revision="main")
     assert meta.n_parameters == sum(p.numel() for p in tiny_model.parameters())
     one_layer = sum(p.numel() for n, p in tiny_model.named_parameters() if ".layers.1." not in n)
     assert one_layer < meta.n_parameters  # a pruned variant would report fewer
     assert meta.embed_dim == HIDDEN and meta.training_datasets is None
     with pytest.raises(StPruneError, match="ORG/NAME"):
-        evaluation.build_model_meta(tiny_model, name="tiny", revision="main")
+        build_model_meta(tiny_model, name="tiny", revision="main")
     with pytest.raises(StPruneError, match="did you mean 'MSMARCO'"):
-        evaluation.build_model_meta(tiny_model, name="org/tiny", revision="main", training_datasets=["MSMARC0"])
+        build_model_meta(tiny_model, name="org/tiny", revision="main", training_datasets=["MSMARC0"])
 
 
 def test_instructions_reach_the_model_as_prompts(evaluated):
@@ -244,12 +245,12 @@ def test_instructions_reach_the_model_as_prompts(evaluated):
 
 def test_model_folder_without_name_asks_for_model_name(tiny_model, tiny_model_dir, tmp_path):
     with pytest.raises(StPruneError, match="--model-name"):
-        evaluation.resolve_model_identity(tiny_model, tiny_model_dir)
-    named = evaluation.resolve_model_identity(tiny_model, tiny_model_dir, model_name="a/b")
+        resolve_model_identity(tiny_model, tiny_model_dir)
+    named = resolve_model_identity(tiny_model, tiny_model_dir, model_name="a/b")
     assert named == ("a/b", "no_revision_available")
     snapshot = tmp_path / "models--org--encoder" / "snapshots" / ("ab" * 20)
     snapshot.mkdir(parents=True)
-    assert evaluation.resolve_model_identity(tiny_model, snapshot) == ("org/encoder", "ab" * 20)
+    assert resolve_model_identity(tiny_model, snapshot) == ("org/encoder", "ab" * 20)
 
 
 def test_hub_task_without_cached_data_names_the_dataset(tiny_model, tmp_path, monkeypatch):
@@ -259,7 +260,7 @@ def test_hub_task_without_cached_data_names_the_dataset(tiny_model, tmp_path, mo
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, never retry
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     local = load_local_task(write_jsonl(tmp_path / "mine.jsonl", TASK_ROWS["sts"]), "sts")
-    meta = evaluation.build_model_meta(tiny_model, name="org/tiny", revision="main")
+    meta = build_model_meta(tiny_model, name="org/tiny", revision="main")
     with pytest.raises(StPruneError, match=r"mteb/scifact@.*hf download --repo-type dataset mteb/scifact"):
         evaluation.evaluate_model(tiny_model, [mteb.get_task("SciFact"), local], meta=meta, output_dir=tmp_path / "out")
     assert (tmp_path / "out/results/org__tiny/main/mine.json").is_file()  # the other tasks still ran

@@ -33,7 +33,8 @@ def evaluate_variant(
     folder: Path, tasks: list[Any], *, repo_id: str, base_model: str, license: str, batch_size: int, run_dir: Path
 ) -> dict[str, Any]:
     """Evaluate the model in ``folder`` on ``tasks``; mteb's files go under ``run_dir/results``."""
-    from st_prune.evaluation.evaluate import build_model_meta, evaluate_model
+    from st_prune.evaluation.evaluate import evaluate_model
+    from st_prune.evaluation.model_meta import build_model_meta
     from st_prune.util.local_only import load_model_folder
 
     model = load_model_folder(folder)
