@@ -320,7 +320,7 @@ def card_context(
 def evaluation_context(evaluation: dict[str, Any] | None, run_dir: Path, local_names: set[str]) -> dict[str, Any]:
     """The card's results table and model-index rows, from the evaluate stage's record (``eval.json``): its tasks
     only. The results folder also keeps the files of earlier evaluations, whose task list may have been another."""
-    from st_prune.evaluation.evaluate import results_table_markdown
+    from st_prune.evaluation.results import results_table_markdown
 
     context: dict[str, Any] = {"table": "", "rows": [], "average": None}
     if not evaluation:

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from st_prune.evaluation import evaluate as evaluation
     from st_prune.evaluation.local_tasks import load_local_task
     from st_prune.evaluation.model_meta import build_model_meta, resolve_model_identity
+    from st_prune.evaluation.results import results_table_markdown
     from st_prune.evaluation.tasks import resolve_tasks
 
     # mteb logs every encoding step at INFO; the summary table below is what a user needs.
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     run_result = evaluation.evaluate_model(
         model, tasks, meta=meta, output_dir=args.output, batch_size=args.batch_size, overwrite=args.overwrite
     )
-    print(evaluation.results_table_markdown(run_result.results_dir, task_types=run_result.task_types))
+    print(results_table_markdown(run_result.results_dir, task_types=run_result.task_types))
     print(f"Results: {run_result.results_dir}")
     return 0
 

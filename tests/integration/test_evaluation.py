@@ -31,6 +31,12 @@ from st_prune.evaluation import evaluate as evaluation  # noqa: E402
 from st_prune.evaluation.local_tasks import load_local_task  # noqa: E402
 from st_prune.evaluation.model_meta import build_model_meta, resolve_model_identity  # noqa: E402
 from st_prune.evaluation.prompts import INSTRUCTION_TEMPLATE  # noqa: E402
+from st_prune.evaluation.results import (  # noqa: E402
+    VariantScore,
+    load_variant_score,
+    plot_score_vs_parameters,
+    results_table_markdown,
+)
 
 HIDDEN = 32
 CORPUS = [
@@ -273,7 +279,7 @@ def test_hub_task_without_cached_data_names_the_dataset(tiny_model, tmp_path, mo
 
 def test_results_table_lists_tasks_types_and_average(evaluated):
     run, _, _ = evaluated
-    table = evaluation.results_table_markdown(run.results_dir, task_types=run.task_types)
+    table = results_table_markdown(run.results_dir, task_types=run.task_types)
     assert "| local_retrieval | Retrieval |" in table and "| STSBenchmark | STS |" in table
     average = 100 * sum(run.main_scores.values()) / len(run.main_scores)
     assert f"| **Average (6 tasks)** | | **{average:.2f}** |" in table
@@ -283,17 +289,17 @@ def test_plot_of_score_against_parameters(evaluated, tmp_path):
     import matplotlib.image
 
     run, _, _ = evaluated
-    measured = evaluation.load_variant_score(run.results_dir, "tiny", kind="small", task_names=["STSBenchmark"])
+    measured = load_variant_score(run.results_dir, "tiny", kind="small", task_names=["STSBenchmark"])
     assert measured.average_score == pytest.approx(run.main_scores["STSBenchmark"])
     variants = [
-        evaluation.VariantScore("full", 8_000_000_000, 0.640, "full"),
-        evaluation.VariantScore("large", 6_300_000_000, 0.637, "large"),
-        evaluation.VariantScore("small", 2_100_000_000, 0.589, "small"),
-        evaluation.VariantScore("25%", 6_000_000_000, 0.630),
-        evaluation.VariantScore("50%", 4_000_000_000, 0.610),
+        VariantScore("full", 8_000_000_000, 0.640, "full"),
+        VariantScore("large", 6_300_000_000, 0.637, "large"),
+        VariantScore("small", 2_100_000_000, 0.589, "small"),
+        VariantScore("25%", 6_000_000_000, 0.630),
+        VariantScore("50%", 4_000_000_000, 0.610),
         measured,
     ]
-    path = evaluation.plot_score_vs_parameters(variants, tmp_path / "plot.png", title="Tiny")
+    path = plot_score_vs_parameters(variants, tmp_path / "plot.png", title="Tiny")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(path).shape[0] > 100
 
