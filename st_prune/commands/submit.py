@@ -37,7 +37,7 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
-    from st_prune.evaluation.evaluate import prepare_submission
+    from st_prune.evaluation.submission import prepare_submission
 
     submission = prepare_submission(args.results, args.output, model_name=args.model_name)
     print(f"Prepared the submission of {', '.join(submission.models)} in {submission.output_dir}:")

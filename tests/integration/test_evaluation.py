@@ -37,6 +37,7 @@ from st_prune.evaluation.results import (  # noqa: E402
     plot_score_vs_parameters,
     results_table_markdown,
 )
+from st_prune.evaluation.submission import prepare_submission  # noqa: E402
 
 HIDDEN = 32
 CORPUS = [
@@ -306,7 +307,7 @@ def test_plot_of_score_against_parameters(evaluated, tmp_path):
 
 def test_submission_folder_and_registration_file(evaluated, tmp_path):
     run, _, root = evaluated
-    submission = evaluation.prepare_submission(root / "out", tmp_path / "submission")
+    submission = prepare_submission(root / "out", tmp_path / "submission")
     model_dir = tmp_path / "submission/results" / MODEL_NAME.replace("/", "__") / REVISION
     assert sorted(p.name for p in model_dir.glob("*.json")) == ["STSBenchmark.json", "model_meta.json"]
     assert set(submission.skipped_tasks) == {local_task_name(t) for t in TASK_ROWS}  # local tasks stay local

@@ -97,7 +97,7 @@ def verb_cases(tmp_path: Path, model: Path, triplets: Path) -> dict[str, tuple[l
         ),
         "submit": (
             ["submit", str(tmp_path / "results"), "--output", str(out)],
-            "st_prune.evaluation.evaluate.prepare_submission",
+            "st_prune.evaluation.submission.prepare_submission",
             f"{out} may hold part of the submission, which the same command writes again",
             "start again with",
         ),
