@@ -74,7 +74,7 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> Resume:
 def run(args: argparse.Namespace) -> int:
     # Imported here: mteb takes seconds to import, which other verbs should not pay.
     from st_prune.errors import StPruneError
-    from st_prune.evaluation import evaluate as evaluation
+    from st_prune.evaluation.evaluate import evaluate_model
     from st_prune.evaluation.local_tasks import load_local_task
     from st_prune.evaluation.model_meta import build_model_meta, resolve_model_identity
     from st_prune.evaluation.results import results_table_markdown
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         license=args.license or model.model_card_data.license,
         training_datasets=_split_names(args.training_datasets),
     )
-    run_result = evaluation.evaluate_model(
+    run_result = evaluate_model(
         model, tasks, meta=meta, output_dir=args.output, batch_size=args.batch_size, overwrite=args.overwrite
     )
     print(results_table_markdown(run_result.results_dir, task_types=run_result.task_types))

@@ -1,24 +1,19 @@
-"""MTEB evaluation of pruned encoders: task sets, instructions, local tasks, ModelMeta, reports, submission files.
-
-Everything runs on mteb 2.x and offline: Hub-hosted tasks need their datasets in the local cache, local
-JSONL files become mteb tasks that never touch the network.
+"""Running an MTEB evaluation of a pruned encoder: its tasks with their instructions as prompts, results on disk.
 
 The flow is
 
-    tasks = resolve_tasks("paper")                           # or "mteb-eng-v2", "SciFact,ArguAna", or
-    tasks = [load_local_task("my.jsonl", "sts")]              # your own data
-    meta = build_model_meta(model, name="org/model", revision="main", base_model="meta-llama/...")
+    tasks = resolve_tasks("paper")                           # tasks: or "mteb-eng-v2", "SciFact,ArguAna", or
+    tasks = [load_local_task("my.jsonl", "sts")]              # local_tasks: your own data
+    meta = build_model_meta(model, name="org/model", revision="main", base_model="meta-llama/...")  # model_meta
     run = evaluate_model(model, tasks, meta=meta, output_dir="eval")
-    print(results_table_markdown(run.results_dir))
+    print(results_table_markdown(run.results_dir))            # results
+
+Everything runs on mteb 2.x and offline: Hub-hosted tasks need their datasets in the local cache (those that are
+not are skipped and named together after the others ran), local tasks never touch the network.
 
 Results land in mteb's cache layout, `<output_dir>/results/<org>__<model>/<revision>/<Task>.json` next to a
 `model_meta.json`, which is also the layout of the embeddings-benchmark/results repository that
-`prepare_submission` copies into.
-
-Instructions follow the paper (which follows LLM2Vec / E5-Mistral): queries of retrieval and reranking tasks
-carry a task instruction, documents do not; symmetric tasks (STS, pair classification, classification,
-clustering) carry it on both sides. The instruction is given to sentence-transformers as a *prompt*, so a
-`Pooling(include_prompt=False)` module leaves its tokens out of the embedding, as in the paper.
+`submission.prepare_submission` copies into.
 """
 
 from __future__ import annotations
@@ -48,10 +43,6 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------------------------------------
-# Running an evaluation
-# --------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass

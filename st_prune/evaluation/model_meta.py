@@ -97,7 +97,7 @@ def build_model_meta(
 
     `n_parameters`, `memory_usage_mb`, `embed_dim` and `max_tokens` are those of the pruned model, not of the
     base LLM. `training_datasets` are the MTEB task names the training data overlaps (mteb uses them to flag
-    zero-shot results); `base_model` becomes `adapted_from`. `evaluate_model` adds the prompts it used to the
+    zero-shot results); `base_model` becomes `adapted_from`. `evaluate.evaluate_model` adds the prompts it used to the
     loader's `model_prompts`, so that the registration file reproduces the evaluation.
     """
     if "/" not in name:

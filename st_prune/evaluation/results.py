@@ -55,7 +55,7 @@ def results_table_markdown(
 ) -> str:
     """A markdown table for the model card: task, type, main score (×100) per task, then the average.
 
-    Types come from `task_types` (e.g. `EvaluationRun.task_types`, needed for local tasks) or mteb's registry;
+    Types come from `task_types` (e.g. `evaluate.EvaluationRun.task_types`, needed for local tasks) or mteb's registry;
     `task_names` limits the table to those tasks (see `read_main_scores`).
     """
     scores = read_main_scores(results_dir, task_names)

@@ -342,14 +342,14 @@ def test_eval_into_a_folder_with_a_damaged_model_meta_is_one_line(text, exported
 def mteb_results(exported, tmp_path_factory):
     """An `st-prune eval --output` folder holding one MTEB task's result (STSBenchmark, its rows given in memory)."""
 
-    from st_prune.evaluation import evaluate as evaluation
+    from st_prune.evaluation.evaluate import evaluate_model
     from st_prune.evaluation.model_meta import build_model_meta
     from st_prune.util.local_only import load_model_folder
 
     root = tmp_path_factory.mktemp("mteb-results") / "ev"
     model = load_model_folder(exported)
     meta = build_model_meta(model, name="o/m", revision="main")
-    evaluation.evaluate_model(model, [stsbenchmark_in_memory()], meta=meta, output_dir=root)
+    evaluate_model(model, [stsbenchmark_in_memory()], meta=meta, output_dir=root)
     return root
 
 

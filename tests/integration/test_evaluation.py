@@ -27,7 +27,7 @@ from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast  # noq
 
 from st_prune import cli
 from st_prune.errors import StPruneError  # noqa: E402
-from st_prune.evaluation import evaluate as evaluation  # noqa: E402
+from st_prune.evaluation.evaluate import evaluate_model  # noqa: E402
 from st_prune.evaluation.local_tasks import load_local_task  # noqa: E402
 from st_prune.evaluation.model_meta import build_model_meta, resolve_model_identity  # noqa: E402
 from st_prune.evaluation.prompts import INSTRUCTION_TEMPLATE  # noqa: E402
@@ -163,7 +163,7 @@ def evaluated(tiny_model: SentenceTransformer, tmp_path_factory: pytest.TempPath
     for name in originals:
         setattr(tiny_model, name, recording(name))
     try:
-        run = evaluation.evaluate_model(tiny_model, tasks, meta=meta, output_dir=root / "out", batch_size=8)
+        run = evaluate_model(tiny_model, tasks, meta=meta, output_dir=root / "out", batch_size=8)
     finally:
         for name in originals:
             delattr(tiny_model, name)  # drop the instance attributes: the class methods are back
@@ -269,7 +269,7 @@ def test_hub_task_without_cached_data_names_the_dataset(tiny_model, tmp_path, mo
     local = load_local_task(write_jsonl(tmp_path / "mine.jsonl", TASK_ROWS["sts"]), "sts")
     meta = build_model_meta(tiny_model, name="org/tiny", revision="main")
     with pytest.raises(StPruneError, match=r"mteb/scifact@.*hf download --repo-type dataset mteb/scifact"):
-        evaluation.evaluate_model(tiny_model, [mteb.get_task("SciFact"), local], meta=meta, output_dir=tmp_path / "out")
+        evaluate_model(tiny_model, [mteb.get_task("SciFact"), local], meta=meta, output_dir=tmp_path / "out")
     assert (tmp_path / "out/results/org__tiny/main/mine.json").is_file()  # the other tasks still ran
 
 
