@@ -33,10 +33,10 @@ from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderW
 from mteb.types import PromptType
 
 from st_prune.errors import StPruneError
-from st_prune.evaluation.local_tasks import _LocalTask
+from st_prune.evaluation.local_tasks import LocalTask
 from st_prune.evaluation.model_meta import read_model_meta
-from st_prune.evaluation.prompts import _prompt_key_task, build_task_prompts
-from st_prune.evaluation.results import _main_score
+from st_prune.evaluation.prompts import build_task_prompts, prompt_key_task
+from st_prune.evaluation.results import main_score
 from st_prune.evaluation.tasks import is_mteb_task
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def _evaluate_model(
     run = EvaluationRun(results_dir=model_results_dir(output_dir, meta))
     missing: list[AbsTask] = []
     # One probe of the Hub for all tasks, instead of each task's dataset load retrying for ~25 s without network.
-    with offline_unless_reachable(needed=any(not isinstance(task, _LocalTask) for task in tasks)):
+    with offline_unless_reachable(needed=any(not isinstance(task, LocalTask) for task in tasks)):
         for task in tasks:
             written_before = _json_files(run.results_dir)
             try:
@@ -157,7 +157,7 @@ def _evaluate_model(
             for task_result in result.task_results:
                 # Read back what was written (scores rounded to 6 digits), so this agrees with the reports.
                 written = json.loads((run.results_dir / f"{task_result.task_name}.json").read_text())
-                run.main_scores[task_result.task_name] = _main_score(written["scores"])
+                run.main_scores[task_result.task_name] = main_score(written["scores"])
                 run.task_types[task_result.task_name] = str(task.metadata.type)
     if missing:
         raise StPruneError(_missing_datasets_message(missing, run.results_dir if run.main_scores else None))
@@ -194,7 +194,7 @@ def _recorded_prompts(cache: mteb.ResultCache, meta: ModelMeta, prompts: Mapping
 
 def _is_mteb_prompt_key(key: str) -> bool:
     """Keys mteb accepts in `model_prompts`: task names, task and prompt types, optionally with `-query`/`-document`."""
-    base = _prompt_key_task(key)
+    base = prompt_key_task(key)
     return base in {p.value for p in PromptType} or base in _task_types() or is_mteb_task(base)
 
 

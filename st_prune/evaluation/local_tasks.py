@@ -54,7 +54,7 @@ _TASK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CLASSIFICATION_SPLITS = ("train", "test")
 
 
-class _LocalTask:
+class LocalTask:
     """Mixin for tasks whose rows were read (and checked) from a local JSONL file; no network involved.
 
     A subclass per file carries `metadata` and `rows` as class attributes, because mteb's `unload_data` drops
@@ -74,7 +74,7 @@ class _LocalTask:
         raise NotImplementedError
 
 
-class LocalSTSTask(_LocalTask, AbsTaskSTS):
+class LocalSTSTask(LocalTask, AbsTaskSTS):
     """Rows `{"sentence1", "sentence2", "score"}`; main score: Spearman correlation of cosine similarities."""
 
     def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
@@ -82,7 +82,7 @@ class LocalSTSTask(_LocalTask, AbsTaskSTS):
         return DatasetDict({"test": Dataset.from_dict(columns)})
 
 
-class LocalPairClassificationTask(_LocalTask, AbsTaskPairClassification):
+class LocalPairClassificationTask(LocalTask, AbsTaskPairClassification):
     """Rows `{"sentence1", "sentence2", "label"}` with label 0/1; main score: best average precision."""
 
     def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
@@ -94,7 +94,7 @@ class LocalPairClassificationTask(_LocalTask, AbsTaskPairClassification):
         return DatasetDict({"test": Dataset.from_dict(columns)})
 
 
-class LocalClassificationTask(_LocalTask, AbsTaskClassification):
+class LocalClassificationTask(LocalTask, AbsTaskClassification):
     """Rows `{"text", "label", "split"}`; a logistic regression fit on `train` rows is scored on `test` rows."""
 
     def _build_dataset(self, rows: list[dict[str, Any]]) -> DatasetDict:
@@ -112,7 +112,7 @@ class LocalClassificationTask(_LocalTask, AbsTaskClassification):
         )
 
 
-class LocalClusteringTask(_LocalTask, AbsTaskClustering):
+class LocalClusteringTask(LocalTask, AbsTaskClustering):
     """Rows `{"text", "label"}`; k-means on the embeddings, scored by V-measure against the labels."""
 
     # A local file is small enough to embed whole (mteb's default samples 4 % of a Hub dataset).
@@ -129,7 +129,7 @@ def _label_ids(rows: list[dict[str, Any]]) -> dict[str | int, int]:
     return {label: index for index, label in enumerate(sorted({row["label"] for row in rows}, key=str))}
 
 
-class LocalRetrievalTask(_LocalTask, AbsTaskRetrieval):
+class LocalRetrievalTask(LocalTask, AbsTaskRetrieval):
     """Rows `{"query", "document"}`, one relevant document per row; the corpus is every distinct document."""
 
     def _build_dataset(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, RetrievalSplitData]]:
@@ -149,7 +149,7 @@ class LocalRetrievalTask(_LocalTask, AbsTaskRetrieval):
         return {"default": {"test": split}}
 
 
-_LOCAL_TASK_CLASSES: dict[str, type[_LocalTask]] = {
+_LOCAL_TASK_CLASSES: dict[str, type[LocalTask]] = {
     "sts": LocalSTSTask,
     "pair-classification": LocalPairClassificationTask,
     "classification": LocalClassificationTask,

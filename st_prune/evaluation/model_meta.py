@@ -17,7 +17,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
 from st_prune.errors import StPruneError
-from st_prune.evaluation.tasks import PAPER_CITATION, _unknown_tasks_message, is_mteb_task, mteb_task_names
+from st_prune.evaluation.tasks import PAPER_CITATION, is_mteb_task, mteb_task_names, unknown_tasks_message
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -107,7 +107,7 @@ def build_model_meta(
         unknown = sorted(dataset for dataset in training_datasets if not is_mteb_task(dataset))
         if unknown:
             raise StPruneError(
-                _unknown_tasks_message(
+                unknown_tasks_message(
                     unknown, mteb_task_names(), "training datasets are named as MTEB tasks (e.g. MSMARCO, NQ)"
                 )
             )

@@ -58,7 +58,7 @@ def build_task_prompts(
     """
     own = {key: value for key, value in (model_prompts or {}).items() if value is not None}
     template = template or instruction_template(own)
-    own_task_names = {_prompt_key_task(key) for key in own}
+    own_task_names = {prompt_key_task(key) for key in own}
     prompts: dict[str, str] = {}
     for task in tasks:
         name = task.metadata.name
@@ -69,7 +69,7 @@ def build_task_prompts(
     return {**prompts, **own}
 
 
-def _prompt_key_task(key: str) -> str:
+def prompt_key_task(key: str) -> str:
     """`SciFact-query` -> `SciFact`: the task (or task type) part of an mteb prompt key."""
     for prompt_type in PromptType:
         suffix = f"-{prompt_type.value}"

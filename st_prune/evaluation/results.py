@@ -18,7 +18,7 @@ from mteb.get_tasks import TASK_LIST
 from st_prune.errors import StPruneError
 
 
-def _main_score(scores: Mapping[str, Sequence[Mapping[str, Any]]]) -> float:
+def main_score(scores: Mapping[str, Sequence[Mapping[str, Any]]]) -> float:
     """Mean main score over subsets of the `test` split (the leaderboard's), or of all splits if there is none."""
     splits = ["test"] if "test" in scores else list(scores)
     values = [entry["main_score"] for split in splits for entry in scores[split]]
@@ -36,7 +36,7 @@ def read_main_scores(results_dir: str | Path, task_names: Sequence[str] | None =
     for path in sorted(results_dir.glob("*.json")):
         if path.name == "model_meta.json":
             continue
-        scores[path.stem] = _main_score(json.loads(path.read_text())["scores"])
+        scores[path.stem] = main_score(json.loads(path.read_text())["scores"])
     if not scores:
         raise StPruneError(f"no task results in {results_dir}: run `st-prune eval` with --output pointing above it")
     if task_names is not None:

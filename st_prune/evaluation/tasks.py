@@ -121,7 +121,7 @@ def resolve_tasks(spec: str | Sequence[str]) -> list[AbsTask]:
     unknown = [name for name in unknown if not is_mteb_task(name)]
     if unknown:
         raise StPruneError(
-            _unknown_tasks_message(
+            unknown_tasks_message(
                 unknown,
                 [PAPER_TASK_SET, *TASK_SET_BENCHMARKS, *mteb_task_names()],
                 "use an mteb task name, 'paper', 'mteb-eng-v1' or 'mteb-eng-v2', or --task-file for your own data",
@@ -146,7 +146,7 @@ def _task_set_tasks(name: str) -> list[AbsTask] | None:
     return None
 
 
-def _unknown_tasks_message(unknown: Sequence[str], choices: Sequence[str], fix: str) -> str:
+def unknown_tasks_message(unknown: Sequence[str], choices: Sequence[str], fix: str) -> str:
     """One line naming each unknown task with its closest known names, then the fix."""
     parts = []
     for name in unknown:
