@@ -10,9 +10,8 @@ import sys
 
 from gpu_check import ARCHITECTURES, ROOT
 
-# The tiny run takes ~30 s on 2 cores (five architectures: load, scan, LoRA steps, export, reload). It belongs with
-# the end-to-end tests: once pyproject.toml registers the "e2e" marker, mark this module `pytestmark = pytest.mark.e2e`
-# so that a quick run can deselect it.
+# The tiny run takes ~30 s on 2 cores (five architectures: load, scan, LoRA steps, export, reload): an end-to-end
+# test (this folder's tests carry the e2e marker, so `-m "not e2e"` deselects it).
 
 LLAMA_STAGES = [
     "load_full",
