@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+import st_prune.paper as paper
 from st_prune.errors import StPruneError
 from st_prune.model.dtype_names import DTYPE_CHOICES
 from st_prune.paper import POOLING_MODES
@@ -28,10 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="triplets: JSONL/CSV/Parquet file (or folder) with anchor (or query), positive, optional negative and "
         "optional instruction (or task, with --task-instructions) columns",
     )
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="rows per batch (default 64)")
-    parser.add_argument("--num-batches", type=int, default=100, metavar="N", help="batches to average (default 100)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the row sampling (default 42)")
-    parser.add_argument("--scale", type=float, default=50.0, help="InfoNCE scale, 1/temperature (default 50)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=paper.SCAN_BATCH_SIZE,
+        metavar="B",
+        help="rows per batch (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-batches",
+        type=int,
+        default=paper.SCAN_BATCHES,
+        metavar="N",
+        help="batches to average (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=paper.SEED, help="seed of the row sampling (default %(default)s)")
+    parser.add_argument(
+        "--scale", type=float, default=paper.INFONCE_SCALE, help="InfoNCE scale, 1/temperature (default %(default)g)"
+    )
     parser.add_argument(
         "--pooling",
         choices=sorted(POOLING_MODES),

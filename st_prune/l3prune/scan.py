@@ -39,6 +39,7 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 from tqdm.auto import tqdm
 
+import st_prune.paper as paper
 from st_prune.data.training_data import Prompts, TrainingData, to_training_data
 from st_prune.data.triplets import TEXT_COLUMNS
 from st_prune.errors import StPruneError
@@ -465,10 +466,10 @@ class L3Prune:
         show_progress_bar: a tqdm bar over batches.
     """
 
-    batch_size: int = 64
-    num_batches: int = 100
-    seed: int = 42
-    scale: float = 50.0
+    batch_size: int = paper.SCAN_BATCH_SIZE
+    num_batches: int = paper.SCAN_BATCHES
+    seed: int = paper.SEED
+    scale: float = paper.INFONCE_SCALE
     show_progress_bar: bool = True
 
     def __post_init__(self) -> None:

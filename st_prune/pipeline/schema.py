@@ -25,6 +25,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
+import st_prune.paper as paper
 from st_prune.errors import StPruneError
 from st_prune.training.config import DISTANCES, LoraSpec, TrainingSpec  # noqa: F401  (the recipe's training section)
 from st_prune.util.settings import SEED_MAX, Bool, Int, Number, Str, Text, limits, spec, unwrap
@@ -95,10 +96,10 @@ class VariantSpec:
 class ScanSpec:
     """L3Prune's scan: mean per-layer contrastive loss over ``num_batches`` batches of training triplets."""
 
-    batch_size: Annotated[Int, limits(ge=1)] = 64
-    num_batches: Annotated[Int, limits(ge=1)] = 100
-    seed: Annotated[Int, limits(ge=0, le=SEED_MAX)] = 42
-    scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = 50.0
+    batch_size: Annotated[Int, limits(ge=1)] = paper.SCAN_BATCH_SIZE
+    num_batches: Annotated[Int, limits(ge=1)] = paper.SCAN_BATCHES
+    seed: Annotated[Int, limits(ge=0, le=SEED_MAX)] = paper.SEED
+    scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = paper.INFONCE_SCALE
     max_seq_length: Annotated[Int | None, limits(ge=1)] = None  # defaults to base.max_seq_length
 
 

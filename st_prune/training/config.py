@@ -24,6 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import st_prune.paper as paper
 from st_prune.errors import StPruneError
 from st_prune.paper import PAPER_LORA_TARGETS
 from st_prune.util.settings import (
@@ -95,9 +96,9 @@ class TrainingConfig:
         metavar="N",
     )
     scale: Annotated[Number, limits(gt=0, note="the paper uses 50")] = setting(
-        50.0, "InfoNCE inverse temperature on cosine similarity (paper: 50)", metavar="S"
+        paper.INFONCE_SCALE, "InfoNCE inverse temperature on cosine similarity (paper: 50)", metavar="S"
     )
-    seed: Seed = setting(42, "seed of the LoRA init, data order and dropout (paper: 42)", metavar="S")
+    seed: Seed = setting(paper.SEED, "seed of the LoRA init, data order and dropout (paper: 42)", metavar="S")
     bf16: Bool | None = setting(None, "bfloat16 mixed precision; default on where the CUDA GPU supports it")
     gradient_checkpointing: Bool | None = setting(
         None, "recompute activations in the backward pass; default on when training on a CUDA GPU"
