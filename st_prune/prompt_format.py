@@ -28,7 +28,9 @@ QUERY_PROMPT_TEMPLATE = "{instruction} →"
 
 #: A trained embedder's own instruction format, recognised from its query prompt: ``Instruct: ...\nQuery:`` is the
 #: format of Qwen3-Embedding, e5-mistral-7b-instruct and gte-Qwen2 (with or without a space after "Query:"). A cut of
-#: such a model is scanned, trained and evaluated with instructions in that format, the one it was trained on.
+#: such a model is scanned, trained and evaluated with instructions in that format, the one it was trained on. The
+#: trailing ":" that rules it out as st-prune's format (it can merge into the text's first token) costs nothing here:
+#: these models pool the last token (EOS), so no prompt is excluded from pooling, and a cut keeps the model's pooling.
 INSTRUCT_QUERY_PROMPT = re.compile(r"Instruct: .+\nQuery:(?P<tail>\s*)", re.DOTALL)
 
 
