@@ -50,3 +50,10 @@ def test_model_fixtures_and_the_real_llm_are_refused_outside_their_tiers():
 def test_every_collected_test_carries_the_marker_of_its_folder(request):
     for item in request.session.items:
         assert [mark.name for mark in item.iter_markers() if mark.name in TIERS] == [tier_of(item.path)], item.nodeid
+
+
+def test_test_file_names_are_unique_across_tiers():
+    """The tier folders are not packages, so pytest imports each test file by its bare name: two files of one name
+    in two tiers fail collection ("import file mismatch") when both are collected."""
+    names = [path.name for path in TESTS.glob("*/test_*.py")]
+    assert len(names) > 50 and sorted({name for name in names if names.count(name) > 1}) == []
