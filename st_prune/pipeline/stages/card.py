@@ -18,33 +18,12 @@ from st_prune.pipeline.stages.train import TRAIN
 from st_prune.pipeline.stages.trim import TRIM, final_key
 
 
-def card_variant(
-    recipe: Any,
-    variant: Any,
-    *,
-    repo_id: str,
-    folder: Path,
-    scan: dict[str, Any],
-    records: dict[str, dict[str, Any] | None],
-    run_dir: Path,
-    curve: Path,
-    speed_documents: int,
-) -> dict[str, Any]:
-    """Write the card of ``folder`` (see ``st_prune.card.render.card_context`` for the inputs)."""
+def card_variant(recipe: Any, variant: Any, *, curve: Path, **inputs: Any) -> dict[str, Any]:
+    """Write the card of ``inputs["folder"]``; ``inputs`` are ``card_context``'s (``card_inputs`` reads them)."""
     from st_prune.card.render import card_context, write_card
 
-    context = card_context(
-        recipe,
-        variant,
-        repo_id=repo_id,
-        folder=folder,
-        scan=scan,
-        records=records,
-        run_dir=run_dir,
-        speed_documents=speed_documents,
-    )
-    write_card(folder, context, curve)
-    return {"repo_id": repo_id}
+    write_card(inputs["folder"], card_context(recipe, variant, **inputs), curve)
+    return {"repo_id": inputs["repo_id"]}
 
 
 def card_inputs(ctx, variant) -> dict[str, Any]:
