@@ -34,6 +34,20 @@ LABEL_COLUMN = "label"  # the column sentence-transformers' collator passes to t
 from st_prune.training.config import DISTANCES  # noqa: E402  (one list: the settings check it too)
 
 
+def unlabelled_copy(name: str, dataset: Any) -> Any:
+    """A plain copy of ``dataset`` to add the teacher's ``label`` column to; one that has that column is refused.
+
+    A trainer that already ran on the dataset left its transform on it (sentence-transformers' set_transform adds a
+    dataset_name column in place): the copy drops it."""
+    dataset = dataset.with_format(None)
+    if LABEL_COLUMN in dataset.column_names:
+        raise StPruneError(
+            f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
+            "teacher's embeddings there: rename or drop that column"
+        )
+    return dataset
+
+
 def add_teacher_embeddings(teacher: SentenceTransformer, data: TrainingData, batch_size: int = 32) -> TrainingData:
     """``data`` with a ``label`` column holding the teacher's embedding of every text column of every row.
 
@@ -42,14 +56,7 @@ def add_teacher_embeddings(teacher: SentenceTransformer, data: TrainingData, bat
     """
     datasets = {}
     for name, dataset in data.datasets.items():
-        # A trainer that already ran on these datasets left its transform on them (sentence-transformers'
-        # set_transform adds a dataset_name column in place): read and extend plain copies.
-        dataset = dataset.with_format(None)
-        if LABEL_COLUMN in dataset.column_names:
-            raise StPruneError(
-                f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
-                "teacher's embeddings there: rename or drop that column"
-            )
+        dataset = unlabelled_copy(name, dataset)
         columns = [
             teacher.encode(
                 dataset[column],

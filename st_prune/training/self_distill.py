@@ -255,7 +255,7 @@ def self_distillation_data(
     cache key (a Hub id or folder and its depth); ``batch_size`` is the training batch size.
     """
     from st_prune.data.training_data import TrainingData, prepare_training_data
-    from st_prune.training.distillation import LABEL_COLUMN
+    from st_prune.training.distillation import LABEL_COLUMN, unlabelled_copy
 
     texts = unlabelled_texts(data)
     if texts is not None:
@@ -270,12 +270,7 @@ def self_distillation_data(
     layout = []  # (dataset, columns, rows) in the order their texts are flattened
     items: list[tuple[str | None, str]] = []
     for name, dataset in prepared.datasets.items():
-        dataset = dataset.with_format(None)
-        if LABEL_COLUMN in dataset.column_names:
-            raise StPruneError(
-                f"dataset {name!r} already has a {LABEL_COLUMN!r} column; distillation writes the "
-                "teacher's embeddings there: rename or drop that column"
-            )
+        dataset = unlabelled_copy(name, dataset)
         for column in dataset.column_names:
             prompt = prepared.prompt(name, column)
             items.extend((prompt, text) for text in dataset[column])
