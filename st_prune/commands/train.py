@@ -181,22 +181,18 @@ def build_config(args: argparse.Namespace):
         raise
 
 
-def _read_data(args: argparse.Namespace):
+def _read_data(args: argparse.Namespace, template: str):
     """``(data, prompts)`` from ``--data`` with the task instructions, through the loader ``st-prune run`` uses too
-    (``st_prune.data.echo.load_training_source``: an echo-data folder is read as the paper's E5 mix)."""
+    (``st_prune.data.echo.load_training_source``: an echo-data folder is read as the paper's E5 mix); ``template`` is
+    the model's instruction format."""
     from st_prune.data.echo import load_training_source
     from st_prune.data.triplets import read_task_instructions
 
     instructions = (
         read_task_instructions(args.instructions, "--instructions", inline=True) if args.instructions else None
     )
-    from st_prune.model.embedder import embedder_instruction_template
-
     source = load_training_source(
-        args.data,
-        instructions=instructions,
-        default_instruction=args.default_instruction,
-        template=embedder_instruction_template(args.model),  # a trained embedder's own instruction format
+        args.data, instructions=instructions, default_instruction=args.default_instruction, template=template
     )
     return source.data, source.prompts
 
@@ -247,14 +243,13 @@ def run(args: argparse.Namespace) -> int:
 
         data = text_training_data(texts, _document_prompt(args.model), config.batch_size)
     else:
-        source_data, source_prompts = _read_data(args)
-        from st_prune.model.embedder import embedder_prompts
+        from st_prune.model.embedder import embedder_instruction_template, embedder_prompts
 
-        # A trained embedder trains (and is scanned) on its texts as it embeds them: its own query/document prompts.
-        source_prompts = embedder_prompts(args.model, source_data, source_prompts)
-        from st_prune.model.embedder import embedder_instruction_template
-
+        # A trained embedder trains (and is scanned) on its texts as it embeds them: its own query/document prompts
+        # and its own instruction format.
         template = embedder_instruction_template(args.model)
+        source_data, source_prompts = _read_data(args, template)
+        source_prompts = embedder_prompts(args.model, source_data, source_prompts)
         data = prepare_training_data(source_data, config.batch_size, source_prompts, template)
     if config.lora_r:
         check_lora_targets(args.model, config.lora_target_modules)
