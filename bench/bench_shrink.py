@@ -117,16 +117,6 @@ def run_recipe(recipe_name: str, folder: Path, sets: list[str]) -> None:
         sys.exit(f"bench: {folder.name} failed (exit {code}): see {folder.with_suffix('.log')}")
 
 
-def seed_scan(source: Path, folder: Path) -> None:
-    """Give ``folder`` the scan of ``source`` (same base and scan settings: the same picks without a second scan)."""
-    if (folder / "stages" / "scan.json").exists() or not (source / "stages" / "scan.json").exists():
-        return
-    (folder / "stages").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / "scan", folder / "scan", dirs_exist_ok=True)
-    shutil.copy2(source / "stages" / "scan.json", folder / "stages" / "scan.json")
-    shutil.copy2(source / "run.json", folder / "run.json")
-
-
 def stage_seconds(folder: Path, stage: str, variant: str | None = None) -> float:
     """Seconds of a finished stage, from its marker (a resumed run's summary counts skipped stages as 0)."""
     name = f"{stage}.{variant}.json" if variant else f"{stage}.json"
@@ -172,7 +162,6 @@ def equal_time_budget(
     budget: float,
     scan: float,
     teacher: float,
-    texts: int,
     rows: int,
     train: float,
     steps: int,
@@ -180,8 +169,9 @@ def equal_time_budget(
     layers: int,
 ) -> dict[str, Any]:
     """Rows N (one pass, ceil(N / batch) steps) whose scan + teacher + training cost fits ``budget`` seconds, from
-    (b)'s measured per-text teacher and per-step training costs; ``rows`` 0 when not even one batch fits."""
-    per_row = teacher / texts * (texts / rows) + train / steps / batch_size
+    (b)'s measured costs: its teacher seconds over its ``rows`` triplets (every text of a row is embedded) and its
+    training seconds per step of ``batch_size`` rows; ``rows`` 0 when not even one batch fits."""
+    per_row = teacher / rows + train / steps / batch_size
     fit = max(0, int((budget - scan) / per_row))
     fit = fit // batch_size * batch_size
     return {
@@ -410,6 +400,8 @@ def main() -> int:
             folder = out / RUNS[arm]
             run_recipe(args.recipe, folder, arm_sets(arm, recipe, large))
             save(arm, recipe_arm(arm, folder))
+    from common import seed_scan  # bench/ is on sys.path when run; imported here so tests can load this file alone
+
     distill = out / RUNS["b"]
     if "e" not in records:
         save("e", recipe_arm("e", distill, teacher_seconds=records["b"]["teacher_seconds"]))
@@ -427,7 +419,7 @@ def main() -> int:
     if "b=" not in records and not args.skip_equal_time:
         b = records["b"]
         budget = equal_time_budget(
-            records["d"]["wall_seconds"], scan_seconds, b["teacher_seconds"], b["teacher_texts"], b["rows"],
+            records["d"]["wall_seconds"], scan_seconds, b["teacher_seconds"], b["rows"],
             b["train_seconds"], b["steps"], recipe.training.batch_size, layers,
         )  # fmt: skip
         log(f"(b=): {budget['rows']} triplets, {budget['steps']} steps fit in (d)'s {budget['budget_seconds']:.0f}s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -82,3 +83,15 @@ def round_robin_seconds(
                 seconds[name]["wall"].append(time.perf_counter() - start_wall)
                 seconds[name]["cpu"].append(time.process_time() - start_cpu)
     return seconds
+
+
+def seed_scan(source: Path, folder: Path) -> None:
+    """Copy the scan of the run folder ``source`` (its folder, marker and run.json) into the run folder ``folder``, so
+    a run there with the same base and scan settings skips the scan (same picks); a run folder with another recipe
+    digest re-runs only what the changed settings touch. Nothing is copied once ``folder`` has a scan of its own."""
+    if (folder / "stages" / "scan.json").exists() or not (source / "stages" / "scan.json").exists():
+        return
+    (folder / "stages").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "scan", folder / "scan", dirs_exist_ok=True)
+    shutil.copy2(source / "stages" / "scan.json", folder / "stages" / "scan.json")
+    shutil.copy2(source / "run.json", folder / "run.json")  # marks the folder as a run of the recipe

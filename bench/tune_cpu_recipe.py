@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from common import seed_scan  # bench/ is on sys.path when a script here runs
 
 OUT = Path(__file__).resolve().parent / "out" / "tune"
 
@@ -28,17 +29,6 @@ def parse_trial(text: str) -> tuple[str, list[str]]:
     if not name.strip() or "/" in name:
         sys.exit(f"tune: bad trial {text!r}: write NAME: key=value; key=value")
     return name.strip(), [item.strip() for item in rest.split(";") if item.strip()]
-
-
-def seed_scan(first: Path, trial: Path) -> None:
-    """Copy the first trial's scan (its folder, marker and run.json) so the trial skips it when the scan settings
-    agree (a run folder with another recipe digest re-runs only what the changed settings touch)."""
-    if (trial / "stages" / "scan.json").exists() or not (first / "stages" / "scan.json").exists():
-        return
-    (trial / "stages").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(first / "scan", trial / "scan", dirs_exist_ok=True)
-    shutil.copy2(first / "stages" / "scan.json", trial / "stages" / "scan.json")
-    shutil.copy2(first / "run.json", trial / "run.json")  # marks the folder as a run of the recipe
 
 
 def trial_file(out: Path, name: str) -> Path:
