@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 from plain_st import encode_in_plain_process  # noqa: E402
+from recipe_files import WORDS, write_sts_task
 from torchrun import run_two_processes
 
-WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
 BATCH, STEPS = 4, 3
 
 
@@ -33,18 +33,7 @@ def write_recipe(folder: Path, model: Path) -> Path:
                 )
                 + "\n"
             )
-    with (folder / "sts.jsonl").open("w") as handle:
-        for index in range(12):
-            handle.write(
-                json.dumps(
-                    {
-                        "sentence1": f"the {WORDS[index]} runs",
-                        "sentence2": f"a {WORDS[(index * 7) % 12]} runs",
-                        "score": float(index % 5),
-                    }
-                )
-                + "\n"
-            )
+    write_sts_task(folder)
     recipe = {
         "name": "tiny-ddp",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},

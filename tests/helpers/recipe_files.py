@@ -7,40 +7,44 @@ from pathlib import Path
 
 import yaml
 
-
 # ------------------------------------------------------------------------------------------ helpers
+WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
+
+
+def write_triplets(folder: Path) -> Path:
+    """``folder/triplets.jsonl``: 24 triplets over ``WORDS`` in two tasks ("pairs", "other"), for the tiny recipes."""
+    path = folder / "triplets.jsonl"
+    rows = []
+    for index in range(24):
+        a, b, c = WORDS[index % 12], WORDS[(index + 1) % 12], WORDS[(index + 5) % 12]
+        task = "pairs" if index % 2 else "other"
+        rows.append(
+            {
+                "task": task,
+                "anchor": f"the {a} and {b}",
+                "positive": f"a {a} with a {b}",
+                "negative": f"the {c} on the road",
+            }
+        )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_sts_task(folder: Path) -> Path:
+    """``folder/sts.jsonl``: a 12-pair local STS task over ``WORDS`` (the tiny recipes' evaluation)."""
+    path = folder / "sts.jsonl"
+    rows = [
+        {"sentence1": f"the {WORDS[i]} runs", "sentence2": f"a {WORDS[(i * 7) % 12]} runs", "score": float(i % 5)}
+        for i in range(12)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 def write_recipe(folder: Path, model: Path, **changes) -> Path:
     """A tiny recipe on `model`: 2-batch scan, 3 training steps, a 12-pair local STS task."""
-    data_file = folder / "triplets.jsonl"
-    words = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
-    with data_file.open("w") as handle:
-        for index in range(24):
-            a, b, c = words[index % 12], words[(index + 1) % 12], words[(index + 5) % 12]
-            task = "pairs" if index % 2 else "other"
-            handle.write(
-                json.dumps(
-                    {
-                        "task": task,
-                        "anchor": f"the {a} and {b}",
-                        "positive": f"a {a} with a {b}",
-                        "negative": f"the {c} on the road",
-                    }
-                )
-                + "\n"
-            )
-    task_file = folder / "sts.jsonl"
-    with task_file.open("w") as handle:
-        for index in range(12):
-            handle.write(
-                json.dumps(
-                    {
-                        "sentence1": f"the {words[index]} runs",
-                        "sentence2": f"a {words[(index * 7) % 12]} runs",
-                        "score": float(index % 5),
-                    }
-                )
-                + "\n"
-            )
+    write_triplets(folder)
+    write_sts_task(folder)
     recipe = {
         "name": "tiny-test",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},

@@ -6,27 +6,13 @@ import json
 from pathlib import Path
 
 import yaml
-
-WORDS = ["cat", "dog", "fox", "bank", "money", "music", "guitar", "field", "sun", "road", "debian", "package"]
+from recipe_files import write_triplets
 
 
 def write_recipe(folder: Path, model: Path, steps: int, save_steps: int, **training_changes) -> Path:
     """One 2-layer variant of the tiny model, trained ``steps`` steps on 24 triplets in two instruction groups
     (several epochs, so the resumed data order matters), no evaluation."""
-    with (folder / "triplets.jsonl").open("w") as handle:
-        for index in range(24):
-            a, b, c = WORDS[index % 12], WORDS[(index + 1) % 12], WORDS[(index + 5) % 12]
-            handle.write(
-                json.dumps(
-                    {
-                        "task": "pairs" if index % 2 else "other",
-                        "anchor": f"the {a} and {b}",
-                        "positive": f"a {a} with a {b}",
-                        "negative": f"the {c} on the road",
-                    }
-                )
-                + "\n"
-            )
+    write_triplets(folder)
     recipe = {
         "name": "tiny-resume",
         "base": {"model": str(model), "id": "st-prune-test/tiny-llama", "max_seq_length": 32},
